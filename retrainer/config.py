@@ -1,0 +1,178 @@
+"""Settings: defaults ← config file (TOML) ← RETRAINER_* environment ← CLI flags.
+
+This is the only module that reads files or the environment for settings. Relative paths
+in a config file are taken relative to that file's folder (so a cron job's working folder
+does not matter); relative paths from the environment or flags, relative to the current
+folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from retrainer.errors import BadInputError
+
+ENV_PREFIX = "RETRAINER_"
+CONFIG_ENV = "RETRAINER_CONFIG"
+DEFAULT_TRAINER = "retrainer.training.trainer:train"
+# Keys holding paths, per section: resolved against the config file's folder.
+PATH_KEYS = {("run", "root"), ("data", "path"), ("storage", "path")}
+
+
+class Mode(StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+    HYBRID = "hybrid"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSettings(_Section):
+    mode: Mode = Mode.HYBRID
+    max_concurrent: int | None = Field(default=None, gt=0, description="None: 12 on GPU, 2 on CPU")
+    symbols: str = Field(default="top20", min_length=1)
+    timeout_minutes: float = Field(default=45.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=100)
+    driver: Literal["local"] = "local"
+    root: Path = Path(".")
+    seed: int = Field(default=42, ge=0, lt=2**31)
+    kill_grace_s: float = Field(default=10.0, ge=0)
+    backoff_base_s: float = Field(default=5.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+
+
+class DataSettings(_Section):
+    path: Path = Path("data")
+    min_rows: int = Field(default=1000, ge=10)
+    topn_window_days: int = Field(default=30, gt=0)
+
+
+class FeeOverride(_Section):
+    taker_fee_bps: float | None = Field(default=None, ge=0)
+    maker_fee_bps: float | None = Field(default=None, ge=-100)
+
+
+class CostSettings(_Section):
+    taker_fee_bps: float = Field(default=10.0, ge=0)
+    maker_fee_bps: float = Field(default=2.0, ge=-100)
+    spread_window_days: int = Field(default=30, gt=0)
+    overrides: dict[str, FeeOverride] = Field(default_factory=dict)
+
+
+class TrainerSettings(_Section):
+    plugin: str = Field(default=DEFAULT_TRAINER, pattern=r"^[\w.]+:\w+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StorageSettings(_Section):
+    kind: Literal["none", "local"] = "none"
+    path: Path | None = None
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(_Section):
+    run: RunSettings = RunSettings()
+    data: DataSettings = DataSettings()
+    costs: CostSettings = CostSettings()
+    trainer: TrainerSettings = TrainerSettings()
+    storage: StorageSettings = StorageSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+def load_settings(
+    config_path: Path | None = None,
+    cli: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge every source, validate once, and name the key or file on any error."""
+    environ = os.environ if environ is None else environ
+    if config_path is None and environ.get(CONFIG_ENV):
+        config_path = Path(environ[CONFIG_ENV])
+    merged: dict[str, Any] = {}
+    source = "defaults"
+    if config_path is not None:
+        merged = read_config_file(config_path)
+        source = str(config_path)
+    _overlay(merged, _absolute_paths(env_overrides(environ), Path.cwd()))
+    _overlay(merged, _absolute_paths({k: dict(v) for k, v in (cli or {}).items()}, Path.cwd()))
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise BadInputError(f"invalid settings (from {source}, environment, flags): "
+                            + describe_validation_error(exc)) from None
+    if settings.storage.kind == "local" and settings.storage.path is None:
+        raise BadInputError(f"{source}: storage.path is required when storage.kind = \"local\"")
+    return settings
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        parsed = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"config file {path}: not valid TOML ({exc})") from None
+    return _absolute_paths(parsed, path.resolve().parent)
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """RETRAINER_<SECTION>__<KEY>=value, e.g. RETRAINER_RUN__MODE=parallel."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        out.setdefault(section, {})[key] = _env_value(value)
+    return out
+
+
+def _env_value(value: str) -> Any:
+    # Tables and lists (trainer params) come as JSON; everything else pydantic coerces.
+    if value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _absolute_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
+    for section, key in PATH_KEYS:
+        table = tree.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str | Path):
+            table[key] = (base / Path(table[key]).expanduser()).resolve()
+    return tree
+
+
+def _overlay(base: dict[str, Any], top: Mapping[str, Any]) -> None:
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _overlay(base[key], value)
+        elif value is not None:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+        else:
+            parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)

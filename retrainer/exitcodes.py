@@ -1,0 +1,12 @@
+"""Named exit codes of the `retrainer` command: the only place they are defined."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0  # every symbol succeeded or was skipped (or a dry run)
+    SOME_FAILED = 1  # at least one symbol ended failed or timeout
+    BAD_INPUT = 2  # bad config, symbols or data: nothing was started
+    LOCKED = 3  # another run holds the lock on this root
+    INTERNAL_ERROR = 70  # a bug in retrainer itself (sysexits EX_SOFTWARE)
+    INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the run finished

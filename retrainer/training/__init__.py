@@ -1,0 +1,1 @@
+"""The default trainer plug-in and the contract every trainer follows."""

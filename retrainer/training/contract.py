@@ -1,0 +1,133 @@
+"""What any trainer plug-in receives and returns.
+
+A trainer is a function named in the config as "package.module:function":
+
+    def train(ctx: TrainContext) -> Mapping[str, Any]: ...
+
+It runs inside the item's own child process. It receives the symbol, its validated OHLCV
+data, its costs, an empty output folder, a seed, a device ("cpu" or "cuda:N") and its thread
+budget (already applied to torch and BLAS), and returns its metrics as a JSON-serialisable
+mapping. It writes its artifacts into `ctx.out_dir`; partial outputs go through
+`ctx.save_partial` so that a retry can reuse them (`ctx.reuse_partial`) once they verify.
+The worker writes metrics.json from the returned mapping if the trainer did not, and the
+scheduler then hashes every artifact into sha256.txt.
+
+A trainer may carry a `params_model` attribute (a pydantic model class): the scheduler then
+validates `[trainer.params]` against it before anything starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from retrainer.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from retrainer.costs import SymbolCosts
+from retrainer.errors import BadInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PARTIALS_MANIFEST = ".partials.json"
+
+
+class Trainer(Protocol):
+    def __call__(self, ctx: TrainContext) -> Mapping[str, Any]: ...
+
+
+EventSink = Callable[..., None]
+
+
+def _no_events(event: str, **fields: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    symbol: str
+    data: pd.DataFrame
+    costs: SymbolCosts
+    out_dir: Path
+    seed: int
+    device: str
+    threads: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    # Identifies the inputs of partial outputs (data fingerprint, params): a partial is
+    # reused only from an attempt with the same key.
+    partial_key: str = ""
+    reuse_dir: Path | None = None
+    emit: EventSink = _no_events
+
+    def save_partial(self, name: str, data: bytes) -> Path:
+        """Write a partial output atomically and record its sha256 for a later retry."""
+        path = self.out_dir / name
+        atomic_write_bytes(path, data)
+        self._record_partial(name, sha256_bytes(data))
+        self.emit("coin_partial_saved", artifact=name, bytes=len(data))
+        return path
+
+    def reuse_partial(self, name: str) -> Path | None:
+        """A verified copy of a previous attempt's partial output, or None."""
+        if self.reuse_dir is None:
+            return None
+        recorded = read_partials(self.reuse_dir)
+        source = self.reuse_dir / name
+        digest = recorded.get("files", {}).get(name)
+        if recorded.get("key") != self.partial_key or digest is None or not source.is_file():
+            return None
+        if sha256_file(source) != digest:
+            return None
+        target = self.out_dir / name
+        shutil.copyfile(source, target)
+        self._record_partial(name, digest)
+        self.emit("coin_partial_reused", artifact=name, source=str(source))
+        return target
+
+    def _record_partial(self, name: str, digest: str) -> None:
+        recorded = read_partials(self.out_dir)
+        files = dict(recorded.get("files", {}))
+        files[name] = digest
+        atomic_write_json(self.out_dir / PARTIALS_MANIFEST, {"key": self.partial_key, "files": files})
+
+
+def read_partials(folder: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads((folder / PARTIALS_MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def load_trainer(spec: str) -> Trainer:
+    """Resolve "package.module:function"; a bad spec is bad input (exit 2)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise BadInputError(f"trainer.plugin {spec!r}: expected \"package.module:function\"")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BadInputError(f"trainer.plugin {spec!r}: cannot import {module_name} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise BadInputError(f"trainer.plugin {spec!r}: {module_name} has no function {attr}")
+    return fn  # type: ignore[no-any-return]
+
+
+def validate_trainer_params(trainer: Trainer, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check [trainer.params] against the trainer's own model, if it declares one."""
+    model = getattr(trainer, "params_model", None)
+    if model is None:
+        return dict(params)
+    from pydantic import ValidationError
+
+    from retrainer.config import describe_validation_error
+
+    try:
+        return dict(model.model_validate(dict(params)).model_dump(mode="json"))
+    except ValidationError as exc:
+        raise BadInputError("trainer.params: " + describe_validation_error(exc)) from None
