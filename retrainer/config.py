@@ -160,11 +160,14 @@ def _absolute_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def _overlay(base: dict[str, Any], top: Mapping[str, Any]) -> None:
+    """Deep-merge `top` into `base`; None means "not given" and never overrides."""
     for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+        if isinstance(value, Mapping):
+            if not isinstance(base.get(key), dict):
+                base[key] = {}
             _overlay(base[key], value)
         elif value is not None:
-            base[key] = dict(value) if isinstance(value, Mapping) else value
+            base[key] = value
 
 
 def describe_validation_error(exc: ValidationError) -> str:

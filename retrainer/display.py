@@ -1,0 +1,52 @@
+"""What the terminal shows: the plan table (dry run) and the closing lines of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from retrainer.plan import Plan
+
+
+def make_console(stderr: bool = False) -> Console:
+    # Off a terminal (cron, systemd, a pipe) rich writes no control characters; give it a
+    # wide line so reasons are not cut.
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, width=None if probe.is_terminal else 200)
+
+
+def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
+    res = plan.resources
+    device = f"{res.gpu_count} GPU(s)" if res.has_gpu else "CPU only"
+    title = "Plan (dry run: nothing is written)" if dry_run else "Plan"
+    console.print(
+        f"{title} for {plan.day}: mode {plan.mode.value}, {plan.window} at a time "
+        f"(max_concurrent {plan.max_concurrent}), {plan.threads_per_item} thread(s) per item, "
+        f"{res.cpu_count} cores, {device}; root {plan.layout.root}"
+    )
+    table = Table(show_lines=False)
+    for name in ("symbol", "action", "why", "taker bps", "maker bps", "half-spread bps",
+                 "cost/turnover bps"):
+        table.add_column(name, justify="right" if "bps" in name else "left")
+    for item in plan.items:
+        c = item.costs
+        table.add_row(item.symbol, item.action.value, item.why, f"{c.taker_fee_bps:.2f}",
+                      f"{c.maker_fee_bps:.2f}", f"{c.half_spread_bps:.2f}",
+                      f"{c.cost_per_turnover_bps:.2f}")
+    console.print(table)
+    console.print(f"{len(plan.to_run)} to run, {len(plan.to_skip)} to skip")
+
+
+def print_result(summary: dict[str, Any], summary_path: Path, console: Console) -> None:
+    console.print(
+        f"retrainer {summary['day']}: {summary['total_symbols']} symbols: "
+        f"{summary['succeeded']} succeeded, {summary['failed']} failed, "
+        f"{summary['skipped']} skipped, {summary['interrupted']} interrupted "
+        f"in {summary['total_wall_minutes']:.2f} min (exit {summary['exit_code']})"
+    )
+    for symbol, reason in summary["failures"].items():
+        console.print(f"  {symbol}: {reason}")
+    console.print(f"summary: {summary_path}")

@@ -1,0 +1,141 @@
+"""The nightly job: plan, lock, execute, record, report. The CLI's `run` calls this."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rich.console import Console
+
+from retrainer.artifacts import Layout, atomic_write_json, attempt_stamp, iso, now_utc
+from retrainer.config import Settings
+from retrainer.display import print_plan, print_result
+from retrainer.exitcodes import ExitCode
+from retrainer.lock import RunLock
+from retrainer.logs import COIN_SKIPPED, JOB_COMPLETED, JOB_STARTED, configure_logging
+from retrainer.plan import Plan, build_plan
+from retrainer.resources import detect_resources
+from retrainer.scheduler.drivers import Driver, make_driver
+from retrainer.scheduler.items import FAILED_STATES
+from retrainer.scheduler.ledger import Ledger
+from retrainer.scheduler.runner import Runner, StopFlag
+from retrainer.storage.base import make_storage
+from retrainer.summary import build_summary
+from retrainer.training.contract import load_trainer
+from retrainer.uploads import Uploader
+
+
+def run_job(settings: Settings, *, force: bool, dry_run: bool, console: Console) -> ExitCode:
+    now = now_utc()
+    if dry_run:  # reads only; writes nothing under the root
+        print_plan(build_plan(settings, detect_resources(), now, force), console, dry_run=True)
+        return ExitCode.OK
+    run_id = f"{attempt_stamp(now)}-{os.getpid()}"
+    root = settings.run.root.resolve()
+    with RunLock(Layout(root).lock_path(), run_id):
+        driver = make_driver(settings.run.driver, _preload(settings))
+        driver.start()  # the forkserver imports torch while the plan reads the data
+        try:
+            plan = build_plan(settings, detect_resources(), now, force)
+            return _execute(settings, plan, driver, run_id, force, console)
+        finally:
+            driver.close()
+
+
+def _preload(settings: Settings) -> list[str]:
+    trainer = load_trainer(settings.trainer.plugin)
+    module = settings.trainer.plugin.partition(":")[0]
+    return [module, *getattr(trainer, "preload_modules", ())]
+
+
+def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force: bool,
+             console: Console) -> ExitCode:
+    started, started_at = time.monotonic(), iso(now_utc())
+    layout, day = plan.layout, plan.day
+    configure_logging(layout.engine_log(day), settings.logging.level)
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    log = structlog.get_logger()
+    costs_path = layout.costs_path(day)
+    atomic_write_json(costs_path, _merged_costs(costs_path, plan))
+    ledger = Ledger(layout.status_path(day), layout.journal_path(day))
+    run: dict[str, Any] = {
+        "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+        "started_at": started_at, "mode": plan.mode.value, "driver": settings.run.driver,
+        "max_concurrent": plan.max_concurrent, "window": plan.window,
+        "threads_per_item": plan.threads_per_item, "force": force,
+        "resources": plan.resources.to_dict(), "trainer": settings.trainer.plugin,
+        "symbols": len(plan.items), "to_run": len(plan.to_run), "to_skip": len(plan.to_skip),
+    }
+    ledger.record_run(run)
+    log.info(JOB_STARTED, **{k: v for k, v in run.items() if k != "run_id"})
+    for item in plan.to_skip:
+        log.info(COIN_SKIPPED, symbol=item.symbol, why=item.why)
+    storage = make_storage(settings.storage)
+    uploader = Uploader(storage, layout) if storage else None
+    stop = StopFlag()
+    with _signals_set(stop):
+        tally = Runner(settings, plan, ledger, driver, uploader, run_id, stop).execute()
+    wall_s = time.monotonic() - started
+    summary = build_summary(plan, ledger.entries, tally.attempts, run, wall_s)
+    exit_code = _exit_code(summary, stop)
+    summary.update(finished_at=iso(now_utc()), exit_code=int(exit_code),
+                   worker_startup_ms=_startup_stats(tally.startup_ms))
+    summary_path = layout.summary_path(day)
+    atomic_write_json(summary_path, summary)
+    ledger.record_run({**run, "finished_at": summary["finished_at"], "exit_code": int(exit_code)})
+    ledger.close()
+    if uploader:
+        uploader.submit([costs_path, layout.status_path(day), summary_path])
+        uploader.drain()
+        uploader.close()
+    log.info(JOB_COMPLETED, exit_code=int(exit_code), wall_minutes=summary["total_wall_minutes"],
+             succeeded=summary["succeeded"], failed=summary["failed"],
+             skipped=summary["skipped"], interrupted=summary["interrupted"])
+    print_result(summary, summary_path, console)
+    return exit_code
+
+
+def _exit_code(summary: dict[str, Any], stop: StopFlag) -> ExitCode:
+    if stop.requested:
+        return ExitCode.INTERRUPTED
+    failed = {s.value for s in FAILED_STATES}
+    if any(s["status"] in failed for s in summary["by_symbol"].values()):
+        return ExitCode.SOME_FAILED
+    return ExitCode.OK
+
+
+def _merged_costs(path: Path, plan: Plan) -> dict[str, Any]:
+    """costs.json keeps every symbol costed today; this run's figures win."""
+    try:
+        existing = json.loads(path.read_text("utf-8")).get("symbols", {})
+    except (OSError, ValueError, AttributeError):
+        existing = {}
+    symbols = {**existing, **{i.symbol: i.costs.to_dict() for i in plan.items}}
+    return {"day": plan.day, "updated_at": iso(now_utc()), "symbols": symbols}
+
+
+def _startup_stats(samples: list[float]) -> dict[str, float] | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return {"median": round(ordered[len(ordered) // 2], 2), "max": round(ordered[-1], 2),
+            "n": len(ordered)}
+
+
+@contextlib.contextmanager
+def _signals_set(stop: StopFlag) -> Iterator[None]:
+    """SIGINT/SIGTERM only set the flag; the loop stops gracefully, a second one at once."""
+    previous = {sig: signal.signal(sig, stop.request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,133 @@
+"""The Plan: which symbols run or skip today, and why; their costs; the concurrency.
+
+Building a plan reads the data, the ledger and the machine but writes nothing, so a dry
+run is exactly this module plus printing.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from retrainer.artifacts import Layout, run_day, verify_manifest
+from retrainer.config import Mode, Settings
+from retrainer.costs import SymbolCosts, resolve_costs
+from retrainer.data import find_data_file, load_ohlcv
+from retrainer.errors import BadInputError, DataError
+from retrainer.resources import Resources
+from retrainer.scheduler.items import FAILED_STATES, ItemState, LedgerEntry
+from retrainer.scheduler.ledger import read_ledger
+from retrainer.scheduler.modes import window_size
+from retrainer.symbols import resolve_symbols
+from retrainer.training.contract import load_trainer, validate_trainer_params
+
+
+class Action(StrEnum):
+    RUN = "run"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    symbol: str
+    action: Action
+    why: str
+    data_path: Path
+    costs: SymbolCosts
+    seed: int
+    previous: LedgerEntry | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    day: str
+    layout: Layout
+    items: tuple[PlanItem, ...]
+    mode: Mode
+    window: int
+    threads_per_item: int
+    max_concurrent: int
+    resources: Resources
+    trainer_params: dict[str, Any]
+
+    @property
+    def to_run(self) -> tuple[PlanItem, ...]:
+        return tuple(i for i in self.items if i.action is Action.RUN)
+
+    @property
+    def to_skip(self) -> tuple[PlanItem, ...]:
+        return tuple(i for i in self.items if i.action is Action.SKIP)
+
+
+def symbol_seed(base_seed: int, symbol: str) -> int:
+    """A per-symbol seed independent of order and mode: the same metrics, run after run."""
+    return (base_seed * 1_000_003 + zlib.crc32(symbol.encode("utf-8"))) % 2**31
+
+
+def build_plan(settings: Settings, resources: Resources, now: datetime, force: bool) -> Plan:
+    layout = Layout(settings.run.root.resolve())
+    day = run_day(now)
+    trainer = load_trainer(settings.trainer.plugin)
+    params = validate_trainer_params(trainer, settings.trainer.params)
+    symbols = resolve_symbols(settings.run.symbols,
+                              settings.data.path.resolve(), settings.data.topn_window_days)
+    costs = _costs_for(symbols, settings)
+    ledger = read_ledger(layout.status_path(day), layout.journal_path(day))
+    items = []
+    for symbol in symbols:
+        data_path, symbol_costs = costs[symbol]
+        previous = ledger.entries.get(symbol)
+        action, why = decide(previous, layout, force)
+        items.append(PlanItem(symbol, action, why, data_path, symbol_costs,
+                              symbol_seed(settings.run.seed, symbol), previous))
+    max_concurrent = settings.run.max_concurrent or resources.default_concurrency()
+    runnable = sum(1 for i in items if i.action is Action.RUN)
+    window = window_size(settings.run.mode, max(1, runnable), max_concurrent,
+                         resources.machine_slots)
+    return Plan(day, layout, tuple(items), settings.run.mode, window,
+                resources.threads_per_item(window), max_concurrent, resources, params)
+
+
+def _costs_for(symbols: list[str], settings: Settings) -> dict[str, tuple[Path, SymbolCosts]]:
+    """Load and validate every symbol's data before anything starts; report all problems."""
+    data_dir = settings.data.path.resolve()
+    found: dict[str, tuple[Path, SymbolCosts]] = {}
+    problems: list[str] = []
+    for symbol in symbols:
+        path = find_data_file(data_dir, symbol)
+        if path is None:
+            problems.append(f"{symbol}: no data file {data_dir}/{symbol}.parquet or .csv")
+            continue
+        try:
+            frame = load_ohlcv(path, settings.data.min_rows)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        found[symbol] = (path, resolve_costs(symbol, frame, settings.costs))
+    if problems:
+        raise BadInputError("bad data, nothing was started:\n  " + "\n  ".join(problems))
+    return found
+
+
+def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[Action, str]:
+    """Run or skip one symbol, with the reason shown in --dry_run and kept in the ledger."""
+    if force:
+        return Action.RUN, "--force"
+    if previous is None:
+        return Action.RUN, "not trained today"
+    if previous.state is ItemState.SUCCESS:
+        if previous.artifact_dir is None:
+            return Action.RUN, "ledger says success but names no artifacts"
+        problems = verify_manifest(layout.root / previous.artifact_dir, previous.manifest_sha256)
+        if problems:
+            return Action.RUN, f"artifacts do not verify: {problems[0]}"
+        return Action.SKIP, f"succeeded today at {previous.updated_at}; artifacts verify"
+    if previous.state in FAILED_STATES:
+        last = previous.last_attempt
+        reason = last.reason if last and last.reason else previous.state.value
+        return Action.RUN, f"earlier run today ended {previous.state.value}: {reason}"
+    return Action.RUN, f"earlier run today left it {previous.state.value}"

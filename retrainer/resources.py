@@ -1,0 +1,74 @@
+"""What the machine offers: cores, GPUs, memory; and the concurrency that follows."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+GPU_DEFAULT_CONCURRENCY = 12
+CPU_DEFAULT_CONCURRENCY = 2
+# Device nodes a CUDA (or ROCm) build of torch needs; without one, no GPU can be visible,
+# and the scheduler need not import torch (1.5 s) to find that out.
+_GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_count: int
+    gpu_count: int
+    memory_mb: int
+    cuda_visible_devices: str | None
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.gpu_count > 0
+
+    @property
+    def machine_slots(self) -> int:
+        """How many items the machine itself can run at once (parallel mode's bound)."""
+        return max(self.cpu_count, self.gpu_count)
+
+    def default_concurrency(self) -> int:
+        return GPU_DEFAULT_CONCURRENCY if self.has_gpu else CPU_DEFAULT_CONCURRENCY
+
+    def threads_per_item(self, window: int) -> int:
+        """Cores ÷ concurrency, at least 1: parallel items never oversubscribe the CPU."""
+        return max(1, self.cpu_count // max(1, window))
+
+    def device_for_slot(self, slot: int) -> str:
+        return f"cuda:{slot % self.gpu_count}" if self.has_gpu else "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def usable_cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def detect_gpu_count(environ: dict[str, str] | None = None) -> int:
+    environ = dict(os.environ) if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return 0
+    if not any(Path(node).exists() for node in _GPU_DEVICE_NODES):
+        return 0
+    import torch  # only where a GPU could exist
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def detect_resources() -> Resources:
+    return Resources(
+        cpu_count=usable_cpu_count(),
+        gpu_count=detect_gpu_count(),
+        memory_mb=int(psutil.virtual_memory().total // 2**20),
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )

@@ -1,0 +1,1 @@
+"""Work items, the ledger, modes, the supervisor, workers and drivers."""

@@ -1,0 +1,30 @@
+"""Drivers decide WHERE attempts run. They never touch the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from retrainer.scheduler.supervisor import Supervisor
+from retrainer.scheduler.worker import AttemptSpec
+
+
+class Driver(Protocol):
+    def start(self) -> None:
+        """Get ready to run attempts (e.g. start a preloaded forkserver)."""
+
+    def submit(self, spec: AttemptSpec, timeout_s: float, kill_grace_s: float) -> Supervisor:
+        """Start one attempt and hand back the supervisor that owns it."""
+
+    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> None:
+        """Block until one of the attempts ends or the timeout passes."""
+
+    def close(self) -> None: ...
+
+
+def make_driver(name: str, preload: Sequence[str]) -> Driver:
+    if name == "local":
+        from retrainer.scheduler.drivers.local import LocalDriver
+
+        return LocalDriver(preload)
+    raise ValueError(f"unknown driver {name!r}")

@@ -1,0 +1,126 @@
+"""Records of the scheduler: item states, attempts, ledger entries, outcomes.
+
+Records are frozen dataclasses with to/from dict; states are str enums, so the ledger,
+the summary and the logs all spell them the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class ItemState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"  # the scheduler was stopped while it ran; reruns next time
+
+
+FAILED_STATES = frozenset({ItemState.FAILED, ItemState.TIMEOUT})
+
+
+class UploadState(StrEnum):
+    NONE = "none"  # no storage configured
+    PENDING = "pending"
+    UPLOADED = "uploaded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as the supervisor classified it."""
+
+    state: ItemState
+    reason: str
+    exit_code: int | None = None
+    error_type: str | None = None
+    stack: tuple[str, ...] = ()
+    metrics: dict[str, Any] | None = None
+    startup_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    state: ItemState
+    started_at: str
+    artifact_dir: str
+    device: str
+    threads: int
+    pid: int | None = None
+    ended_at: str | None = None
+    seconds: float | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    error_type: str | None = None
+    stack: tuple[str, ...] = ()
+
+    def ended(self, outcome: Outcome, ended_at: str, seconds: float) -> Attempt:
+        return replace(
+            self,
+            state=outcome.state,
+            ended_at=ended_at,
+            seconds=round(seconds, 3),
+            reason=outcome.reason,
+            exit_code=outcome.exit_code,
+            error_type=outcome.error_type,
+            stack=outcome.stack,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["stack"] = list(self.stack)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Attempt:
+        return cls(**{**raw, "state": ItemState(raw["state"]), "stack": tuple(raw.get("stack", ()))})
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One symbol's state for one UTC day: the truth about what is done."""
+
+    symbol: str
+    state: ItemState
+    updated_at: str
+    why: str = ""  # why the plan ran or skipped it
+    attempts: tuple[Attempt, ...] = ()
+    artifact_dir: str | None = None  # the successful attempt's folder, relative to the root
+    manifest_sha256: str | None = None  # sha256 of that folder's sha256.txt
+    train_minutes: float | None = None
+    metrics: dict[str, Any] | None = None
+    upload: UploadState = UploadState.NONE
+    upload_error: str | None = None
+    run_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def with_attempt(self, attempt: Attempt, **changes: Any) -> LedgerEntry:
+        """Replace the attempt of the same number, or append it."""
+        kept = tuple(a for a in self.attempts if a.number != attempt.number)
+        return replace(self, attempts=(*kept, attempt), state=attempt.state, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["attempts"] = [a.to_dict() for a in self.attempts]
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LedgerEntry:
+        return cls(
+            **{
+                **raw,
+                "state": ItemState(raw["state"]),
+                "upload": UploadState(raw.get("upload", UploadState.NONE)),
+                "attempts": tuple(Attempt.from_dict(a) for a in raw.get("attempts", ())),
+            }
+        )

@@ -1,0 +1,171 @@
+"""The run ledger: runs/<day>/status.json, backed by an append-only journal.
+
+Each transition appends one line (the symbol's whole entry) to ledger.jsonl and fsyncs it:
+O(1) whatever the number of symbols already recorded. status.json is a snapshot of every
+entry, rewritten atomically (so it is valid JSON at every instant) at most once per
+`flush_interval_s` during a run and always at the start and the end; readers replay the
+journal lines newer than the snapshot, so nothing is lost between snapshots, even after a
+SIGKILL. A torn last journal line (a kill mid-write) is ignored and cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrainer.artifacts import atomic_write_text, iso, now_utc
+from retrainer.scheduler.items import LedgerEntry
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class LedgerState:
+    """What a ledger holds once loaded: entries, run records, the last journal seq."""
+
+    entries: dict[str, LedgerEntry] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seq: int = 0
+
+    def apply(self, record: Mapping[str, Any]) -> None:
+        self.seq = max(self.seq, int(record.get("seq", 0)))
+        if "entry" in record:
+            entry = LedgerEntry.from_dict(record["entry"])
+            self.entries[entry.symbol] = entry
+        if "run" in record:
+            run = dict(record["run"])
+            self.runs[str(run["run_id"])] = run
+
+
+def read_ledger(status_path: Path, journal_path: Path) -> LedgerState:
+    """Load the snapshot, then replay the journal lines it does not cover yet."""
+    state = LedgerState()
+    snapshot = _read_snapshot(status_path)
+    if snapshot is not None:
+        for raw in snapshot.get("symbols", {}).values():
+            state.apply({"entry": raw})
+        for raw in snapshot.get("runs", []):
+            state.apply({"run": raw})
+        state.seq = int(snapshot.get("journal_seq", 0))
+    covered = state.seq
+    for record in _journal_records(journal_path):
+        if int(record.get("seq", 0)) > covered:
+            state.apply(record)
+    return state
+
+
+def _read_snapshot(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # unreadable snapshot: the journal still holds every transition
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _journal_records(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn line from a kill mid-append
+        if isinstance(record, dict):
+            yield record
+
+
+class Ledger:
+    """The writable ledger of one day. Thread-safe: uploads record from their own thread."""
+
+    def __init__(self, status_path: Path, journal_path: Path, flush_interval_s: float = 1.0):
+        self.status_path = status_path
+        self.journal_path = journal_path
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        self._state = read_ledger(status_path, journal_path)
+        self._dirty = True
+        self._last_flush = 0.0
+        self._last_flush_cost = 0.0
+        status_path.parent.mkdir(parents=True, exist_ok=True)
+        self._compact()
+        self._fd = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    # -- reading ---------------------------------------------------------------
+    @property
+    def entries(self) -> Mapping[str, LedgerEntry]:
+        with self._lock:
+            return dict(self._state.entries)
+
+    def get(self, symbol: str) -> LedgerEntry | None:
+        with self._lock:
+            return self._state.entries.get(symbol)
+
+    # -- writing ---------------------------------------------------------------
+    def record(self, entry: LedgerEntry) -> None:
+        """Append one transition durably; the snapshot follows within flush_interval_s."""
+        self._append({"entry": entry.to_dict()})
+
+    def record_run(self, run: Mapping[str, Any]) -> None:
+        self._append({"run": dict(run)})
+
+    def _append(self, payload: dict[str, Any]) -> None:
+        with self._lock:
+            seq = self._state.seq + 1
+            record = {"seq": seq, **payload}
+            line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+            os.write(self._fd, line.encode("utf-8"))
+            os.fsync(self._fd)
+            self._state.apply(record)
+            self._dirty = True
+
+    def maybe_flush(self) -> None:
+        """Rewrite status.json if it is stale; spaced so that it costs little at 10k symbols."""
+        interval = max(self.flush_interval_s, 20 * self._last_flush_cost)
+        if self._dirty and time.monotonic() - self._last_flush >= interval:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            started = time.monotonic()
+            atomic_write_text(self.status_path, self._snapshot_text())
+            self._dirty = False
+            self._last_flush = time.monotonic()
+            self._last_flush_cost = self._last_flush - started
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+    def _snapshot_text(self) -> str:
+        snapshot = {
+            "schema": SCHEMA_VERSION,
+            "updated_at": iso(now_utc()),
+            "journal_seq": self._state.seq,
+            "runs": list(self._state.runs.values()),
+            "symbols": {s: e.to_dict() for s, e in sorted(self._state.entries.items())},
+        }
+        return json.dumps(snapshot, indent=1, allow_nan=False) + "\n"
+
+    def _compact(self) -> None:
+        """Fold the journal into a fresh snapshot, then start an empty journal.
+
+        The snapshot records the last seq first, so a crash between the two steps only
+        leaves journal lines that the next reader skips as already covered.
+        """
+        atomic_write_text(self.status_path, self._snapshot_text())
+        if self.journal_path.exists():
+            self.journal_path.unlink()
+        self._last_flush = time.monotonic()
+        self._dirty = False

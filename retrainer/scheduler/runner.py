@@ -1,0 +1,316 @@
+"""The one outer loop: start what may start, wait, reap, enforce deadlines, record.
+
+Modes chose the window (how many at once), the driver runs attempts, the supervisor owns
+each process; this loop only moves items between the queue, the running set and the
+ledger. Each pass of the loop body does one step (huey's Worker.loop); signal handlers
+only set a flag that the loop reads.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from retrainer.artifacts import MANIFEST_NAME, artifact_files, iso, now_utc, write_manifest
+from retrainer.config import Settings
+from retrainer.logs import COIN_FAILED, COIN_RETRY_SCHEDULED, COIN_STARTED, COIN_SUCCEEDED
+from retrainer.plan import Plan, PlanItem
+from retrainer.scheduler.drivers import Driver
+from retrainer.scheduler.items import (
+    FAILED_STATES,
+    Attempt,
+    ItemState,
+    LedgerEntry,
+    Outcome,
+    UploadState,
+)
+from retrainer.scheduler.ledger import Ledger
+from retrainer.scheduler.retry import backoff_s
+from retrainer.scheduler.supervisor import Supervisor
+from retrainer.scheduler.worker import AttemptSpec
+from retrainer.uploads import UploadBatch, Uploader
+
+MAX_IDLE_WAIT_S = 0.5
+
+
+class StopFlag:
+    """Set from signal handlers; read by the loop. One signal: graceful; two: at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.signal_name: str | None = None
+
+    def request(self, signum: int, _frame: object = None) -> None:
+        self.count += 1
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    @property
+    def immediate(self) -> bool:
+        return self.count > 1
+
+
+@dataclass(order=True)
+class _Retry:
+    not_before: float
+    seq: int
+    item: PlanItem = field(compare=False)
+    reuse_dir: Path | None = field(compare=False)
+
+
+@dataclass
+class _Running:
+    item: PlanItem
+    supervisor: Supervisor
+    attempt: Attempt
+    out_dir: Path
+    slot: int
+    started: float
+
+
+@dataclass
+class RunTally:
+    attempts: dict[str, int] = field(default_factory=dict)
+    startup_ms: list[float] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(
+        self, settings: Settings, plan: Plan, ledger: Ledger, driver: Driver,
+        uploader: Uploader | None, run_id: str, stop: StopFlag,
+    ) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.ledger = ledger
+        self.driver = driver
+        self.uploader = uploader
+        self.run_id = run_id
+        self.stop = stop
+        self.tally = RunTally()
+        self.log = structlog.get_logger()
+        self._fresh: deque[PlanItem] = deque(plan.to_run)
+        self._retries: list[_Retry] = []
+        self._running: dict[int, _Running] = {}  # by slot
+        self._free_slots = list(range(plan.window - 1, -1, -1))
+        self._rng = random.Random(settings.run.seed)
+        self._seq = 0
+        self._stopping_since: float | None = None
+
+    # -- the loop ----------------------------------------------------------------
+    def execute(self) -> RunTally:
+        for item in self.plan.to_run:
+            self._record_pending(item)
+        self.ledger.flush()
+        while self._running or (not self.stop.requested and (self._fresh or self._retries)):
+            self._step()
+        self._record_uploads(self.uploader.drain() if self.uploader else [])
+        self._mark_unstarted_after_stop()
+        return self.tally
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        if self.stop.requested:
+            self._stop_running(now)
+        else:
+            self._start_ready(now)
+        self.driver.wait([r.supervisor for r in self._running.values()],
+                         self._next_wakeup(now) - now)
+        self._reap_finished()
+        now = time.monotonic()
+        for running in self._running.values():
+            running.supervisor.enforce_deadline(now)
+        if self.uploader:
+            self._record_uploads(self.uploader.finished())
+        self.ledger.maybe_flush()
+
+    def _next_wakeup(self, now: float) -> float:
+        wakeups = [now + MAX_IDLE_WAIT_S]
+        wakeups += [r.supervisor.next_wakeup() for r in self._running.values()]
+        if self._retries and self._free_slots and not self.stop.requested:
+            wakeups.append(self._retries[0].not_before)
+        return min(wakeups)
+
+    # -- starting ------------------------------------------------------------------
+    def _start_ready(self, now: float) -> None:
+        while self._free_slots:
+            if self._retries and self._retries[0].not_before <= now:
+                retry = heapq.heappop(self._retries)
+                self._start(retry.item, retry.reuse_dir)
+            elif self._fresh:
+                self._start(self._fresh.popleft(), None)
+            else:
+                return
+
+    def _start(self, item: PlanItem, reuse_dir: Path | None) -> None:
+        slot = self._free_slots.pop()
+        layout = self.plan.layout
+        entry = self.ledger.get(item.symbol) or self._new_entry(item)
+        number = len(entry.attempts) + 1
+        self.tally.attempts[item.symbol] = self.tally.attempts.get(item.symbol, 0) + 1
+        out_dir = layout.new_attempt_dir(item.symbol, now_utc())
+        device = self.plan.resources.device_for_slot(slot)
+        spec = self._spec(item, number, out_dir, device, reuse_dir)
+        attempt = Attempt(number=number, state=ItemState.RUNNING, started_at=iso(now_utc()),
+                          artifact_dir=layout.relative(out_dir), device=device,
+                          threads=self.plan.threads_per_item)
+        started = time.monotonic()
+        try:
+            supervisor = self.driver.submit(spec, self.settings.run.timeout_minutes * 60.0,
+                                            self.settings.run.kill_grace_s)
+        except OSError as exc:  # fork failed (no memory, too many processes)
+            self._free_slots.append(slot)
+            outcome = Outcome(ItemState.FAILED, f"could not start the process: {exc}",
+                              error_type=type(exc).__name__)
+            self._finish(item, attempt, out_dir, outcome, 0.0)
+            return
+        attempt = replace(attempt, pid=supervisor.pid)
+        self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
+                                              why=item.why, run_id=self.run_id))
+        self.log.info(COIN_STARTED, symbol=item.symbol, attempt=number, pid=supervisor.pid,
+                      device=device, threads=self.plan.threads_per_item, slot=slot,
+                      artifact_dir=attempt.artifact_dir)
+        self._running[slot] = _Running(item, supervisor, attempt, out_dir, slot, started)
+
+    def _spec(self, item: PlanItem, number: int, out_dir: Path, device: str,
+              reuse_dir: Path | None) -> AttemptSpec:
+        layout, settings = self.plan.layout, self.settings
+        return AttemptSpec(
+            run_id=self.run_id, symbol=item.symbol, attempt=number, data_path=item.data_path,
+            min_rows=settings.data.min_rows, costs=item.costs.to_dict(), out_dir=out_dir,
+            log_dir=layout.symbol_log_dir(self.plan.day, item.symbol),
+            engine_log=layout.engine_log(self.plan.day), trainer=settings.trainer.plugin,
+            params=self.plan.trainer_params, seed=item.seed, device=device,
+            threads=self.plan.threads_per_item, log_level=settings.logging.level,
+            reuse_dir=reuse_dir,
+        )
+
+    # -- finishing -----------------------------------------------------------------
+    def _reap_finished(self) -> None:
+        for slot, running in list(self._running.items()):
+            if not running.supervisor.is_done():
+                continue
+            del self._running[slot]
+            self._free_slots.append(slot)
+            outcome = running.supervisor.reap()
+            if self.stop.requested and outcome.state is not ItemState.SUCCESS:
+                outcome = Outcome(ItemState.INTERRUPTED,
+                                  f"scheduler stopped by {self.stop.signal_name}",
+                                  exit_code=outcome.exit_code)
+            self._finish(running.item, running.attempt, running.out_dir, outcome,
+                         time.monotonic() - running.started)
+
+    def _finish(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome,
+                seconds: float) -> None:
+        if outcome.startup_ms is not None:
+            self.tally.startup_ms.append(outcome.startup_ms)
+        manifest_sha = None
+        if outcome.state is ItemState.SUCCESS:
+            try:
+                manifest_sha = write_manifest(out_dir)
+            except OSError as exc:
+                outcome = Outcome(ItemState.FAILED, f"could not write {MANIFEST_NAME}: {exc}",
+                                  exit_code=outcome.exit_code, error_type=type(exc).__name__)
+        ended = attempt.ended(outcome, iso(now_utc()), seconds)
+        entry = (self.ledger.get(item.symbol) or self._new_entry(item)).with_attempt(
+            ended, updated_at=ended.ended_at, run_id=self.run_id)
+        if outcome.state is ItemState.SUCCESS:
+            self._succeeded(item, entry, ended, out_dir, manifest_sha, outcome, seconds)
+        else:
+            self.ledger.record(entry)
+            self._failed(item, ended, out_dir, outcome)
+
+    def _succeeded(self, item: PlanItem, entry: LedgerEntry, attempt: Attempt, out_dir: Path,
+                   manifest_sha: str | None, outcome: Outcome, seconds: float) -> None:
+        upload = UploadState.PENDING if self.uploader else UploadState.NONE
+        self.ledger.record(replace(
+            entry, artifact_dir=attempt.artifact_dir, manifest_sha256=manifest_sha,
+            train_minutes=round(seconds / 60.0, 4), metrics=outcome.metrics, upload=upload,
+            upload_error=None))
+        self.log.info(COIN_SUCCEEDED, symbol=item.symbol, attempt=attempt.number,
+                      minutes=round(seconds / 60.0, 4), artifact_dir=attempt.artifact_dir,
+                      metrics=_headline(outcome.metrics))
+        if self.uploader:
+            self.uploader.submit([*artifact_files(out_dir), out_dir / MANIFEST_NAME], item.symbol)
+
+    def _failed(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome) -> None:
+        tries = self.tally.attempts.get(item.symbol, 0)
+        will_retry = (outcome.state in FAILED_STATES and not self.stop.requested
+                      and tries <= self.settings.run.retries)
+        self.log.warning(COIN_FAILED, symbol=item.symbol, attempt=attempt.number,
+                         state=outcome.state.value, reason=outcome.reason,
+                         error_type=outcome.error_type, exit_code=outcome.exit_code,
+                         stack=list(outcome.stack), will_retry=will_retry)
+        if not will_retry:
+            return
+        delay = backoff_s(tries, self.settings.run.backoff_base_s, self.settings.run.backoff_cap_s,
+                          self._rng)
+        self._seq += 1
+        heapq.heappush(self._retries, _Retry(time.monotonic() + delay, self._seq, item, out_dir))
+        self.log.info(COIN_RETRY_SCHEDULED, symbol=item.symbol, retry=tries,
+                      delay_s=round(delay, 3))
+
+    # -- stopping ------------------------------------------------------------------
+    def _stop_running(self, now: float) -> None:
+        if self._stopping_since is None:
+            self._stopping_since = now
+            self.log.warning("job_stopping", signal=self.stop.signal_name,
+                             running=len(self._running), queued=len(self._fresh))
+            for running in self._running.values():
+                running.supervisor.terminate()
+        if self.stop.immediate:
+            for running in self._running.values():
+                running.supervisor.kill()
+
+    def _mark_unstarted_after_stop(self) -> None:
+        if not self.stop.requested:
+            return
+        for item in [*self._fresh, *(r.item for r in self._retries)]:
+            entry = self.ledger.get(item.symbol)
+            if entry is not None and entry.state is ItemState.PENDING:
+                self.ledger.record(replace(entry, updated_at=iso(now_utc()),
+                                           why=f"not started: {self.stop.signal_name}"))
+
+    # -- ledger helpers --------------------------------------------------------------
+    def _new_entry(self, item: PlanItem) -> LedgerEntry:
+        return LedgerEntry(symbol=item.symbol, state=ItemState.PENDING,
+                           updated_at=iso(now_utc()), why=item.why, run_id=self.run_id)
+
+    def _record_pending(self, item: PlanItem) -> None:
+        """Queued. A symbol that succeeded earlier keeps that state until it really reruns:
+        its verified artifacts are still the truth if this run is stopped first."""
+        previous = self.ledger.get(item.symbol)
+        if previous is None:
+            self.ledger.record(self._new_entry(item))
+            return
+        state = ItemState.SUCCESS if previous.state is ItemState.SUCCESS else ItemState.PENDING
+        self.ledger.record(replace(previous, state=state, why=item.why,
+                                   updated_at=iso(now_utc()), run_id=self.run_id))
+
+    def _record_uploads(self, batches: list[UploadBatch]) -> None:
+        for batch in batches:
+            if batch.symbol is None:
+                continue
+            entry = self.ledger.get(batch.symbol)
+            if entry is None:
+                continue
+            state = UploadState.UPLOADED if batch.ok else UploadState.FAILED
+            self.ledger.record(replace(entry, upload=state, upload_error=batch.error))
+
+
+def _headline(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """A few numbers for the log line; the full set is in metrics.json and the ledger."""
+    if not metrics:
+        return {}
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    return dict(list(scalars.items())[:8])

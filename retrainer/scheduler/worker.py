@@ -1,0 +1,207 @@
+"""The child's entry: one attempt of one symbol, in a process of its own.
+
+It starts its own session (so the supervisor can kill its whole process group), watches a
+lifeline to the scheduler (so it never outlives it), applies its thread budget, loads the
+data, calls the trainer, and leaves a result file that the supervisor classifies. This
+module is preloaded in the forkserver together with torch, so an attempt starts by fork
+in milliseconds instead of a fresh interpreter importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from retrainer.artifacts import atomic_write_json, sha256_bytes
+from retrainer.costs import SymbolCosts
+from retrainer.data import data_fingerprint, load_ohlcv
+from retrainer.logs import configure_worker_logging
+from retrainer.training.contract import TrainContext, load_trainer
+
+STACK_FRAMES_KEPT = 8
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class AttemptSpec:
+    """Everything a child needs for one attempt; pickled to the forkserver."""
+
+    run_id: str
+    symbol: str
+    attempt: int
+    data_path: Path
+    min_rows: int
+    costs: dict[str, Any]
+    out_dir: Path
+    log_dir: Path
+    engine_log: Path
+    trainer: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    threads: int
+    log_level: str = "info"
+    reuse_dir: Path | None = None
+    submitted_at: float = field(default_factory=time.time)
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_dir / f"attempt-{self.attempt}.log"
+
+    @property
+    def result_path(self) -> Path:
+        return self.log_dir / f"attempt-{self.attempt}.result.json"
+
+
+def run_attempt(spec: AttemptSpec, lifeline: Connection) -> None:
+    """multiprocessing target. Exit 0 with an ok result, or exit 1 with an error result."""
+    startup_ms = (time.time() - spec.submitted_at) * 1000.0
+    os.setsid()  # own session and process group: the supervisor kills the whole tree
+    _watch_lifeline(lifeline)
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    _redirect_output(spec.stdout_path)
+    _limit_threads(spec.threads)
+    configure_worker_logging(spec.engine_log, spec.log_dir / "worker.log", spec.log_level)
+    structlog.contextvars.bind_contextvars(
+        run_id=spec.run_id, symbol=spec.symbol, attempt=spec.attempt, pid=os.getpid()
+    )
+    log = structlog.get_logger()
+    log.info("worker_ready", startup_ms=round(startup_ms, 2), threads=spec.threads,
+             device=spec.device)
+    try:
+        metrics = _train(spec, log)
+    except BaseException as exc:  # everything, so the supervisor learns what happened
+        _write_result(spec, _error_result(exc, startup_ms))
+        log.error("worker_error", error_type=type(exc).__name__, error=_short(str(exc)))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    _write_result(spec, {"ok": True, "metrics": metrics, "startup_ms": startup_ms})
+
+
+def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
+    data = load_ohlcv(spec.data_path, spec.min_rows)
+    trainer = load_trainer(spec.trainer)
+    ctx = TrainContext(
+        symbol=spec.symbol,
+        data=data,
+        costs=SymbolCosts.from_dict(spec.costs),
+        out_dir=spec.out_dir,
+        seed=spec.seed,
+        device=spec.device,
+        threads=spec.threads,
+        params=spec.params,
+        partial_key=_partial_key(spec),
+        reuse_dir=spec.reuse_dir,
+        emit=lambda event, **fields: log.info(event, **fields),
+    )
+    returned = trainer(ctx)
+    metrics = checked_metrics(returned)
+    metrics_path = spec.out_dir / "metrics.json"
+    if not metrics_path.exists():
+        atomic_write_json(metrics_path, metrics)
+    return metrics
+
+
+def _partial_key(spec: AttemptSpec) -> str:
+    """Partial outputs are reusable only for the same data, trainer and params."""
+    identity = json.dumps(
+        {"data": data_fingerprint(spec.data_path), "trainer": spec.trainer,
+         "params": spec.params, "seed": spec.seed},
+        sort_keys=True,
+    )
+    return sha256_bytes(identity.encode("utf-8"))
+
+
+class GarbageResultError(TypeError):
+    """The trainer returned something that is not a mapping of JSON-safe metrics."""
+
+
+def checked_metrics(returned: object) -> dict[str, Any]:
+    if not isinstance(returned, Mapping):
+        raise GarbageResultError(
+            f"trainer returned {type(returned).__name__}, expected a mapping of metrics"
+        )
+    metrics = {str(k): v for k, v in returned.items()}
+    try:
+        json.dumps(metrics, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise GarbageResultError(f"trainer returned metrics that are not JSON-safe: {exc}") from None
+    return metrics
+
+
+def _error_result(exc: BaseException, startup_ms: float) -> dict[str, Any]:
+    frames = traceback.extract_tb(exc.__traceback__)[-STACK_FRAMES_KEPT:]
+    return {
+        "ok": False,
+        "error_type": type(exc).__name__,
+        "message": _short(str(exc)),
+        "stack": [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames],
+        "startup_ms": startup_ms,
+    }
+
+
+def _short(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _write_result(spec: AttemptSpec, result: dict[str, Any]) -> None:
+    cleaned = {k: v for k, v in result.items() if not (isinstance(v, float) and math.isnan(v))}
+    atomic_write_json(spec.result_path, cleaned)
+
+
+def _watch_lifeline(lifeline: Connection) -> None:
+    """When the scheduler dies its end of the pipe closes: take our whole group down."""
+
+    def watch() -> None:
+        try:
+            lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def _redirect_output(path: Path) -> None:
+    """The trainer's prints and C-level output go to the attempt's log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _limit_threads(threads: int) -> None:
+    for name in THREAD_ENV_VARS:  # for anything the trainer starts
+        os.environ[name] = str(threads)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass  # already fixed for this process; intra-op threads are what matter
+    threadpool_limits(threads)
