@@ -1,3 +1,5 @@
 from retrainer.cli import main
 
-main()
+# Guarded: multiprocessing children re-import the main module under another name.
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,9 @@ from multiprocessing.connection import Connection, wait
 from retrainer.scheduler.supervisor import Supervisor
 from retrainer.scheduler.worker import AttemptSpec
 
-BASE_PRELOAD = ("retrainer.scheduler.worker", "torch", "pandas", "pyarrow.parquet")
+# retrainer.cli: children re-run the console script's imports (multiprocessing re-imports
+# the main module), which must then cost nothing.
+BASE_PRELOAD = ("retrainer.scheduler.worker", "retrainer.cli", "torch", "pandas", "pyarrow.parquet")
 
 
 class LocalDriver:

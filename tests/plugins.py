@@ -1,0 +1,96 @@
+"""A fault-injection trainer for tests: the behaviour is chosen per symbol.
+
+    [trainer]
+    plugin = "tests.plugins:faulty"
+    [trainer.params]
+    pid_dir = "/tmp/pids"
+    behaviours = { HANG = "hang", BOOM = "raise" }
+
+Every attempt writes its pid (and any grandchild's) under pid_dir, so a test can check
+with psutil that nothing survived.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from retrainer.training.contract import TrainContext
+
+
+def _record_pid(ctx: TrainContext, pid: int, role: str) -> None:
+    pid_dir = Path(str(ctx.params["pid_dir"]))
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    (pid_dir / f"{ctx.symbol}-{role}-{pid}.pid").write_text(str(pid))
+
+
+def _ok(ctx: TrainContext) -> Any:
+    (ctx.out_dir / "model.bin").write_bytes(ctx.symbol.encode() * 100)
+    return {"symbol": ctx.symbol, "value": 1.0}
+
+
+def _hang(ctx: TrainContext) -> Any:
+    while True:
+        time.sleep(1)
+
+
+def _hang_ignoring_term(ctx: TrainContext) -> Any:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return _hang(ctx)
+
+
+def _grandchild(ctx: TrainContext) -> Any:
+    # A grandchild in its own session that ignores SIGTERM: it escapes a plain killpg.
+    code = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    _record_pid(ctx, child.pid, "grandchild")
+    return _hang(ctx)
+
+
+def _raise(ctx: TrainContext) -> Any:
+    raise ValueError(f"boom from {ctx.symbol}")
+
+
+def _exit3(ctx: TrainContext) -> Any:
+    os._exit(3)
+
+
+def _segfault(ctx: TrainContext) -> Any:
+    ctypes.string_at(0)
+
+
+def _garbage(ctx: TrainContext) -> Any:
+    return 42
+
+
+def _fail_once(ctx: TrainContext) -> Any:
+    marker = Path(str(ctx.params["pid_dir"])) / f"{ctx.symbol}.failed-once"
+    if not marker.exists():
+        marker.write_text("1")
+        raise RuntimeError("first attempt fails")
+    return _ok(ctx)
+
+
+def _slow(ctx: TrainContext) -> Any:
+    time.sleep(float(ctx.params.get("slow_s", 1.0)))
+    return _ok(ctx)
+
+
+BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
+    "ok": _ok, "hang": _hang, "hang_ignoring_term": _hang_ignoring_term,
+    "grandchild": _grandchild, "raise": _raise, "exit3": _exit3, "segfault": _segfault,
+    "garbage": _garbage, "fail_once": _fail_once, "slow": _slow,
+}
+
+
+def faulty(ctx: TrainContext) -> Any:
+    _record_pid(ctx, os.getpid(), "item")
+    behaviour = dict(ctx.params.get("behaviours", {})).get(ctx.symbol, "ok")
+    return BEHAVIOURS[behaviour](ctx)
