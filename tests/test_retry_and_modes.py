@@ -1,0 +1,63 @@
+"""Backoff is a pure function; modes only decide how many run at once."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from retrainer.config import Mode
+from retrainer.resources import Resources, detect_gpu_count
+from retrainer.scheduler.modes import window_size
+from retrainer.scheduler.retry import backoff_s
+
+
+def test_backoff_stays_under_a_doubling_ceiling_up_to_the_cap() -> None:
+    rng = random.Random(1)
+    for retry, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (6, 20.0), (60, 20.0)]:
+        samples = [backoff_s(retry, base_s=2.0, cap_s=20.0, rng=rng) for _ in range(500)]
+        assert all(0.0 <= s <= ceiling for s in samples)
+        assert max(samples) > 0.8 * ceiling  # full jitter spreads over the whole range
+
+
+def test_backoff_is_reproducible_from_its_seed() -> None:
+    first = [backoff_s(n, 1.0, 60.0, random.Random(7)) for n in range(1, 6)]
+    second = [backoff_s(n, 1.0, 60.0, random.Random(7)) for n in range(1, 6)]
+    assert first == second
+
+
+def test_backoff_rejects_retry_zero() -> None:
+    with pytest.raises(ValueError):
+        backoff_s(0, 1.0, 2.0, random.Random(0))
+
+
+def test_sequential_runs_one_at_a_time() -> None:
+    assert window_size(Mode.SEQUENTIAL, items=50, max_concurrent=12, machine_slots=16) == 1
+
+
+def test_parallel_is_bounded_only_by_the_machine() -> None:
+    assert window_size(Mode.PARALLEL, items=50, max_concurrent=2, machine_slots=16) == 16
+    assert window_size(Mode.PARALLEL, items=3, max_concurrent=2, machine_slots=16) == 3
+
+
+def test_hybrid_is_a_window_of_max_concurrent() -> None:
+    assert window_size(Mode.HYBRID, items=50, max_concurrent=12, machine_slots=2) == 12
+    assert window_size(Mode.HYBRID, items=5, max_concurrent=12, machine_slots=2) == 5
+
+
+def test_default_concurrency_is_12_with_a_gpu_and_2_without() -> None:
+    gpu = Resources(cpu_count=16, gpu_count=1, memory_mb=1, cuda_visible_devices=None)
+    cpu = Resources(cpu_count=16, gpu_count=0, memory_mb=1, cuda_visible_devices=None)
+    assert gpu.default_concurrency() == 12 and cpu.default_concurrency() == 2
+
+
+def test_each_item_gets_an_equal_share_of_the_cores_and_at_least_one() -> None:
+    res = Resources(cpu_count=16, gpu_count=2, memory_mb=1, cuda_visible_devices=None)
+    assert res.threads_per_item(4) == 4
+    assert res.threads_per_item(64) == 1
+    assert [res.device_for_slot(s) for s in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+
+
+def test_an_empty_cuda_visible_devices_hides_every_gpu() -> None:
+    assert detect_gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0
+    assert detect_gpu_count({"CUDA_VISIBLE_DEVICES": "-1"}) == 0
