@@ -1,0 +1,6 @@
+"""Who hears about a run: a Protocol, one module per backend, a registry."""
+
+from retrainer.notifiers.base import NOTIFIER_BACKENDS, Notifier, NotifierFactory, make_notifier
+from retrainer.notifiers.null import NullNotifier
+
+__all__ = ["NOTIFIER_BACKENDS", "Notifier", "NotifierFactory", "NullNotifier", "make_notifier"]
