@@ -127,7 +127,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         parsed = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"config file {path}: not valid TOML ({exc})") from None
-    return _absolute_paths(parsed, path.resolve().parent)
+    base = path.resolve().parent
+    run = parsed.get("run")
+    if isinstance(run, dict) and str(run.get("symbols", "")).lower().endswith(".csv"):
+        run["symbols"] = str((base / Path(run["symbols"]).expanduser()).resolve())
+    return _absolute_paths(parsed, base)
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:

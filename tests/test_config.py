@@ -62,3 +62,8 @@ def test_a_missing_config_file_is_bad_input(tmp_path: Path) -> None:
 def test_the_config_env_variable_names_the_file(tmp_path: Path) -> None:
     config = write(tmp_path / "c.toml", "[run]\nretries = 9\n")
     assert load_settings(None, environ={"RETRAINER_CONFIG": str(config)}).run.retries == 9
+
+
+def test_a_symbols_csv_in_a_file_is_relative_to_the_file(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", '[run]\nsymbols = "lists/majors.csv"\n')
+    assert read_config_file(config)["run"]["symbols"] == str(tmp_path / "lists" / "majors.csv")

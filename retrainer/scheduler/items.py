@@ -79,7 +79,8 @@ class Attempt:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Attempt:
-        return cls(**{**raw, "state": ItemState(raw["state"]), "stack": tuple(raw.get("stack", ()))})
+        stack = tuple(raw.get("stack", ()))
+        return cls(**{**raw, "state": ItemState(raw["state"]), "stack": stack})
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,9 @@ class Supervisor:
                 os.killpg(target, signal.SIGKILL)
 
 
-def classify(spec: AttemptSpec, exit_code: int | None, timed_out: bool, timeout_s: float) -> Outcome:
+def classify(
+    spec: AttemptSpec, exit_code: int | None, timed_out: bool, timeout_s: float
+) -> Outcome:
     result = _read_result(spec.result_path)
     startup_ms = result.get("startup_ms") if result else None
     if timed_out:

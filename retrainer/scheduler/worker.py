@@ -145,7 +145,9 @@ def checked_metrics(returned: object) -> dict[str, Any]:
     try:
         json.dumps(metrics, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise GarbageResultError(f"trainer returned metrics that are not JSON-safe: {exc}") from None
+        raise GarbageResultError(
+            f"trainer returned metrics that are not JSON-safe: {exc}"
+        ) from None
     return metrics
 
 

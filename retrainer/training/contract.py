@@ -92,7 +92,8 @@ class TrainContext:
         recorded = read_partials(self.out_dir)
         files = dict(recorded.get("files", {}))
         files[name] = digest
-        atomic_write_json(self.out_dir / PARTIALS_MANIFEST, {"key": self.partial_key, "files": files})
+        manifest = {"key": self.partial_key, "files": files}
+        atomic_write_json(self.out_dir / PARTIALS_MANIFEST, manifest)
 
 
 def read_partials(folder: Path) -> dict[str, Any]:
@@ -111,7 +112,9 @@ def load_trainer(spec: str) -> Trainer:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BadInputError(f"trainer.plugin {spec!r}: cannot import {module_name} ({exc})") from None
+        raise BadInputError(
+            f"trainer.plugin {spec!r}: cannot import {module_name} ({exc})"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise BadInputError(f"trainer.plugin {spec!r}: {module_name} has no function {attr}")

@@ -18,7 +18,9 @@ from retrainer.scheduler.worker import AttemptSpec
 
 # retrainer.cli: children re-run the console script's imports (multiprocessing re-imports
 # the main module), which must then cost nothing.
-BASE_PRELOAD = ("retrainer.scheduler.worker", "retrainer.cli", "torch", "pandas", "pyarrow.parquet")
+BASE_PRELOAD = (
+    "retrainer.scheduler.worker", "retrainer.cli", "torch", "pandas", "pyarrow.parquet",
+)
 
 
 class LocalDriver:
