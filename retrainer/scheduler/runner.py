@@ -158,21 +158,21 @@ class Runner:
         entry = self.ledger.get(item.symbol) or self._new_entry(item)
         number = len(entry.attempts) + 1
         self.tally.attempts[item.symbol] = self.tally.attempts.get(item.symbol, 0) + 1
-        out_dir = layout.new_attempt_dir(item.symbol, now_utc())
         device = self.plan.resources.device_for_slot(slot)
-        spec = self._spec(item, number, out_dir, device, reuse_dir)
         attempt = Attempt(number=number, state=ItemState.RUNNING, started_at=iso(now_utc()),
-                          artifact_dir=layout.relative(out_dir), device=device,
-                          threads=self.plan.threads_per_item)
+                          artifact_dir="", device=device, threads=self.plan.threads_per_item)
         started = time.monotonic()
         try:
+            out_dir = layout.new_attempt_dir(item.symbol, now_utc())
+            attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
+            spec = self._spec(item, number, out_dir, device, reuse_dir)
             supervisor = self.driver.submit(spec, self.settings.run.timeout_minutes * 60.0,
                                             self.settings.run.kill_grace_s)
-        except OSError as exc:  # fork failed (no memory, too many processes)
+        except OSError as exc:  # disk full, fork failed (no memory, too many processes)
             self._free_slots.append(slot)
-            outcome = Outcome(ItemState.FAILED, f"could not start the process: {exc}",
+            outcome = Outcome(ItemState.FAILED, f"could not start the attempt: {exc}",
                               error_type=type(exc).__name__)
-            self._finish(item, attempt, out_dir, outcome, 0.0)
+            self._finish(item, attempt, layout.model_dir(item.symbol), outcome, 0.0)
             return
         attempt = replace(attempt, pid=supervisor.pid)
         self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,

@@ -198,6 +198,8 @@ def _redirect_output(path: Path) -> None:
 def _limit_threads(threads: int) -> None:
     for name in THREAD_ENV_VARS:  # for anything the trainer starts
         os.environ[name] = str(threads)
+    # Deterministic cuBLAS must be asked for before CUDA is first touched in this process.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
     from threadpoolctl import threadpool_limits
 

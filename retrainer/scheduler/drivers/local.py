@@ -9,6 +9,7 @@ the write end of a lifeline pipe whose read end every child holds: when the sche
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Sequence
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
@@ -45,6 +46,8 @@ class LocalDriver:
     def wait(self, running: Sequence[Supervisor], timeout_s: float) -> None:
         if running:
             wait([s.sentinel for s in running], timeout=max(0.0, timeout_s))
+        else:  # only retries waiting out their backoff: sleep rather than spin
+            time.sleep(max(0.0, timeout_s))
 
     def close(self) -> None:
         for conn in (self._lifeline_w, self._lifeline_r):

@@ -1,0 +1,224 @@
+"""The default trainer plug-in: features → walk-forward split → MLP → test-span metrics.
+
+    [trainer]
+    plugin = "retrainer.training.trainer:train"
+    params = { horizon_bars = 4, hidden_sizes = [64, 32] }
+
+torch is imported inside `train` only: the scheduler imports this module to validate
+`[trainer.params]` against `train.params_model` and must stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+import retrainer
+from retrainer.artifacts import atomic_write_bytes, atomic_write_json
+from retrainer.training.contract import TrainContext
+from retrainer.training.evaluate import bars_per_year, evaluate_test_span
+from retrainer.training.features import (
+    OHLCV_COLUMNS,
+    TARGET,
+    TIMESTAMP,
+    as_utc,
+    build_features,
+    feature_names,
+    features_from_parquet,
+    features_to_parquet,
+)
+from retrainer.training.params import TrainerParams
+from retrainer.training.splits import Span, WalkForwardSplit, walk_forward_split
+
+if TYPE_CHECKING:
+    from retrainer.training.model import FitResult, Standardiser
+
+FEATURES_FILE = "features.parquet"
+SPLIT_FILE = "split_indices.json"
+TRAINING_LOG_FILE = "training_log.json"
+MODEL_FILE = "model.bin"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+
+
+def train(ctx: TrainContext) -> dict[str, Any]:
+    """Build or reuse features and split, fit, evaluate, write every artifact; return metrics."""
+    started = time.perf_counter()
+    params = TrainerParams.model_validate(dict(ctx.params))
+    frame = features_step(ctx, params)
+    split = split_step(ctx, frame, params)
+    fitted, standardiser, names = fit_step(ctx, frame, split, params)
+    metrics = evaluate_step(ctx, params, frame, split, fitted, standardiser, names)
+    write_final_artifacts(ctx, params, split, fitted, standardiser, names, metrics)
+    ctx.emit(
+        "coin_trained",
+        epochs=len(fitted.epochs),
+        best_epoch=fitted.best_epoch,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return metrics
+
+
+train.params_model = TrainerParams  # type: ignore[attr-defined]
+# Imported once in the forkserver, so an attempt does not pay for torch.nn on each start.
+train.preload_modules = ("retrainer.training.model",)  # type: ignore[attr-defined]
+
+
+def features_step(ctx: TrainContext, params: TrainerParams) -> pd.DataFrame:
+    reused = ctx.reuse_partial(FEATURES_FILE)
+    if reused is not None:
+        return features_from_parquet(reused.read_bytes())
+    frame = build_features(ctx.data, params)
+    ctx.save_partial(FEATURES_FILE, features_to_parquet(frame))
+    return frame
+
+
+def split_step(ctx: TrainContext, frame: pd.DataFrame, params: TrainerParams) -> WalkForwardSplit:
+    reused = ctx.reuse_partial(SPLIT_FILE)
+    if reused is not None:
+        split = WalkForwardSplit.from_json_bytes(reused.read_bytes())
+        if _split_matches(split, frame, params):
+            return split
+    split = walk_forward_split(
+        frame[TIMESTAMP],
+        (params.train_fraction, params.val_fraction, params.test_fraction),
+        horizon_bars=params.horizon_bars,
+        embargo_bars=params.embargo_bars,
+    )
+    ctx.save_partial(SPLIT_FILE, split.to_json_bytes())
+    return split
+
+
+def _split_matches(split: WalkForwardSplit, frame: pd.DataFrame, params: TrainerParams) -> bool:
+    # The partial key already ties a reused split to the same data and params; this guards
+    # against a trainer change that kept the key.
+    return (
+        split.n_rows == len(frame)
+        and split.horizon_bars == params.horizon_bars
+        and split.embargo_bars == params.embargo_bars
+    )
+
+
+def fit_step(
+    ctx: TrainContext, frame: pd.DataFrame, split: WalkForwardSplit, params: TrainerParams
+) -> tuple[FitResult, Standardiser, list[str]]:
+    from retrainer.training.model import Standardiser, fit
+
+    names = feature_names(frame)
+    train_rows, val_rows = _rows(frame, split.train), _rows(frame, split.val)
+    train_x = train_rows[names].to_numpy(np.float64)
+    standardiser = Standardiser.fit(train_x)  # on the training span only: no peeking ahead
+    fitted = fit(
+        standardiser.transform(train_x),
+        train_rows[TARGET].to_numpy(np.float32),
+        standardiser.transform(val_rows[names].to_numpy(np.float64)),
+        val_rows[TARGET].to_numpy(np.float32),
+        params,
+        seed=ctx.seed,
+        device=ctx.device,
+    )
+    ctx.save_partial(TRAINING_LOG_FILE, json_bytes(fitted.log_dict()))
+    return fitted, standardiser, names
+
+
+def evaluate_step(
+    ctx: TrainContext,
+    params: TrainerParams,
+    frame: pd.DataFrame,
+    split: WalkForwardSplit,
+    fitted: FitResult,
+    standardiser: Standardiser,
+    names: list[str],
+) -> dict[str, Any]:
+    from retrainer.training.model import predict_proba
+
+    test = _rows(frame, split.test)
+    test_x = standardiser.transform(test[names].to_numpy(np.float64))
+    prob = predict_proba(fitted.model, test_x, ctx.device, threads=params.compute_threads)
+    metrics = {
+        "symbol": ctx.symbol,
+        "n_train_rows": split.train.rows,
+        "n_val_rows": split.val.rows,
+        "n_test_rows": split.test.rows,
+        "epochs_run": len(fitted.epochs),
+        "best_epoch": fitted.best_epoch,
+        "best_val_loss": fitted.best_val_loss,
+        **evaluate_test_span(
+            prob,
+            test[TARGET].to_numpy(),
+            test["fwd_ret_1"].to_numpy(np.float64),
+            cost_per_turnover_bps=ctx.costs.cost_per_turnover_bps,
+            periods_per_year=bars_per_year(frame[TIMESTAMP]),
+        ),
+    }
+    return dict(json_safe(metrics))
+
+
+def write_final_artifacts(
+    ctx: TrainContext,
+    params: TrainerParams,
+    split: WalkForwardSplit,
+    fitted: FitResult,
+    standardiser: Standardiser,
+    names: list[str],
+    metrics: dict[str, Any],
+) -> None:
+    """model.bin and config.json first, metrics.json last: metrics mean the attempt is whole."""
+    import torch
+
+    from retrainer.training.model import checkpoint_bytes
+
+    atomic_write_bytes(ctx.out_dir / MODEL_FILE,
+                       checkpoint_bytes(fitted.model, standardiser, names, params))
+    config = {
+        "symbol": ctx.symbol,
+        "params": params.model_dump(mode="json"),
+        "features": names,
+        "split": split.to_dict(),
+        "data_sha256": data_fingerprint(ctx.data),
+        "data_rows": len(ctx.data),
+        "costs": ctx.costs.to_dict(),
+        "code_version": retrainer.__version__,
+        "torch_version": torch.__version__,
+        "seed": ctx.seed,
+        "device": ctx.device,
+        "threads": ctx.threads,
+        "compute_threads": params.compute_threads,
+    }
+    atomic_write_json(ctx.out_dir / CONFIG_FILE, json_safe(config))
+    atomic_write_json(ctx.out_dir / METRICS_FILE, metrics)
+
+
+def _rows(frame: pd.DataFrame, span: Span) -> pd.DataFrame:
+    return frame.iloc[span.start:span.stop]
+
+
+def data_fingerprint(bars: pd.DataFrame) -> str:
+    """sha256 of the UTC timestamps (int64 ns) and the OHLCV values (float64), in order."""
+    digest = hashlib.sha256()
+    timestamps = as_utc(bars[TIMESTAMP]).dt.as_unit("ns").astype("int64").to_numpy()
+    digest.update(np.ascontiguousarray(timestamps, dtype="<i8").tobytes())
+    values = bars[list(OHLCV_COLUMNS)].to_numpy(np.float64)
+    digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+def json_safe(obj: Any) -> Any:
+    """JSON has no NaN or infinity: undefined numbers become null, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
