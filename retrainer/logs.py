@@ -98,7 +98,10 @@ def _mask_if_aws_secret(match: re.Match[str]) -> str:
     mixed = any(c.isupper() for c in run) and any(c.islower() for c in run) and any(
         c.isdigit() for c in run
     )
-    return MASK if mixed else run
+    # A path (file:///tmp/.../20261123Z/costs.json) can be such a run too; a random key
+    # does not start with a slash and seldom holds more than two.
+    path_like = run.startswith("/") or run.count("/") > 2
+    return MASK if mixed and not path_like else run
 
 
 def _redact_value(value: Any) -> Any:

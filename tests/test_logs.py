@@ -340,6 +340,7 @@ class TestRedaction:
         "0123456789abcdef0123456789abcdef01234567",  # a git sha: 40 hex characters
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # a sha256
         "models/BTCUSDT/20261123_020000Z/model.bin",
+        "file:///tmp/fresh/mirror/runs/20261123Z/costs.json",  # a 40-character base64 run
         "2026-11-23T02:00:00.123456Z",
         "1700000000:12",
     ])
