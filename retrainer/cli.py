@@ -62,25 +62,25 @@ RootOpt = Annotated[
 def run(
     mode: Annotated[Mode | None, typer.Option(
         "--mode", help="sequential: one at a time; parallel: all at once, bounded by the "
-        "machine; hybrid: a sliding window of --max_concurrent. [default: hybrid]",
+        "machine; hybrid: a sliding window of --max_concurrent. (default: hybrid)",
         case_sensitive=False)] = None,
     max_concurrent: Annotated[int | None, typer.Option(
         "--max_concurrent", "--max-concurrent", min=1,
-        help="Items at once in hybrid mode. [default: 12 with a GPU, 2 on CPU]")] = None,
+        help="Items at once in hybrid mode. (default: 12 with a GPU, 2 on CPU)")] = None,
     symbols: Annotated[str | None, typer.Option(
         "--symbols", help="topN (by median daily quote volume), A,B,C, or a CSV file. "
-        "[default: top20]")] = None,
+        "(default: top20)")] = None,
     timeout_minutes: Annotated[float | None, typer.Option(
         "--timeout_minutes", "--timeout-minutes",
-        help="Per-attempt deadline; past it the item's process tree is killed. [default: 45]"
+        help="Per-attempt deadline; past it the item's process tree is killed. (default: 45)"
     )] = None,
     retries: Annotated[int | None, typer.Option(
         "--retries", help="Retries of a failed or timed-out item, with jittered exponential "
-        "backoff. [default: 2]")] = None,
+        "backoff. (default: 2)")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Retrain every symbol, even those already done today.")] = False,
     driver: Annotated[str | None, typer.Option(
-        "--driver", help="Where attempts run: local (child processes). [default: local]")] = None,
+        "--driver", help="Where attempts run: local (child processes). (default: local)")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry_run", "--dry-run", help="Print the plan (run or skip, why, costs, "
         "concurrency) and write nothing.")] = False,
@@ -109,7 +109,7 @@ def run(
 @app.command()
 def verify(
     run_day: Annotated[str | None, typer.Option(
-        "--run", help="The run's UTC day, YYYYMMDDZ. [default: today]")] = None,
+        "--run", help="The run's UTC day, YYYYMMDDZ. (default: today)")] = None,
     config: ConfigOpt = None,
     root: RootOpt = None,
 ) -> None:

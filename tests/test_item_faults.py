@@ -190,3 +190,19 @@ def test_hybrid_slides_its_window_while_a_slow_item_runs(
         assert len(started_during_slow) == len(names) - 1
     else:
         assert started_during_slow == []
+
+
+def test_a_plugin_that_breaks_on_import_fails_its_items_with_the_real_error(
+        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    (tmp_path / "brokenplugin.py").write_text(
+        "raise AttributeError('broken at import')\ndef train(ctx): return {}\n")
+    config = write_config(tmp_path / "c.toml", {
+        "run": {"root": str(tmp_path / "root"), "symbols": symbols_of(small_data)[0],
+                "retries": 0},
+        "data": {"path": str(small_data)},
+        "trainer": {"plugin": "brokenplugin:train"}})
+    result = run_cli("run", "--config", str(config),
+                     env={"PYTHONPATH": f"{tmp_path}:{Path(__file__).parents[1]}"})
+    assert result.returncode == 2, result.stderr
+    assert "brokenplugin" in result.stderr and "broken at import" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -168,7 +168,7 @@ class Runner:
             spec = self._spec(item, number, out_dir, device, reuse_dir)
             supervisor = self.driver.submit(spec, self.settings.run.timeout_minutes * 60.0,
                                             self.settings.run.kill_grace_s)
-        except OSError as exc:  # disk full, fork failed (no memory, too many processes)
+        except (OSError, EOFError) as exc:  # disk full, fork failed, forkserver gone
             self._free_slots.append(slot)
             outcome = Outcome(ItemState.FAILED, f"could not start the attempt: {exc}",
                               error_type=type(exc).__name__)

@@ -111,9 +111,10 @@ def load_trainer(spec: str) -> Trainer:
         raise BadInputError(f"trainer.plugin {spec!r}: expected \"package.module:function\"")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # any error in a plug-in's import is the plug-in's, not ours
         raise BadInputError(
-            f"trainer.plugin {spec!r}: cannot import {module_name} ({exc})"
+            f"trainer.plugin {spec!r}: cannot import {module_name} "
+            f"({type(exc).__name__}: {exc})"
         ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):

@@ -9,11 +9,13 @@ the write end of a lifeline pipe whose read end every child holds: when the sche
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections.abc import Sequence
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 
+from retrainer.scheduler.preload import PRELOAD_ENV
 from retrainer.scheduler.supervisor import Supervisor
 from retrainer.scheduler.worker import AttemptSpec
 
@@ -32,10 +34,13 @@ class LocalDriver:
         self._lifeline_w: Connection | None = None
 
     def start(self) -> None:
-        self._context.set_forkserver_preload(self._preload)
+        # The forkserver inherits this environment and imports the list through `preload`.
+        os.environ[PRELOAD_ENV] = ",".join(self._preload)
+        self._context.set_forkserver_preload(["retrainer.scheduler.preload"])
         self._lifeline_r, self._lifeline_w = multiprocessing.Pipe(duplex=False)
         # Start it now: its imports (about 1.5 s for torch) overlap the plan's work.
         forkserver.ensure_running()
+        os.environ.pop(PRELOAD_ENV, None)  # captured by the forkserver; not for anyone else
 
     def submit(self, spec: AttemptSpec, timeout_s: float, kill_grace_s: float) -> Supervisor:
         assert self._lifeline_r is not None, "start() the driver first"
