@@ -83,7 +83,20 @@ def _slow(ctx: TrainContext) -> Any:
     return _ok(ctx)
 
 
+def _partial_then_fail(ctx: TrainContext, corrupt: bool = False) -> Any:
+    """First attempt: save a partial output, then fail; later attempts report its reuse."""
+    reused = ctx.reuse_partial("features.parquet")
+    if reused is None and ctx.reuse_dir is None:
+        path = ctx.save_partial("features.parquet", b"expensive features")
+        if corrupt:
+            path.write_bytes(b"torn features")
+        raise RuntimeError("failed after saving a partial output")
+    return {"symbol": ctx.symbol, "reused": reused is not None}
+
+
 BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
+    "partial_then_fail": _partial_then_fail,
+    "corrupt_partial_then_fail": lambda ctx: _partial_then_fail(ctx, corrupt=True),
     "ok": _ok, "hang": _hang, "hang_ignoring_term": _hang_ignoring_term,
     "grandchild": _grandchild, "raise": _raise, "exit3": _exit3, "segfault": _segfault,
     "garbage": _garbage, "fail_once": _fail_once, "slow": _slow,

@@ -206,3 +206,16 @@ def test_a_plugin_that_breaks_on_import_fails_its_items_with_the_real_error(
     assert result.returncode == 2, result.stderr
     assert "brokenplugin" in result.stderr and "broken at import" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_retry_reuses_partial_outputs_only_when_they_verify(
+        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    sound, torn = symbols_of(small_data)[:2]
+    config = faulty_config(tmp_path, small_data, {sound: "partial_then_fail",
+                                                  torn: "corrupt_partial_then_fail"}, retries=1)
+    assert run_cli("run", "--config", str(config)).returncode == 0
+    by_symbol = summary_of(tmp_path)["by_symbol"]
+    assert by_symbol[sound]["metrics"]["reused"] is True
+    assert by_symbol[torn]["metrics"]["reused"] is False
+    worker_log = (tmp_path / "root" / "logs" / run_day(now_utc()) / sound / "worker.log")
+    assert '"event": "coin_partial_reused"' in worker_log.read_text()
