@@ -44,8 +44,9 @@ class Supervisor:
     # -- spawn -----------------------------------------------------------------
     def spawn(self) -> int:
         self.spec.result_path.unlink(missing_ok=True)  # never classify by a stale result
-        self.started_monotonic = time.monotonic()
         self.process.start()
+        # From the fork on: start() itself may wait for the forkserver's first imports.
+        self.started_monotonic = time.monotonic()
         assert self.process.pid is not None
         return self.process.pid
 
