@@ -15,7 +15,7 @@ from retrainer.artifacts import FINAL_ARTIFACTS, PARTIAL_ARTIFACTS
 from retrainer.errors import BadInputError
 from retrainer.training.contract import load_trainer, validate_trainer_params
 from retrainer.training.params import TrainerParams
-from retrainer.training.trainer import data_fingerprint, train
+from retrainer.training.trainer import ohlcv_values_sha256, train
 from tests._training_data import TINY_PARAMS, EventLog, make_context
 
 
@@ -43,7 +43,7 @@ def test_config_records_what_is_needed_to_reproduce(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
     train(ctx)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["data_sha256"] == data_fingerprint(ctx.data)
+    assert config["data_sha256"] == ohlcv_values_sha256(ctx.data)
     assert config["params"]["hidden_sizes"] == TINY_PARAMS["hidden_sizes"]
     assert config["seed"] == 42 and config["device"] == "cpu"
     assert config["features"][0] == "ret_1"

@@ -181,7 +181,7 @@ def write_final_artifacts(
         "params": params.model_dump(mode="json"),
         "features": names,
         "split": split.to_dict(),
-        "data_sha256": data_fingerprint(ctx.data),
+        "data_sha256": ohlcv_values_sha256(ctx.data),
         "data_rows": len(ctx.data),
         "costs": ctx.costs.to_dict(),
         "code_version": retrainer.__version__,
@@ -199,7 +199,7 @@ def _rows(frame: pd.DataFrame, span: Span) -> pd.DataFrame:
     return frame.iloc[span.start:span.stop]
 
 
-def data_fingerprint(bars: pd.DataFrame) -> str:
+def ohlcv_values_sha256(bars: pd.DataFrame) -> str:
     """sha256 of the UTC timestamps (int64 ns) and the OHLCV values (float64), in order."""
     digest = hashlib.sha256()
     timestamps = as_utc(bars[TIMESTAMP]).dt.as_unit("ns").astype("int64").to_numpy()
