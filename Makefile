@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 
 install: $(STAMP)
 
-$(DEMO_DATA)/.complete: $(STAMP)
+$(DEMO_DATA)/.complete: | $(STAMP)
 	$(RETRAINER) data sample $(DEMO_DATA)
 
 demo-data: $(DEMO_DATA)/.complete
