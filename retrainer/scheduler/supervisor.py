@@ -60,7 +60,7 @@ class Supervisor:
 
     # -- monitor ---------------------------------------------------------------
     def is_done(self) -> bool:
-        return self.process.exitcode is not None or not self.process.is_alive()
+        return self.process.exitcode is not None  # polls waitpid without blocking
 
     def next_wakeup(self) -> float:
         """The monotonic time at which this attempt next needs attention."""

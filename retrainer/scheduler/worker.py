@@ -10,7 +10,6 @@ in milliseconds instead of a fresh interpreter importing torch.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -168,8 +167,7 @@ def _short(text: str, limit: int = 500) -> str:
 
 
 def _write_result(spec: AttemptSpec, result: dict[str, Any]) -> None:
-    cleaned = {k: v for k, v in result.items() if not (isinstance(v, float) and math.isnan(v))}
-    atomic_write_json(spec.result_path, cleaned)
+    atomic_write_json(spec.result_path, result)
 
 
 def _watch_lifeline(lifeline: Connection) -> None:
