@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.common import print_table, summarise, write_results, write_tiny_universe
 from retrainer.costs import SymbolCosts
 from retrainer.scheduler.drivers.local import LocalDriver
+from retrainer.scheduler.supervisor import AttemptLimits
 from retrainer.scheduler.worker import AttemptSpec
 
 HEAVY_IMPORTS = "import torch, pandas, pyarrow.parquet"
@@ -43,7 +44,7 @@ def measure_forked(folder: Path, n: int) -> tuple[list[float], list[float]]:
             spec = _spec(folder, "S00000", i + 1)
             spec.out_dir.mkdir(parents=True)
             began = time.perf_counter()
-            supervisor = driver.submit(spec, timeout_s=60, kill_grace_s=1)
+            supervisor = driver.submit(spec, AttemptLimits(timeout_s=60, kill_grace_s=1))
             while not supervisor.is_done():
                 driver.wait([supervisor], 1.0)
             outcome = supervisor.reap()

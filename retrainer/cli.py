@@ -77,6 +77,10 @@ def run(
     retries: Annotated[int | None, typer.Option(
         "--retries", help="Retries of a failed or timed-out item, with jittered exponential "
         "backoff. (default: 2)")] = None,
+    max_memory_mb: Annotated[int | None, typer.Option(
+        "--max_memory_mb", "--max-memory-mb", min=1,
+        help="Per-item cap on the process tree's RSS; over it the item is killed and fails "
+        "with 'memory limit'. (default: 80% of RAM / items at once)")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Retrain every symbol, even those already done today.")] = False,
     driver: Annotated[str | None, typer.Option(
@@ -97,7 +101,7 @@ def run(
     flags: dict[str, dict[str, Any]] = {
         "run": {"mode": mode, "max_concurrent": max_concurrent, "symbols": symbols,
                 "timeout_minutes": timeout_minutes, "retries": retries, "driver": driver,
-                "root": root},
+                "root": root, "max_memory_mb": max_memory_mb},
         "data": {"path": data},
     }
     with _exit_codes():

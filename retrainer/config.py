@@ -47,6 +47,10 @@ class RunSettings(_Section):
     root: Path = Path(".")
     seed: int = Field(default=42, ge=0, lt=2**31)
     kill_grace_s: float = Field(default=10.0, ge=0)
+    stop_grace_s: float = Field(default=30.0, ge=0,
+                                description="on SIGTERM/SIGINT: time running items get to finish")
+    max_memory_mb: int | None = Field(default=None, gt=0,
+                                      description="None: 80% of RAM shared by the window")
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
 

@@ -24,7 +24,8 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
     title = "Plan (dry run: nothing is written)" if dry_run else "Plan"
     console.print(
         f"{title} for {plan.day}: mode {plan.mode.value}, {plan.window} at a time "
-        f"(max_concurrent {plan.max_concurrent}), {plan.threads_per_item} thread(s) per item, "
+        f"(max_concurrent {plan.max_concurrent}), {plan.threads_per_item} thread(s) and "
+        f"{plan.memory_cap_mb} MB per item, "
         f"{res.cpu_count} cores, {device}; root {plan.layout.root}"
     )
     table = Table(show_lines=False)

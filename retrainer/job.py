@@ -26,6 +26,7 @@ from retrainer.resources import detect_resources
 from retrainer.scheduler.drivers import Driver, make_driver
 from retrainer.scheduler.items import FAILED_STATES
 from retrainer.scheduler.ledger import Ledger
+from retrainer.scheduler.reaper import become_subreaper
 from retrainer.scheduler.runner import Runner, StopFlag
 from retrainer.storage.base import make_storage
 from retrainer.summary import build_summary
@@ -41,6 +42,7 @@ def run_job(settings: Settings, *, force: bool, dry_run: bool, console: Console)
     run_id = f"{attempt_stamp(now)}-{os.getpid()}"
     root = settings.run.root.resolve()
     with RunLock(Layout(root).lock_path(), run_id):
+        become_subreaper()  # what an item leaves behind when it dies is ours to kill
         driver = make_driver(settings.run.driver, _preload(settings))
         driver.start()  # the forkserver imports torch while the plan reads the data
         try:
@@ -66,6 +68,9 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     costs_path = layout.costs_path(day)
     atomic_write_json(costs_path, _merged_costs(costs_path, plan))
     ledger = Ledger(layout.status_path(day), layout.journal_path(day))
+    for item in plan.items:  # what a scheduler that died left running, as it really ended
+        if item.settled and item.previous is not None:
+            ledger.record(item.previous)
     run: dict[str, Any] = {
         "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
         "started_at": started_at, "mode": plan.mode.value, "driver": settings.run.driver,

@@ -19,9 +19,10 @@ from retrainer.costs import SymbolCosts, resolve_costs
 from retrainer.data import find_data_file, load_ohlcv
 from retrainer.errors import BadInputError, DataError
 from retrainer.resources import Resources
-from retrainer.scheduler.items import FAILED_STATES, ItemState, LedgerEntry
+from retrainer.scheduler.items import ItemState, LedgerEntry
 from retrainer.scheduler.ledger import read_ledger
 from retrainer.scheduler.modes import window_size
+from retrainer.scheduler.recovery import needs_settling, settle
 from retrainer.symbols import resolve_symbols
 from retrainer.training.contract import load_trainer, validate_trainer_params
 
@@ -40,6 +41,7 @@ class PlanItem:
     costs: SymbolCosts
     seed: int
     previous: LedgerEntry | None = None
+    settled: bool = False  # previous was left running by a scheduler that died: record it
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Plan:
     max_concurrent: int
     resources: Resources
     trainer_params: dict[str, Any]
+    memory_cap_mb: int
 
     @property
     def to_run(self) -> tuple[PlanItem, ...]:
@@ -81,15 +84,20 @@ def build_plan(settings: Settings, resources: Resources, now: datetime, force: b
     for symbol in symbols:
         data_path, symbol_costs = costs[symbol]
         previous = ledger.entries.get(symbol)
+        settled = needs_settling(previous)
+        if previous is not None and settled:
+            previous = settle(previous, layout)
         action, why = decide(previous, layout, force)
         items.append(PlanItem(symbol, action, why, data_path, symbol_costs,
-                              symbol_seed(settings.run.seed, symbol), previous))
+                              symbol_seed(settings.run.seed, symbol), previous, settled))
     max_concurrent = settings.run.max_concurrent or resources.default_concurrency()
     runnable = sum(1 for i in items if i.action is Action.RUN)
     window = window_size(settings.run.mode, max(1, runnable), max_concurrent,
                          resources.machine_slots)
+    memory_cap_mb = settings.run.max_memory_mb or resources.memory_cap_mb(window)
     return Plan(day, layout, tuple(items), settings.run.mode, window,
-                resources.threads_per_item(window), max_concurrent, resources, params)
+                resources.threads_per_item(window), max_concurrent, resources, params,
+                memory_cap_mb)
 
 
 def _costs_for(symbols: list[str], settings: Settings) -> dict[str, tuple[Path, SymbolCosts]]:
@@ -126,8 +134,7 @@ def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[A
         if problems:
             return Action.RUN, f"artifacts do not verify: {problems[0]}"
         return Action.SKIP, f"succeeded today at {previous.updated_at}; artifacts verify"
-    if previous.state in FAILED_STATES:
-        last = previous.last_attempt
-        reason = last.reason if last and last.reason else previous.state.value
-        return Action.RUN, f"earlier run today ended {previous.state.value}: {reason}"
+    last = previous.last_attempt
+    if last is not None and last.reason and previous.state is not ItemState.PENDING:
+        return Action.RUN, f"earlier run today ended {previous.state.value}: {last.reason}"
     return Action.RUN, f"earlier run today left it {previous.state.value}"

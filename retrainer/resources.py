@@ -13,6 +13,8 @@ GPU_DEFAULT_CONCURRENCY = 12
 CPU_DEFAULT_CONCURRENCY = 2
 # Device nodes a CUDA (or ROCm) build of torch needs; without one, no GPU can be visible,
 # and the scheduler need not import torch (1.5 s) to find that out.
+MEMORY_SHARE = 0.8
+MIN_MEMORY_CAP_MB = 256
 _GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
 
@@ -38,6 +40,11 @@ class Resources:
     def threads_per_item(self, window: int) -> int:
         """Cores ÷ concurrency, at least 1: parallel items never oversubscribe the CPU."""
         return max(1, self.cpu_count // max(1, window))
+
+    def memory_cap_mb(self, window: int) -> int:
+        """Default per-item cap: 80 % of RAM shared by the window, so a full window of
+        items at their caps still leaves the scheduler and the machine room to work."""
+        return max(MIN_MEMORY_CAP_MB, int(self.memory_mb * MEMORY_SHARE) // max(1, window))
 
     def device_for_slot(self, slot: int) -> str:
         return f"cuda:{slot % self.gpu_count}" if self.has_gpu else "cpu"

@@ -22,7 +22,7 @@ def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
     return write_config(tmp_path / "faulty.toml", {
         "run": {"root": str(tmp_path / "root"), "symbols": ",".join(behaviours),
                 "retries": 0, "backoff_base_s": 0.05, "backoff_cap_s": 0.1,
-                "kill_grace_s": 0.5, "timeout_minutes": 0.05, **run},
+                "kill_grace_s": 0.5, "stop_grace_s": 0.5, "timeout_minutes": 0.05, **run},
         "data": {"path": str(small_data)},
         "trainer": {"plugin": "tests.plugins:faulty",
                     "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours,

@@ -33,8 +33,9 @@ from retrainer.scheduler.items import (
     UploadState,
 )
 from retrainer.scheduler.ledger import Ledger
+from retrainer.scheduler.reaper import sweep_adopted_orphans
 from retrainer.scheduler.retry import backoff_s
-from retrainer.scheduler.supervisor import Supervisor
+from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import AttemptSpec
 from retrainer.uploads import UploadBatch, Uploader
 
@@ -77,6 +78,7 @@ class _Running:
     out_dir: Path
     slot: int
     started: float
+    stopped: bool = False  # terminated because the scheduler is stopping
 
 
 @dataclass
@@ -106,6 +108,8 @@ class Runner:
         self._rng = random.Random(settings.run.seed)
         self._seq = 0
         self._stopping_since: float | None = None
+        self._limits = AttemptLimits(settings.run.timeout_minutes * 60.0,
+                                     settings.run.kill_grace_s, plan.memory_cap_mb)
 
     # -- the loop ----------------------------------------------------------------
     def execute(self) -> RunTally:
@@ -116,6 +120,7 @@ class Runner:
             self._step()
         self._record_uploads(self.uploader.drain() if self.uploader else [])
         self._mark_unstarted_after_stop()
+        self._sweep_orphans()
         return self.tally
 
     def _step(self) -> None:
@@ -129,7 +134,7 @@ class Runner:
         self._reap_finished()
         now = time.monotonic()
         for running in self._running.values():
-            running.supervisor.enforce_deadline(now)
+            running.supervisor.enforce_limits(now)
         if self.uploader:
             self._record_uploads(self.uploader.finished())
         self.ledger.maybe_flush()
@@ -137,6 +142,8 @@ class Runner:
     def _next_wakeup(self, now: float) -> float:
         wakeups = [now + MAX_IDLE_WAIT_S]
         wakeups += [r.supervisor.next_wakeup() for r in self._running.values()]
+        if self._stopping_since is not None:
+            wakeups.append(self._stopping_since + self.settings.run.stop_grace_s)
         if self._retries and self._free_slots and not self.stop.requested:
             wakeups.append(self._retries[0].not_before)
         return min(wakeups)
@@ -166,8 +173,7 @@ class Runner:
             out_dir = layout.new_attempt_dir(item.symbol, now_utc())
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
             spec = self._spec(item, number, out_dir, device, reuse_dir)
-            supervisor = self.driver.submit(spec, self.settings.run.timeout_minutes * 60.0,
-                                            self.settings.run.kill_grace_s)
+            supervisor = self.driver.submit(spec, self._limits)
         except (OSError, EOFError) as exc:  # disk full, fork failed, forkserver gone
             self._free_slots.append(slot)
             outcome = Outcome(ItemState.FAILED, f"could not start the attempt: {exc}",
@@ -203,12 +209,21 @@ class Runner:
             del self._running[slot]
             self._free_slots.append(slot)
             outcome = running.supervisor.reap()
-            if self.stop.requested and outcome.state is not ItemState.SUCCESS:
+            if outcome.state is not ItemState.SUCCESS:
+                self._sweep_orphans()  # what a dying item left behind was adopted by us
+            if running.stopped and outcome.state is not ItemState.SUCCESS:
                 outcome = Outcome(ItemState.INTERRUPTED,
                                   f"scheduler stopped by {self.stop.signal_name}",
                                   exit_code=outcome.exit_code)
             self._finish(running.item, running.attempt, running.out_dir, outcome,
                          time.monotonic() - running.started)
+
+    def _sweep_orphans(self) -> None:
+        spare = {r.supervisor.pid for r in self._running.values() if r.supervisor.pid}
+        killed = sweep_adopted_orphans(spare)
+        if killed:
+            self.log.warning("orphans_killed", pids=killed,
+                             why="processes left behind by an item that ended")
 
     def _finish(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome,
                 seconds: float) -> None:
@@ -262,14 +277,20 @@ class Runner:
 
     # -- stopping ------------------------------------------------------------------
     def _stop_running(self, now: float) -> None:
+        """Start nothing new; running items get stop_grace_s to finish, then are killed
+        (SIGTERM, kill_grace_s, SIGKILL). A second signal kills them at once."""
+        grace_s = self.settings.run.stop_grace_s
         if self._stopping_since is None:
             self._stopping_since = now
             self.log.warning("job_stopping", signal=self.stop.signal_name,
-                             running=len(self._running), queued=len(self._fresh))
-            for running in self._running.values():
-                running.supervisor.terminate()
-        if self.stop.immediate:
-            for running in self._running.values():
+                             running=len(self._running), queued=len(self._fresh),
+                             grace_s=grace_s)
+        if not (self.stop.immediate or now >= self._stopping_since + grace_s):
+            return
+        for running in self._running.values():
+            running.stopped = True
+            running.supervisor.terminate()
+            if self.stop.immediate:
                 running.supervisor.kill()
 
     def _mark_unstarted_after_stop(self) -> None:

@@ -1,8 +1,8 @@
 """The supervisor owns ONE attempt's process: spawn, monitor, kill, classify.
 
 It is the only code that starts, watches or kills an item's process. Every way an attempt
-can end (exit code, signal, timeout, garbage result) becomes an Outcome with a reason
-string a person can act on.
+can end (exit code, signal, timeout, memory limit, garbage result) becomes an Outcome with
+a reason string a person can act on.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -21,17 +22,29 @@ from typing import Any
 import psutil
 
 from retrainer.scheduler.items import ItemState, Outcome
-from retrainer.scheduler.worker import AttemptSpec, run_attempt
+from retrainer.scheduler.worker import RESULT_NOT_WRITTEN_EXIT, AttemptSpec, run_attempt
+
+# RSS is sampled this often; the tree's membership (which costs a /proc scan) less often.
+MEMORY_POLL_S = 0.2
+TREE_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True)
+class AttemptLimits:
+    timeout_s: float
+    kill_grace_s: float
+    memory_cap_mb: int | None = None
 
 
 class Supervisor:
     def __init__(
         self, spec: AttemptSpec, context: BaseContext, lifeline: Connection,
-        timeout_s: float, kill_grace_s: float,
+        limits: AttemptLimits,
     ) -> None:
         self.spec = spec
-        self.timeout_s = timeout_s
-        self.kill_grace_s = kill_grace_s
+        self.timeout_s = limits.timeout_s
+        self.kill_grace_s = limits.kill_grace_s
+        self.memory_cap_mb = limits.memory_cap_mb
         self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=run_attempt, args=(spec, lifeline),
             name=f"retrainer:{spec.symbol}:{spec.attempt}", daemon=False,
@@ -39,7 +52,11 @@ class Supervisor:
         self.started_monotonic = 0.0
         self._term_sent_at: float | None = None
         self._timed_out = False
+        self._memory_exceeded: str | None = None
         self._known_tree: set[int] = set()
+        self._tree: dict[int, psutil.Process] = {}
+        self._next_memory_poll = 0.0
+        self._next_tree_refresh = 0.0
 
     # -- spawn -----------------------------------------------------------------
     def spawn(self) -> int:
@@ -66,15 +83,53 @@ class Supervisor:
         """The monotonic time at which this attempt next needs attention."""
         if self._term_sent_at is not None:
             return self._term_sent_at + self.kill_grace_s
-        return self.started_monotonic + self.timeout_s
+        deadline = self.started_monotonic + self.timeout_s
+        if self.memory_cap_mb is None or self._memory_exceeded:
+            return deadline
+        return min(deadline, self._next_memory_poll)
 
-    def enforce_deadline(self, now: float) -> None:
-        """Past the deadline: SIGTERM to the whole tree, then SIGKILL after the grace."""
+    def enforce_limits(self, now: float) -> None:
+        """Past the deadline: SIGTERM to the whole tree, then SIGKILL after the grace.
+        Over the memory cap: SIGKILL at once, before the machine starts to swap."""
+        if self.memory_cap_mb is not None and not self._memory_exceeded \
+                and now >= self._next_memory_poll:
+            self._check_memory(now)
         if self._term_sent_at is None and now >= self.started_monotonic + self.timeout_s:
             self._timed_out = True
             self.terminate()
         elif self._term_sent_at is not None and now >= self._term_sent_at + self.kill_grace_s:
             self.kill()
+
+    def _check_memory(self, now: float) -> None:
+        assert self.memory_cap_mb is not None
+        self._next_memory_poll = now + MEMORY_POLL_S
+        if now >= self._next_tree_refresh:
+            self._next_tree_refresh = now + TREE_REFRESH_S
+            self._refresh_tree()
+        rss = 0
+        for pid, process in list(self._tree.items()):
+            try:
+                rss += process.memory_info().rss
+            except psutil.Error:
+                del self._tree[pid]
+        rss_mb = rss / 2**20
+        if rss_mb > self.memory_cap_mb:
+            self._memory_exceeded = (
+                f"memory limit: the process tree used {rss_mb:,.0f} MB, over the "
+                f"{self.memory_cap_mb:,} MB cap (max_memory_mb); killed")
+            self._term_sent_at = self._term_sent_at or now
+            self.kill()
+
+    def _refresh_tree(self) -> None:
+        pid = self.process.pid
+        try:
+            root = psutil.Process(pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        # Keep the cached objects: psutil checks a reused pid against its creation time.
+        self._tree = {p.pid: self._tree.get(p.pid, p) for p in members}
+        self._known_tree.update(p.pid for p in members if p.pid != pid)
 
     # -- kill ------------------------------------------------------------------
     def terminate(self) -> None:
@@ -106,6 +161,9 @@ class Supervisor:
         exit_code = self.process.exitcode
         self._sweep_group()
         self.process.close()
+        if self._memory_exceeded:
+            return Outcome(ItemState.FAILED, self._memory_exceeded, exit_code=exit_code,
+                           error_type="MemoryLimit")
         return classify(self.spec, exit_code, self._timed_out, self.timeout_s)
 
     def _sweep_group(self) -> None:
@@ -151,6 +209,9 @@ def _describe_exit(exit_code: int | None, spec: AttemptSpec) -> str:
         return f"killed by {name} (exit status {exit_code}); {where}"
     if exit_code == 0:
         return f"exited with code 0 but left no result; {where}"
+    if exit_code == RESULT_NOT_WRITTEN_EXIT:
+        return (f"could not write its result file {spec.result_path} (disk full or "
+                "read-only?)")
     return f"exited with code {exit_code} without a result; {where}"
 
 

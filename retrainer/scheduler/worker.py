@@ -1,7 +1,9 @@
 """The child's entry: one attempt of one symbol, in a process of its own.
 
-It starts its own session (so the supervisor can kill its whole process group), watches a
-lifeline to the scheduler (so it never outlives it), applies its thread budget, loads the
+It starts its own session (so the supervisor can kill its whole process group), becomes a
+child subreaper (so whatever the trainer starts stays its descendant, even after a setsid
+or a double fork), watches a lifeline to the scheduler (so neither it nor anything it
+started outlives the scheduler), applies its thread budget, loads the
 data, calls the trainer, and leaves a result file that the supervisor classifies. This
 module is preloaded in the forkserver together with torch, so an attempt starts by fork
 in milliseconds instead of a fresh interpreter importing torch.
@@ -9,6 +11,7 @@ in milliseconds instead of a fresh interpreter importing torch.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -28,9 +31,12 @@ from retrainer.artifacts import atomic_write_json, sha256_bytes
 from retrainer.costs import SymbolCosts
 from retrainer.data import data_fingerprint, load_ohlcv
 from retrainer.logs import configure_worker_logging
+from retrainer.scheduler.reaper import become_subreaper, kill_descendants
 from retrainer.training.contract import TrainContext, load_trainer
 
 STACK_FRAMES_KEPT = 8
+# EX_CANTCREAT (sysexits.h): the attempt ended but its result file could not be written.
+RESULT_NOT_WRITTEN_EXIT = 73
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -75,6 +81,7 @@ def run_attempt(spec: AttemptSpec, lifeline: Connection) -> None:
     """multiprocessing target. Exit 0 with an ok result, or exit 1 with an error result."""
     startup_ms = (time.time() - spec.submitted_at) * 1000.0
     os.setsid()  # own session and process group: the supervisor kills the whole tree
+    become_subreaper()
     _watch_lifeline(lifeline)
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     _redirect_output(spec.stdout_path)
@@ -89,12 +96,22 @@ def run_attempt(spec: AttemptSpec, lifeline: Connection) -> None:
     try:
         metrics = _train(spec, log)
     except BaseException as exc:  # everything, so the supervisor learns what happened
+        _end_leftovers(log)
         _write_result(spec, _error_result(exc, startup_ms))
         log.error("worker_error", error_type=type(exc).__name__, error=_short(str(exc)))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
+    _end_leftovers(log)
     _write_result(spec, {"ok": True, "metrics": metrics, "startup_ms": startup_ms})
+
+
+def _end_leftovers(log: Any) -> None:
+    """The attempt is over: nothing the trainer started (a data loader, a helper it
+    daemonised) may live on."""
+    killed = kill_descendants()
+    if killed:
+        log.warning("leftover_processes_killed", pids=killed)
 
 
 def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
@@ -150,12 +167,26 @@ def checked_metrics(returned: object) -> dict[str, Any]:
     return metrics
 
 
+# I/O errors a person fixes on the machine, not in the code: say so first.
+_IO_ERRNO_HINTS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EIO: "I/O error",
+}
+
+
 def _error_result(exc: BaseException, startup_ms: float) -> dict[str, Any]:
     frames = traceback.extract_tb(exc.__traceback__)[-STACK_FRAMES_KEPT:]
+    message = str(exc)
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in _IO_ERRNO_HINTS:
+        message = f"{_IO_ERRNO_HINTS[code]} ({errno.errorcode[code]}): {exc}"
     return {
         "ok": False,
         "error_type": type(exc).__name__,
-        "message": _short(str(exc)),
+        "message": _short(message),
         "stack": [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames],
         "startup_ms": startup_ms,
     }
@@ -167,7 +198,10 @@ def _short(text: str, limit: int = 500) -> str:
 
 
 def _write_result(spec: AttemptSpec, result: dict[str, Any]) -> None:
-    atomic_write_json(spec.result_path, result)
+    try:
+        atomic_write_json(spec.result_path, result)
+    except OSError:  # a full or read-only run folder: the exit code is all we can leave
+        os._exit(RESULT_NOT_WRITTEN_EXIT)
 
 
 def _watch_lifeline(lifeline: Connection) -> None:
@@ -178,6 +212,7 @@ def _watch_lifeline(lifeline: Connection) -> None:
             lifeline.recv_bytes()
         except (EOFError, OSError):
             pass
+        kill_descendants()  # those that left our group too: we are their subreaper
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
     threading.Thread(target=watch, name="lifeline", daemon=True).start()

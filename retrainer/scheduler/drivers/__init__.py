@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from retrainer.scheduler.supervisor import Supervisor
+from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import AttemptSpec
 
 
@@ -13,7 +13,7 @@ class Driver(Protocol):
     def start(self) -> None:
         """Get ready to run attempts (e.g. start a preloaded forkserver)."""
 
-    def submit(self, spec: AttemptSpec, timeout_s: float, kill_grace_s: float) -> Supervisor:
+    def submit(self, spec: AttemptSpec, limits: AttemptLimits) -> Supervisor:
         """Start one attempt and hand back the supervisor that owns it."""
 
     def wait(self, running: Sequence[Supervisor], timeout_s: float) -> None:

@@ -16,7 +16,7 @@ from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 
 from retrainer.scheduler.preload import PRELOAD_ENV
-from retrainer.scheduler.supervisor import Supervisor
+from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import AttemptSpec
 
 # retrainer.cli: children re-run the console script's imports (multiprocessing re-imports
@@ -42,9 +42,9 @@ class LocalDriver:
         forkserver.ensure_running()
         os.environ.pop(PRELOAD_ENV, None)  # captured by the forkserver; not for anyone else
 
-    def submit(self, spec: AttemptSpec, timeout_s: float, kill_grace_s: float) -> Supervisor:
+    def submit(self, spec: AttemptSpec, limits: AttemptLimits) -> Supervisor:
         assert self._lifeline_r is not None, "start() the driver first"
-        supervisor = Supervisor(spec, self._context, self._lifeline_r, timeout_s, kill_grace_s)
+        supervisor = Supervisor(spec, self._context, self._lifeline_r, limits)
         supervisor.spawn()
         return supervisor
 
