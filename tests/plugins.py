@@ -6,7 +6,7 @@
     pid_dir = "/tmp/pids"
     behaviours = { HANG = "hang", BOOM = "raise" }
 
-Every attempt writes its pid (and any grandchild's) under pid_dir, so a test can check
+Every attempt writes its pid (and any grandchild's or daemon's) under pid_dir, so a test can check
 with psutil that nothing survived.
 """
 
@@ -52,6 +52,65 @@ def _grandchild(ctx: TrainContext) -> Any:
     child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     _record_pid(ctx, child.pid, "grandchild")
     return _hang(ctx)
+
+
+_DAEMON = """
+import os, signal, sys, time
+from pathlib import Path
+if os.fork():
+    os._exit(0)  # the first child exits: the grandchild is an orphan in its own session
+os.setsid()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+Path(sys.argv[1]).write_text(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+def _daemon(ctx: TrainContext) -> Path:
+    """Double-fork a daemon that ignores SIGTERM, as a careless trainer's helper would."""
+    pid_dir = Path(str(ctx.params["pid_dir"]))
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    marker = pid_dir / f"{ctx.symbol}-daemon-{os.getpid()}.pid"
+    subprocess.run([sys.executable, "-c", _DAEMON, str(marker)], check=True)
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return marker
+
+
+def _daemon_then_crash(ctx: TrainContext) -> Any:
+    _daemon(ctx)
+    return _segfault(ctx)
+
+
+def _daemon_then_ok(ctx: TrainContext) -> Any:
+    _daemon(ctx)
+    return _ok(ctx)
+
+
+_HOG = "import sys, time; hog = [b'x' * 2**24 for _ in range(int(sys.argv[1]))]; time.sleep(600)"
+
+
+def _alloc(ctx: TrainContext) -> Any:
+    """Allocate and touch memory, 16 MB at a time, far past any test's cap."""
+    hog = []
+    for _ in range(512):  # 8 GB
+        hog.append(b"x" * 2**24)
+        time.sleep(0.005)
+    return _ok(ctx)
+
+
+def _alloc_in_child(ctx: TrainContext) -> Any:
+    """The memory is in a subprocess: the cap is on the whole tree."""
+    child = subprocess.Popen([sys.executable, "-c", _HOG, "512"])
+    _record_pid(ctx, child.pid, "hog")
+    child.wait()
+    return _ok(ctx)
+
+
+def _big_artifact(ctx: TrainContext) -> Any:
+    (ctx.out_dir / "model.bin").write_bytes(b"w" * 4 * 2**20)
+    return {"symbol": ctx.symbol, "value": 1.0}
 
 
 def _raise(ctx: TrainContext) -> Any:
@@ -100,6 +159,8 @@ BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "ok": _ok, "hang": _hang, "hang_ignoring_term": _hang_ignoring_term,
     "grandchild": _grandchild, "raise": _raise, "exit3": _exit3, "segfault": _segfault,
     "garbage": _garbage, "fail_once": _fail_once, "slow": _slow,
+    "daemon_then_crash": _daemon_then_crash, "daemon_then_ok": _daemon_then_ok,
+    "alloc": _alloc, "alloc_in_child": _alloc_in_child, "big_artifact": _big_artifact,
 }
 
 

@@ -11,6 +11,7 @@ in milliseconds instead of a fresh interpreter importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -32,7 +33,12 @@ from retrainer.costs import SymbolCosts
 from retrainer.data import data_fingerprint, load_ohlcv
 from retrainer.logs import configure_worker_logging
 from retrainer.scheduler.reaper import become_subreaper, kill_descendants
-from retrainer.training.contract import TrainContext, load_trainer
+from retrainer.training.contract import (
+    PARTIALS_MANIFEST,
+    TrainContext,
+    load_trainer,
+    read_partials,
+)
 
 STACK_FRAMES_KEPT = 8
 # EX_CANTCREAT (sysexits.h): the attempt ended but its result file could not be written.
@@ -97,6 +103,8 @@ def run_attempt(spec: AttemptSpec, lifeline: Connection) -> None:
         metrics = _train(spec, log)
     except BaseException as exc:  # everything, so the supervisor learns what happened
         _end_leftovers(log)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            _free_disk(spec.out_dir, log)
         _write_result(spec, _error_result(exc, startup_ms))
         log.error("worker_error", error_type=type(exc).__name__, error=_short(str(exc)))
         sys.stdout.flush()
@@ -104,6 +112,20 @@ def run_attempt(spec: AttemptSpec, lifeline: Connection) -> None:
         os._exit(1)
     _end_leftovers(log)
     _write_result(spec, {"ok": True, "metrics": metrics, "startup_ms": startup_ms})
+
+
+def _free_disk(out_dir: Path, log: Any) -> None:
+    """A full disk: the half-written outputs of this failed attempt must not keep it full
+    for the other items. Saved partial outputs stay, for the retry to reuse."""
+    keep = {PARTIALS_MANIFEST, *read_partials(out_dir).get("files", {})}
+    freed = 0
+    for path in list(out_dir.rglob("*")):
+        if path.is_file() and path.relative_to(out_dir).as_posix() not in keep:
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+    log.warning("disk_full_outputs_removed", bytes=freed)
 
 
 def _end_leftovers(log: Any) -> None:
