@@ -28,7 +28,10 @@ from retrainer.training.contract import TrainContext
 def _record_pid(ctx: TrainContext, pid: int, role: str) -> None:
     pid_dir = Path(str(ctx.params["pid_dir"]))
     pid_dir.mkdir(parents=True, exist_ok=True)
-    (pid_dir / f"{ctx.symbol}-{role}-{pid}.pid").write_text(str(pid))
+    # Atomic, so a test that kills everything at a random moment never reads half a pid.
+    tmp = pid_dir / f".{ctx.symbol}-{role}-{pid}.tmp"
+    tmp.write_text(str(pid))
+    tmp.rename(pid_dir / f"{ctx.symbol}-{role}-{pid}.pid")
 
 
 def _ok(ctx: TrainContext) -> Any:
@@ -61,7 +64,9 @@ if os.fork():
     os._exit(0)  # the first child exits: the grandchild is an orphan in its own session
 os.setsid()
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-Path(sys.argv[1]).write_text(str(os.getpid()))
+tmp = Path(sys.argv[1] + ".tmp")
+tmp.write_text(str(os.getpid()))
+tmp.rename(sys.argv[1])
 time.sleep(600)
 """
 

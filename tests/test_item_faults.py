@@ -18,7 +18,7 @@ from tests.conftest import RunCli, cli_env, read_json, write_config
 
 
 def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
-                  **run: object) -> Path:
+                  slow_s: float = 3.0, **run: object) -> Path:
     return write_config(tmp_path / "faulty.toml", {
         "run": {"root": str(tmp_path / "root"), "symbols": ",".join(behaviours),
                 "retries": 0, "backoff_base_s": 0.05, "backoff_cap_s": 0.1,
@@ -26,7 +26,7 @@ def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
         "data": {"path": str(small_data)},
         "trainer": {"plugin": "tests.plugins:faulty",
                     "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours,
-                               "slow_s": 3.0}},
+                               "slow_s": slow_s}},
     })
 
 
