@@ -131,11 +131,25 @@ def read_config_file(path: Path) -> dict[str, Any]:
         parsed = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"config file {path}: not valid TOML ({exc})") from None
+    _reject_nul(parsed, str(path))
     base = path.resolve().parent
     run = parsed.get("run")
     if isinstance(run, dict) and str(run.get("symbols", "")).lower().endswith(".csv"):
         run["symbols"] = str((base / Path(run["symbols"]).expanduser()).resolve())
     return _absolute_paths(parsed, base)
+
+
+def _reject_nul(tree: Any, where: str, key: str = "") -> None:
+    """A NUL byte (TOML allows "\\u0000") is in no path, symbol or name: refuse it here,
+    naming the key, before it reaches the OS as a ValueError."""
+    if isinstance(tree, dict):
+        for name, value in tree.items():
+            _reject_nul(value, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            _reject_nul(value, where, f"{key}[{index}]")
+    elif isinstance(tree, str) and "\0" in tree:
+        raise BadInputError(f"config file {where}: {key} contains a NUL character")
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
