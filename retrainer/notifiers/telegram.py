@@ -15,6 +15,7 @@ HTTP libraries' own loggers (whose lines carry the URL, so the token) are kept q
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import functools
@@ -218,13 +219,12 @@ class _BotSender:
         """One request, retried as the error allows, within the close deadline."""
         retries = self._settings.max_retries
         for attempt in range(retries + 1):
-            budget = self._budget()
-            if self._broken is not None or budget <= 0:
+            if self._broken is not None or self._past_deadline():
                 reason = self._broken or "the close deadline passed"
                 self._log.warning(NOTIFY_FAILED, what=what, reason=f"not sent: {reason}")
                 return False
             try:
-                await asyncio.wait_for(call(), budget)
+                await self._bounded(call)
             except Exception as exc:
                 delay, reason = self._classify(exc, attempt)
                 if delay is None or attempt == retries:
@@ -259,11 +259,29 @@ class _BotSender:
             return min(RETRY_CAP_S, RETRY_BASE_S * 2 ** attempt), reason
         return None, reason
 
-    def _budget(self) -> float:
-        """Seconds this request may take: its timeouts, or less near the close deadline."""
-        timeout = self._settings.request_timeout_s * 2  # connect, then write and read
+    def _past_deadline(self) -> bool:
         deadline = self._deadline()
-        return timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        return deadline is not None and time.monotonic() >= deadline
+
+    async def _bounded(self, call: Callable[[], Awaitable[Any]]) -> None:
+        """Await one request; cancel it at its timeout, or at the close deadline, which
+        close() may set while the request is in flight."""
+        task = asyncio.ensure_future(call())
+        # python-telegram-bot bounds connect, write and read apart; this bounds them together.
+        end = time.monotonic() + self._settings.request_timeout_s * 2
+        try:
+            while not task.done():
+                deadline = self._deadline()
+                left = (end if deadline is None else min(end, deadline)) - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no answer in time")
+                await asyncio.wait({task}, timeout=min(left, SLEEP_STEP_S))
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _sleep(self, seconds: float) -> bool:
         """Wait; False as soon as the close deadline would pass first."""
