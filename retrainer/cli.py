@@ -89,6 +89,9 @@ def run(
     data: Annotated[Path | None, typer.Option(
         "--data", help="Folder of OHLCV files, <SYMBOL>.parquet or <SYMBOL>.csv.",
         file_okay=False)] = None,
+    notify: Annotated[bool | None, typer.Option(
+        "--notify/--no-notify", help="Send the configured [notify] messages (Telegram), or "
+        "none. (default: [notify] enabled)")] = None,
 ) -> None:
     """Run the nightly retraining job."""
     from retrainer.display import make_console
@@ -99,6 +102,7 @@ def run(
                 "timeout_minutes": timeout_minutes, "retries": retries, "driver": driver,
                 "root": root},
         "data": {"path": data},
+        "notify": {"enabled": notify},
     }
     with _exit_codes():
         settings = load_settings(config, flags)
