@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 RETRAINER := $(VENV)/bin/retrainer
 
-.PHONY: install run demo-data test lint bench clean
+.PHONY: install run demo-data test test-tools lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ demo-data: $(DEMO_DATA)/.complete
 run: $(STAMP) $(DEMO_DATA)/.complete
 	$(RETRAINER) run --config configs/demo.toml
 
-test: $(STAMP)
+# The schedule tests check generated files with `crontab -n` (Debian's cron) and
+# `systemd-analyze verify`: installed here when missing (as root, else through sudo).
+test-tools:
+	@command -v crontab >/dev/null && command -v systemd-analyze >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install \
+	    -y -qq --no-install-recommends cron systemd; }
+
+test: $(STAMP) test-tools
 	$(PY) -m pytest
 
 lint: $(STAMP)

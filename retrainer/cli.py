@@ -31,6 +31,9 @@ config_app = typer.Typer(help="Config files.", no_args_is_help=True)
 data_app = typer.Typer(help="Data sets.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+schedule_app = typer.Typer(help="Schedule files: a systemd timer, or a crontab line.",
+                           no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
 
 
 @contextlib.contextmanager
@@ -93,6 +96,9 @@ def run(
     data: Annotated[Path | None, typer.Option(
         "--data", help="Folder of OHLCV files, <SYMBOL>.parquet or <SYMBOL>.csv.",
         file_okay=False)] = None,
+    notify: Annotated[bool | None, typer.Option(
+        "--notify/--no-notify", help="Send the configured [notify] messages (Telegram), or "
+        "none. (default: [notify] enabled)")] = None,
 ) -> None:
     """Run the nightly retraining job."""
     from retrainer.display import make_console
@@ -103,6 +109,7 @@ def run(
                 "timeout_minutes": timeout_minutes, "retries": retries, "driver": driver,
                 "root": root, "max_memory_mb": max_memory_mb},
         "data": {"path": data},
+        "notify": {"enabled": notify},
     }
     with _exit_codes():
         settings = load_settings(config, flags)
@@ -158,6 +165,39 @@ def data_sample(
 
     paths = write_demo_universe(folder, n_symbols=n_symbols, days=days, seed=seed)
     typer.echo(f"wrote {len(paths)} symbols to {folder}")
+
+
+AtOpt = Annotated[str, typer.Option("--at", help="Start time, HH:MM, the machine's local time.")]
+
+
+@schedule_app.command("systemd")
+def schedule_systemd(
+    at: AtOpt,
+    user: Annotated[bool, typer.Option(
+        "--user", help="A user unit, written to ~/.config/systemd/user.")] = False,
+    config: ConfigOpt = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="Folder to write the units into. (default: ~/.config/systemd/user "
+        "with --user, else /etc/systemd/system)", file_okay=False)] = None,
+    name: Annotated[str, typer.Option("--name", help="Unit name.")] = "retrainer",
+    print_only: Annotated[bool, typer.Option(
+        "--print", help="Print the units instead of writing them.")] = False,
+) -> None:
+    """Write a systemd .service + .timer pair that runs `retrainer run` every night."""
+    from retrainer.schedule_cli import write_systemd
+
+    with _exit_codes():
+        write_systemd(at, user=user, config=config, output=output, name=name,
+                      print_only=print_only)
+
+
+@schedule_app.command("cron")
+def schedule_cron(at: AtOpt, config: ConfigOpt = None) -> None:
+    """Print a crontab line that runs `retrainer run` every night."""
+    from retrainer.schedule_cli import print_cron
+
+    with _exit_codes():
+        print_cron(at, config=config)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ ENV_PREFIX = "RETRAINER_"
 CONFIG_ENV = "RETRAINER_CONFIG"
 DEFAULT_TRAINER = "retrainer.training.trainer:train"
 # Keys holding paths, per section: resolved against the config file's folder.
-PATH_KEYS = {("run", "root"), ("data", "path"), ("storage", "path")}
+PATH_KEYS = {("run", "root"), ("data", "path"), ("storage", "path"), ("notify", "secrets_file")}
 
 
 class Mode(StrEnum):
@@ -87,6 +87,21 @@ class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class NotifySettings(_Section):
+    """Who hears about a run. The token and chat id are secrets: never keys here."""
+
+    enabled: bool = True
+    kind: Literal["null", "telegram"] = "null"
+    api_url: str = Field(default="https://api.telegram.org", pattern=r"^https?://\S+$")
+    secrets_file: Path | None = None
+    batch_window_s: float = Field(default=60.0, ge=0)
+    escalate_share: float = Field(default=0.5, gt=0, le=1)
+    attach_summary: bool = True
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    close_timeout_s: float = Field(default=20.0, gt=0)
+
+
 class Settings(_Section):
     run: RunSettings = RunSettings()
     data: DataSettings = DataSettings()
@@ -94,6 +109,7 @@ class Settings(_Section):
     trainer: TrainerSettings = TrainerSettings()
     storage: StorageSettings = StorageSettings()
     logging: LoggingSettings = LoggingSettings()
+    notify: NotifySettings = NotifySettings()
 
 
 def load_settings(

@@ -21,6 +21,7 @@ from retrainer.display import print_plan, print_result
 from retrainer.exitcodes import ExitCode
 from retrainer.lock import RunLock
 from retrainer.logs import COIN_SKIPPED, JOB_COMPLETED, JOB_STARTED, configure_logging
+from retrainer.notifiers import notifier_for_run
 from retrainer.plan import Plan, build_plan
 from retrainer.resources import detect_resources
 from retrainer.scheduler.drivers import Driver, make_driver
@@ -85,9 +86,12 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
         log.info(COIN_SKIPPED, symbol=item.symbol, why=item.why)
     storage = make_storage(settings.storage)
     uploader = Uploader(storage, layout) if storage else None
+    notifier = notifier_for_run(settings.notify)
+    notifier.run_started(run)
     stop = StopFlag()
     with _signals_set(stop):
-        tally = Runner(settings, plan, ledger, driver, uploader, run_id, stop).execute()
+        tally = Runner(settings, plan, ledger, driver, uploader, run_id, stop,
+                       on_final_failure=notifier.item_failed).execute()
     wall_s = time.monotonic() - started
     summary = build_summary(plan, ledger.entries, tally.attempts, run, wall_s)
     exit_code = _exit_code(summary, stop)
@@ -97,6 +101,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     atomic_write_json(summary_path, summary)
     ledger.record_run({**run, "finished_at": summary["finished_at"], "exit_code": int(exit_code)})
     ledger.close()
+    notifier.run_finished(summary)  # sent from its own thread while the uploads drain
     if uploader:
         uploader.submit([costs_path, layout.status_path(day), summary_path])
         uploader.drain()
@@ -105,6 +110,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
              succeeded=summary["succeeded"], failed=summary["failed"],
              skipped=summary["skipped"], interrupted=summary["interrupted"])
     print_result(summary, summary_path, console)
+    notifier.close()  # waits at most [notify] close_timeout_s
     return exit_code
 
 

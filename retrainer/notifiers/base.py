@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
+
+from retrainer.config import NotifySettings
 from retrainer.errors import BadInputError
 
 
@@ -46,9 +49,16 @@ def _null(options: Mapping[str, Any]) -> Notifier:
     return NullNotifier()
 
 
+def _telegram(options: Mapping[str, Any]) -> Notifier:
+    from retrainer.notifiers.telegram import TelegramNotifier
+
+    return TelegramNotifier(options)
+
+
 # kind → factory. Each factory imports its backend module only when called.
 NOTIFIER_BACKENDS: dict[str, NotifierFactory] = {
     "null": _null,
+    "telegram": _telegram,
 }
 
 
@@ -59,3 +69,16 @@ def make_notifier(kind: str = "null", options: Mapping[str, Any] | None = None) 
         known = ", ".join(sorted(NOTIFIER_BACKENDS))
         raise BadInputError(f"notifier kind {kind!r} is unknown (known: {known})")
     return factory(options or {})
+
+
+def notifier_for_run(settings: NotifySettings) -> Notifier:
+    """The run's notifier. One that cannot be built (no token, no SDK) is logged and
+    replaced by the null one: a notifier never fails a run."""
+    if not settings.enabled:
+        return make_notifier("null")
+    try:
+        return make_notifier(settings.kind, settings.model_dump())
+    except BadInputError as exc:
+        structlog.get_logger().error("notify_failed", what="setup", kind=settings.kind,
+                                     reason=str(exc))
+        return make_notifier("null")

@@ -13,6 +13,7 @@ import random
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ class Runner:
     def __init__(
         self, settings: Settings, plan: Plan, ledger: Ledger, driver: Driver,
         uploader: Uploader | None, run_id: str, stop: StopFlag,
+        on_final_failure: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.plan = plan
@@ -99,6 +101,7 @@ class Runner:
         self.uploader = uploader
         self.run_id = run_id
         self.stop = stop
+        self.on_final_failure = on_final_failure  # (symbol, reason): failed for good
         self.tally = RunTally()
         self.log = structlog.get_logger()
         self._fresh: deque[PlanItem] = deque(plan.to_run)
@@ -267,6 +270,8 @@ class Runner:
                          error_type=outcome.error_type, exit_code=outcome.exit_code,
                          stack=list(outcome.stack), will_retry=will_retry)
         if not will_retry:
+            if outcome.state in FAILED_STATES and self.on_final_failure is not None:
+                self.on_final_failure(item.symbol, outcome.reason)
             return
         delay = backoff_s(tries, self.settings.run.backoff_base_s, self.settings.run.backoff_cap_s,
                           self._rng)

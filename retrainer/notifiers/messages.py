@@ -1,0 +1,152 @@
+"""The texts a notifier sends: run started, failure alerts, run finished; and splitting.
+
+Pure functions of plain mappings (the run record, engine_summary.json's content), so any
+backend can reuse them and tests can read them without a server. Plain text, no markup:
+a symbol or a reason can hold any character, and nothing has to be escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Telegram's limit for one message, in UTF-16 code units (an emoji counts two).
+MESSAGE_LIMIT = 4096
+SHARPE_KEY = "net_sharpe"
+SLOWEST_SHOWN = 3
+# A failure list longer than this is cut, with a count of the rest: the summary JSON has all.
+FAILURES_SHOWN = 50
+REASON_CHARS = 300
+
+
+def started_text(info: Mapping[str, Any]) -> str:
+    """Run started: mode, driver, symbol count, concurrency."""
+    symbols = info.get("symbols", "?")
+    to_run, to_skip = info.get("to_run"), info.get("to_skip")
+    counts = f"{symbols} symbols"
+    if to_run is not None and to_skip is not None:
+        counts += f" ({to_run} to train, {to_skip} to skip)"
+    lines = [
+        f"▶️ retrainer: run started on {info.get('host', '?')}",
+        f"run {info.get('run_id', '?')}",
+        f"mode {info.get('mode', '?')} · driver {info.get('driver', '?')} · {counts}",
+        f"concurrency {info.get('window', '?')} · {info.get('threads_per_item', '?')} "
+        "threads per item",
+    ]
+    return "\n".join(lines)
+
+
+def failures_text(failures: Sequence[tuple[str, str]], failed_total: int, to_run: int,
+                  escalated: bool) -> str:
+    """One alert for a window's failures; escalated when a large share of symbols failed."""
+    if escalated:
+        share = f" ({failed_total / to_run:.0%})" if to_run else ""
+        head = (f"🚨 retrainer: SYSTEMIC FAILURE? {failed_total} of {to_run} symbols to train "
+                f"have failed{share}")
+    else:
+        noun = "symbol" if len(failures) == 1 else "symbols"
+        head = f"❌ retrainer: {len(failures)} {noun} failed ({failed_total} so far this run)"
+    return "\n".join([head, *_failure_lines(failures)])
+
+
+def finished_text(summary: Mapping[str, Any]) -> str:
+    """Run finished: counts, wall time, slowest symbols, failures with reasons, net Sharpe."""
+    by_symbol: Mapping[str, Mapping[str, Any]] = summary.get("by_symbol") or {}
+    exit_code = summary.get("exit_code")
+    icon = "✅" if exit_code == 0 else "⚠️" if exit_code == 130 else "❌"
+    lines = [
+        f"{icon} retrainer: run finished on {summary.get('host', '?')} (exit {exit_code})",
+        f"run {summary.get('run_id', '?')} · {summary.get('total_symbols', '?')} symbols",
+        f"succeeded {summary.get('succeeded', 0)} · failed {summary.get('failed', 0)} "
+        f"(timed out {summary.get('timed_out', 0)}) · skipped {summary.get('skipped', 0)}"
+        f" · interrupted {summary.get('interrupted', 0)}",
+        f"wall time {_minutes(summary.get('total_wall_minutes'))}",
+    ]
+    slowest = _slowest(by_symbol)
+    if slowest:
+        lines.append("slowest: " + ", ".join(f"{s} {_minutes(m)}" for s, m in slowest))
+    best_worst = _best_and_worst(by_symbol)
+    if best_worst:
+        (best, best_v), (worst, worst_v) = best_worst
+        lines.append(f"net Sharpe: best {best} {best_v:.2f} · worst {worst} {worst_v:.2f}")
+    failures = [(sym, f"{s.get('status')}: {s.get('reason') or 'no reason recorded'}")
+                for sym, s in by_symbol.items() if sym in (summary.get("failures") or {})]
+    if failures:
+        lines.append("failures:")
+        lines += _failure_lines(failures)
+    return "\n".join(lines)
+
+
+def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Parts of at most `limit` UTF-16 units, cut at line ends where a line fits."""
+    parts: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        candidate = f"{current}\n{line}" if current else line
+        if utf16_len(candidate) <= limit:
+            current = candidate
+            continue
+        if current:
+            parts.append(current)
+        *full, current = _hard_split(line, limit)
+        parts += full
+    if current or not parts:
+        parts.append(current)
+    return parts
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _hard_split(line: str, limit: int) -> list[str]:
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in line:
+        width = utf16_len(char)
+        if size + width > limit:
+            pieces.append("".join(current))
+            current, size = [], 0
+        current.append(char)
+        size += width
+    pieces.append("".join(current))
+    return pieces
+
+
+def _failure_lines(failures: Sequence[tuple[str, str]]) -> list[str]:
+    lines = [f"• {symbol}: {_short(reason)}" for symbol, reason in failures[:FAILURES_SHOWN]]
+    if len(failures) > FAILURES_SHOWN:
+        lines.append(f"… and {len(failures) - FAILURES_SHOWN} more (see engine_summary.json)")
+    return lines
+
+
+def _short(reason: str) -> str:
+    one_line = " ".join(reason.split())
+    return one_line if len(one_line) <= REASON_CHARS else one_line[:REASON_CHARS - 1] + "…"
+
+
+def _minutes(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "?"
+    return f"{value * 60:.1f} s" if value < 1 else f"{value:.1f} min"
+
+
+def _slowest(by_symbol: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, float]]:
+    timed = [(sym, float(s["minutes"])) for sym, s in by_symbol.items()
+             if s.get("status") == "success" and isinstance(s.get("minutes"), int | float)]
+    return sorted(timed, key=lambda pair: (-pair[1], pair[0]))[:SLOWEST_SHOWN]
+
+
+def _best_and_worst(by_symbol: Mapping[str, Mapping[str, Any]]
+                    ) -> tuple[tuple[str, float], tuple[str, float]] | None:
+    values = []
+    for sym, s in by_symbol.items():
+        value = (s.get("metrics") or {}).get(SHARPE_KEY)
+        if s.get("status") == "success" and isinstance(value, int | float) and math.isfinite(value):
+            values.append((sym, float(value)))
+    if not values:
+        return None
+    ordered = sorted(values, key=lambda pair: (-pair[1], pair[0]))
+    return ordered[0], ordered[-1]
