@@ -109,9 +109,10 @@ def start_timeout_s(settings: Settings, resources: Resources) -> int:
 
 
 def stop_timeout_s(settings: Settings) -> int:
-    """The graceful stop: items get SIGTERM and kill_grace_s, then the run closes."""
-    return math.ceil(settings.run.kill_grace_s + settings.notify.close_timeout_s
-                     + STOP_MARGIN_S)
+    """The graceful stop: running items get stop_grace_s to finish, then SIGTERM and
+    kill_grace_s, then the run writes its summary and notifies."""
+    return math.ceil(settings.run.stop_grace_s + settings.run.kill_grace_s
+                     + settings.notify.close_timeout_s + STOP_MARGIN_S)
 
 
 def systemd_units(schedule: Schedule, user: bool) -> dict[str, str]:

@@ -30,7 +30,7 @@ def nightly_config(tmp_path: Path, small_data: Path, **run: object) -> Path:
     symbol = sorted(p.stem for p in small_data.glob("*.parquet"))[0]
     return write_config(tmp_path / "conf" / "nightly.toml", {
         "run": {"root": "../root", "symbols": symbol, "retries": 1, "timeout_minutes": 10,
-                "kill_grace_s": 5, "max_concurrent": 2, **run},
+                "kill_grace_s": 5, "stop_grace_s": 30, "max_concurrent": 2, **run},
         "data": {"path": str(small_data)},
         "trainer": {"plugin": "tests.plugins:faulty",
                     "params": {"pid_dir": str(tmp_path / "pids")}},
@@ -89,8 +89,9 @@ def test_the_service_is_a_oneshot_of_the_venvs_retrainer_in_the_run_root(
     assert service["WorkingDirectory"] == str((tmp_path / "root").resolve())
     assert (tmp_path / "root").is_dir()
     assert service["KillMode"] == "mixed"
-    # The graceful stop: the items' kill grace (5 s) and the notifier's close (20 s).
-    assert int(service["TimeoutStopSec"]) > 5 + 20
+    # The graceful stop: the items' stop grace (30 s) and kill grace (5 s), and the
+    # notifier's close (20 s).
+    assert int(service["TimeoutStopSec"]) > 30 + 5 + 20
     timer = read_unit(out / "retrainer.timer")
     assert timer["Timer"]["OnCalendar"] == "*-*-* 02:30:00"
     assert timer["Timer"]["Persistent"] == "true"
