@@ -22,6 +22,7 @@ from retrainer.exitcodes import ExitCode
 from retrainer.lock import RunLock
 from retrainer.logs import COIN_SKIPPED, JOB_COMPLETED, JOB_STARTED, configure_logging
 from retrainer.plan import Plan, build_plan
+from retrainer.progress import live_progress
 from retrainer.resources import detect_resources
 from retrainer.scheduler.drivers import Driver, make_driver
 from retrainer.scheduler.items import FAILED_STATES
@@ -73,6 +74,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
         "threads_per_item": plan.threads_per_item, "force": force,
         "resources": plan.resources.to_dict(), "trainer": settings.trainer.plugin,
         "symbols": len(plan.items), "to_run": len(plan.to_run), "to_skip": len(plan.to_skip),
+        "retries": settings.run.retries,
     }
     ledger.record_run(run)
     log.info(JOB_STARTED, **{k: v for k, v in run.items() if k != "run_id"})
@@ -81,7 +83,8 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     storage = make_storage(settings.storage)
     uploader = Uploader(storage, layout) if storage else None
     stop = StopFlag()
-    with _signals_set(stop):
+    with _signals_set(stop), live_progress(ledger, run, day, console, layout.engine_log(day),
+                                           settings.logging.level):
         tally = Runner(settings, plan, ledger, driver, uploader, run_id, stop).execute()
     wall_s = time.monotonic() - started
     summary = build_summary(plan, ledger.entries, tally.attempts, run, wall_s)
