@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 RETRAINER := $(VENV)/bin/retrainer
 
-.PHONY: install run demo-data test lint bench clean
+.PHONY: install run demo-data test lint bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,15 @@ demo-data: $(DEMO_DATA)/.complete
 run: $(STAMP) $(DEMO_DATA)/.complete
 	$(RETRAINER) run --config configs/demo.toml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest
+
+# Debian's chromium, for the test that opens `retrainer report`'s page in a real browser.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check retrainer tests bench
