@@ -87,12 +87,14 @@ def _state(state: str) -> str:
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: set[str]) -> str:
     headers = list(headers)
-    head = "".join(f'<th class="{"num" if h in numeric else ""}">{escape(h)}</th>'
-                   for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"num" if h in numeric else ""}">{cell}</td>'
-                         for h, cell in zip(headers, row, strict=True)) + "</tr>"
-        for row in rows)
+
+    def cell(tag: str, header: str, content: str) -> str:
+        align = ' class="num"' if header in numeric else ""
+        return f"<{tag}{align}>{content}</{tag}>"
+
+    head = "".join(cell("th", h, escape(h)) for h in headers)
+    body = "".join("<tr>" + "".join(cell("td", h, c) for h, c in zip(headers, row, strict=True))
+                   + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
