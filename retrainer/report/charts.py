@@ -66,7 +66,7 @@ def gantt_png(bars: Sequence[Bar]) -> bytes:
     ax.set_title("Attempts per worker slot")
     seen = [s for s in STATE_COLOURS if any(b.state == s for b in bars)]
     ax.legend(handles=[Patch(color=STATE_COLOURS[s], label=s) for s in seen],
-              loc="upper right", fontsize=8, ncols=max(1, len(seen)))
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     if not bars:
         ax.text(0.5, 0.5, "no attempts recorded", transform=ax.transAxes, ha="center")
