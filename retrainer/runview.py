@@ -146,7 +146,9 @@ def build_view(day: str, run: Mapping[str, Any], entries: Mapping[str, LedgerEnt
     for symbol, entry in sorted(entries.items()):
         tally.add(symbol, entry, attempts_in_run(entry, run, until))
     to_run = int(run.get("to_run", tally.members))
-    queued = max(0, to_run - tally.started) if phase is Phase.RUNNING else 0
+    not_started = max(0, to_run - tally.started)
+    # Once the run is over, what never started was cut short by its stop or its death.
+    queued = not_started if phase is Phase.RUNNING else 0
     window = max(1, int(run.get("window", 1)))
     return RunView(
         day=day, run_id=str(run["run_id"]), phase=phase, started_at=str(run["started_at"]),
@@ -154,8 +156,7 @@ def build_view(day: str, run: Mapping[str, Any], entries: Mapping[str, LedgerEnt
         mode=str(run.get("mode", "")), window=window,
         total=to_run + int(run.get("to_skip", 0)), done=tally.counts[ItemState.SUCCESS],
         failed=tally.failed, retrying=tally.retrying, skipped=int(run.get("to_skip", 0)),
-        interrupted=tally.counts[ItemState.INTERRUPTED] + (to_run - tally.started
-                                                           if phase is not Phase.RUNNING else 0),
+        interrupted=tally.counts[ItemState.INTERRUPTED] + not_started - queued,
         queued=queued, running=tuple(tally.running), failures=tuple(tally.failures),
         elapsed_s=max(0.0, (end - started).total_seconds()),
         eta_s=_eta(tally, queued, window) if phase is Phase.RUNNING else None,

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -32,7 +34,8 @@ def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
                 "kill_grace_s": 0.5, "max_concurrent": 3, **run},
         "data": {"path": str(small_data)},
         "trainer": {"plugin": "tests.plugins:faulty",
-                    "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours}},
+                    "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours,
+                               "slow_s": 3.0}},
     })
 
 
@@ -193,3 +196,32 @@ def test_the_eta_spreads_the_work_left_over_the_window() -> None:
     assert view.running[0].elapsed_s == 4.0 and view.elapsed_s == 20.0
     # three queued at 10 s each and 6 s left of B's, over a window of two
     assert view.eta_s == pytest.approx((3 * 10.0 + 6.0) / 2)
+
+
+def test_a_run_on_a_terminal_draws_the_live_view_with_the_running_symbols(
+        tmp_path: Path, small_data: Path) -> None:
+    config = faulty_config(tmp_path, small_data, {"BTCUSDT": "slow", "ETHUSDT": "raise"},
+                           max_concurrent=2)
+    primary, secondary = pty.openpty()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "retrainer", "run", "--config", str(config)], cwd=tmp_path,
+        env=cli_env({"COLUMNS": "120", "LINES": "40", "TERM": "xterm"}), stdin=secondary,
+        stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the run exited and closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(primary)
+    assert run.wait(timeout=60) == 1
+    text = screen.decode("utf-8", "replace")
+    assert "\x1b[" in text  # drawn, redrawn: a live view, not lines
+    assert "2 running" in text or "1 running" in text
+    assert "BTCUSDT" in text and "ValueError: boom from ETHUSDT" in text
+    assert "coin_succeeded" in text  # the log's lines scroll above it
+    assert "1/2 done, 0 running, 1 failed, 0 skipped" in text  # its last frame
