@@ -46,4 +46,4 @@ bench: $(STAMP)
 	$(PY) -m bench.item_start
 
 clean:
-	rm -rf runs logs summary models mirror .retrainer.lock .retrainer.lock.json
+	rm -rf runs logs summary models mirror reports .retrainer.lock .retrainer.lock.json
