@@ -28,13 +28,15 @@ demo-data: $(DEMO_DATA)/.complete
 run: $(STAMP) $(DEMO_DATA)/.complete
 	$(RETRAINER) run --config configs/demo.toml
 
-# The schedule tests check generated files with `crontab -n` (Debian's cron) and
-# `systemd-analyze verify`: installed here when missing (as root, else through sudo).
+# System tools the tests use, installed when missing (as root, else through sudo):
+# Debian's cron and systemd (`crontab -n` and `systemd-analyze verify` check the generated
+# schedule files) and chromium (opens `retrainer report`'s page in a real browser).
 test-tools:
-	@command -v crontab >/dev/null && command -v systemd-analyze >/dev/null || { \
+	@command -v crontab >/dev/null && command -v systemd-analyze >/dev/null \
+	  && command -v chromium >/dev/null || { \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install \
-	    -y -qq --no-install-recommends cron systemd; }
+	    -y -qq --no-install-recommends cron systemd chromium; }
 
 test: $(STAMP) test-tools
 	$(PY) -m pytest
@@ -47,4 +49,4 @@ bench: $(STAMP)
 	$(PY) -m bench.item_start
 
 clean:
-	rm -rf runs logs summary models mirror .retrainer.lock .retrainer.lock.json
+	rm -rf runs logs summary models mirror reports .retrainer.lock .retrainer.lock.json

@@ -1,4 +1,5 @@
-"""The `retrainer` command (Typer): run, verify, config init, data sample.
+"""The `retrainer` command (Typer): run, verify, status, history, report, config init,
+data sample.
 
 Flags named in the original design keep their underscore spelling and accept dashes too.
 Bad input never produces a traceback: a one-paragraph message and a named exit code.
@@ -131,6 +132,69 @@ def verify(
         settings = load_settings(config, {"run": {"root": root}})
         ok = verify_run(settings.run.root.resolve(), run_day)
     raise typer.Exit(ExitCode.OK if ok else ExitCode.SOME_FAILED)
+
+
+RunDayOpt = Annotated[
+    str | None,
+    typer.Option("--run", help="The run's UTC day, YYYYMMDDZ. (default: the latest day under "
+                 "runs/)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
+
+
+@app.command()
+def status(
+    run_day: RunDayOpt = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Refresh until the run finishes (or Ctrl-C).")] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """A run's progress from its ledger: counts, running symbols, failures (any shell)."""
+    from retrainer.display import make_console
+    from retrainer.status import show_status
+
+    with _exit_codes():
+        settings = load_settings(config, {"run": {"root": root}})
+        code = show_status(settings.run.root.resolve(), run_day, watch=watch, as_json=as_json,
+                           console=make_console())
+    raise typer.Exit(code)
+
+
+@app.command()
+def history(
+    symbol: Annotated[str, typer.Argument(help="The symbol, e.g. BTCUSDT.")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Every past attempt of a symbol: day, status, minutes, key metrics, reason."""
+    from retrainer.display import make_console
+    from retrainer.history import print_history, symbol_history
+
+    with _exit_codes():
+        settings = load_settings(config, {"run": {"root": root}})
+        rows = symbol_history(settings.run.root.resolve(), symbol.upper())
+    print_history(symbol.upper(), rows, as_json, make_console())
+
+
+@app.command()
+def report(
+    run_day: RunDayOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for report.html and its PNGs. (default: <root>/reports/<day>)",
+        file_okay=False)] = None,
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Write a self-contained HTML report of a run: timeline, minutes, net Sharpe, table."""
+    from retrainer.report import write_report
+
+    with _exit_codes():
+        settings = load_settings(config, {"run": {"root": root}})
+        path = write_report(settings.run.root.resolve(), run_day, out)
+    typer.echo(f"wrote {path}")
 
 
 @config_app.command("init")

@@ -23,6 +23,7 @@ from retrainer.lock import RunLock
 from retrainer.logs import COIN_SKIPPED, JOB_COMPLETED, JOB_STARTED, configure_logging
 from retrainer.notifiers import notifier_for_run
 from retrainer.plan import Plan, build_plan
+from retrainer.progress import live_progress
 from retrainer.resources import detect_resources
 from retrainer.scheduler.drivers import Driver, make_driver
 from retrainer.scheduler.items import FAILED_STATES
@@ -79,6 +80,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
         "threads_per_item": plan.threads_per_item, "force": force,
         "resources": plan.resources.to_dict(), "trainer": settings.trainer.plugin,
         "symbols": len(plan.items), "to_run": len(plan.to_run), "to_skip": len(plan.to_skip),
+        "retries": settings.run.retries,
     }
     ledger.record_run(run)
     log.info(JOB_STARTED, **{k: v for k, v in run.items() if k != "run_id"})
@@ -89,7 +91,8 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     notifier = notifier_for_run(settings.notify)
     notifier.run_started(run)
     stop = StopFlag()
-    with _signals_set(stop):
+    with _signals_set(stop), live_progress(ledger, run, day, console, layout.engine_log(day),
+                                           settings.logging.level):
         tally = Runner(settings, plan, ledger, driver, uploader, run_id, stop,
                        on_final_failure=notifier.item_failed).execute()
     wall_s = time.monotonic() - started

@@ -59,6 +59,7 @@ class Attempt:
     exit_code: int | None = None
     error_type: str | None = None
     stack: tuple[str, ...] = ()
+    slot: int | None = None  # the worker slot it ran in (for the report's timeline)
 
     def ended(self, outcome: Outcome, ended_at: str, seconds: float) -> Attempt:
         return replace(

@@ -170,7 +170,8 @@ class Runner:
         self.tally.attempts[item.symbol] = self.tally.attempts.get(item.symbol, 0) + 1
         device = self.plan.resources.device_for_slot(slot)
         attempt = Attempt(number=number, state=ItemState.RUNNING, started_at=iso(now_utc()),
-                          artifact_dir="", device=device, threads=self.plan.threads_per_item)
+                          artifact_dir="", device=device, threads=self.plan.threads_per_item,
+                          slot=slot)
         started = time.monotonic()
         try:
             out_dir = layout.new_attempt_dir(item.symbol, now_utc())
