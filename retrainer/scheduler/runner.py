@@ -36,6 +36,7 @@ from retrainer.scheduler.ledger import Ledger
 from retrainer.scheduler.retry import backoff_s
 from retrainer.scheduler.supervisor import Supervisor
 from retrainer.scheduler.worker import AttemptSpec
+from retrainer.training.contract import read_partials
 from retrainer.uploads import UploadBatch, Uploader
 
 MAX_IDLE_WAIT_S = 0.5
@@ -77,6 +78,7 @@ class _Running:
     out_dir: Path
     slot: int
     started: float
+    partials_sent: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -131,6 +133,7 @@ class Runner:
         for running in self._running.values():
             running.supervisor.enforce_deadline(now)
         if self.uploader:
+            self._upload_new_partials()
             self._record_uploads(self.uploader.finished())
         self.ledger.maybe_flush()
 
@@ -299,13 +302,26 @@ class Runner:
 
     def _record_uploads(self, batches: list[UploadBatch]) -> None:
         for batch in batches:
-            if batch.symbol is None:
+            if batch.symbol is None or not batch.record:
                 continue
             entry = self.ledger.get(batch.symbol)
             if entry is None:
                 continue
-            state = UploadState.UPLOADED if batch.ok else UploadState.FAILED
+            # A failed upload leaves the item `success` and its files pending for a sync.
+            state = UploadState.UPLOADED if batch.ok else UploadState.PENDING
             self.ledger.record(replace(entry, upload=state, upload_error=batch.error))
+
+    def _upload_new_partials(self) -> None:
+        """With storage.upload_partials, each partial output goes up as soon as it is saved."""
+        if self.uploader is None or not self.settings.storage.upload_partials:
+            return
+        for running in self._running.values():
+            saved = read_partials(running.out_dir).get("files", {})
+            new = sorted(set(saved) - running.partials_sent)
+            if new:
+                running.partials_sent.update(new)
+                self.uploader.submit([running.out_dir / n for n in new], running.item.symbol,
+                                     record=False)
 
 
 def _headline(metrics: dict[str, Any] | None) -> dict[str, Any]:
