@@ -94,7 +94,8 @@ class SeaweedServer:
             weed_binary(), "mini", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", f"-s3.config={identities}", "-webdav=false",
             "-admin.ui=false", "-master.telemetry=false", "-s3.port.iceberg=0",
-            "-s3.port.lance=0", f"-filer.localSocket={self.folder / 'filer.sock'}",
+            "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+            f"-filer.localSocket={self.folder / 'filer.sock'}",
             f"-s3.localSocket={self.folder / 's3.sock'}",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]

@@ -17,6 +17,8 @@ class CuttingProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)  # so that stop() is noticed promptly
         self._cut_after: int | None = None
+        self._cut_once = False
+        self.bytes_up = 0  # bytes sent towards the server, all connections together
         self._closing = False
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -34,8 +36,10 @@ class CuttingProxy:
         self._thread.start()
         return self
 
-    def cut_uploads_after(self, n_bytes: int) -> None:
+    def cut_uploads_after(self, n_bytes: int, once: bool = False) -> None:
+        """Drop connections that send more than n_bytes; with once, only the next one."""
         self._cut_after = n_bytes
+        self._cut_once = once
 
     def heal(self) -> None:
         self._cut_after = None
@@ -75,9 +79,14 @@ class CuttingProxy:
                 limit = self._cut_after if upstream else None
                 if limit is not None and sent + len(chunk) > limit:
                     sink.sendall(chunk[: max(0, limit - sent)])
+                    if self._cut_once:
+                        self.heal()
                     break
                 sink.sendall(chunk)
                 sent += len(chunk)
+                if upstream:
+                    with self._lock:
+                        self.bytes_up += len(chunk)
         except OSError:
             pass
         finally:

@@ -289,9 +289,12 @@ class DropboxStorage:
     def _reason(self, operation: str, key: str, exc: Exception) -> str:
         """The operation, the path and Dropbox's error summary; never a token."""
         summary = getattr(exc, "user_message_text", None) or _error_summary(exc)
+        if isinstance(exc, self._exceptions.AuthError):
+            summary += " (Dropbox refused the credentials: refresh token, app key, secret)"
         text = f"{operation} of {self.uri(key)} failed: {type(exc).__name__}: {summary}"
         for secret in self._secrets:
-            text = text.replace(secret, "***")
+            if len(secret) >= 8:  # masking a one-letter "secret" would garble the text
+                text = text.replace(secret, "***")
         return text
 
 

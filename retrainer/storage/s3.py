@@ -216,7 +216,8 @@ class S3Storage:
             hint = " (permanent: not retried)" if code in PERMANENT else ""
             status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get(
                 "HTTPStatusCode")
-            detail = f"{code}{' ' + message if message else ''}"
+            named = code if code != str(status) else ""
+            detail = " ".join(part for part in (named, message) if part)
             return f"{operation} of {where} failed: HTTP {status} {detail}{hint}"
         cause = exc.__cause__ or exc.__context__
         because = f" ({type(cause).__name__})" if cause is not None else ""
