@@ -37,6 +37,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.item_start
+	$(PY) -m bench.s3_throughput
 
 clean:
 	rm -rf runs logs summary models mirror .retrainer.lock .retrainer.lock.json
