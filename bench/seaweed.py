@@ -124,7 +124,7 @@ class SeaweedServer:
         self.stop()
         raise RuntimeError(f"weed mini did not answer within {timeout_s} s")
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM its process group by pid, SIGKILL if it lingers; reap it."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:

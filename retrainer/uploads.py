@@ -7,6 +7,7 @@ An upload never fails a training item and never loses an artifact: the item stay
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,8 +69,10 @@ class Uploader:
     def submit(self, files: Iterable[Path], symbol: str | None = None,
                record: bool = True) -> None:
         chosen = list(files)
-        self._futures.append(self._pool.submit(upload_files, self.storage, self.layout,
-                                               chosen, symbol, record))
+        # The caller's log context (run_id) goes along into the upload thread.
+        context = contextvars.copy_context()
+        self._futures.append(self._pool.submit(context.run, upload_files, self.storage,
+                                               self.layout, chosen, symbol, record))
 
     def finished(self) -> list[UploadBatch]:
         """The batches done since the last call (non-blocking)."""

@@ -23,8 +23,9 @@ from retrainer.artifacts import (
     run_day,
     sha256_bytes,
 )
+from retrainer.config import DEFAULT_TRAINER
 from retrainer.scheduler.ledger import read_ledger
-from tests.conftest import RunCli, cli_env, read_json, write_config
+from tests.conftest import TINY_TRAINER, RunCli, cli_env, read_json, write_config
 from tests.dropbox_server import DropboxTestServer
 from tests.storage_fixtures import DROPBOX_ENV, new_bucket, raw_s3
 
@@ -33,12 +34,13 @@ PREFIX = "nightly"
 
 
 def config_for(tmp_path: Path, data: Path, storage: dict[str, Any],
-               params: dict[str, Any] | None = None) -> Path:
+               params: dict[str, Any] | None = None,
+               plugin: str = "tests.remote_plugins:gated") -> Path:
     return write_config(tmp_path / "retrainer.toml", {
         "run": {"root": str(tmp_path / "root"), "symbols": ",".join(SYMBOLS), "retries": 0,
                 "mode": "sequential"},
         "data": {"path": str(data)},
-        "trainer": {"plugin": "tests.remote_plugins:gated", "params": params or {}},
+        "trainer": {"plugin": plugin, "params": params or {}},
         "storage": {"prefix": PREFIX, "max_attempts": 2, "upload_partials": True, **storage},
     })
 
@@ -69,7 +71,8 @@ class TestS3Run:
         self, tmp_path: Path, small_data: Path, seaweed: SeaweedServer, run_cli: RunCli
     ) -> None:
         bucket = new_bucket(seaweed)
-        config = config_for(tmp_path, small_data, s3_storage(seaweed, bucket))
+        config = config_for(tmp_path, small_data, s3_storage(seaweed, bucket), TINY_TRAINER,
+                            plugin=DEFAULT_TRAINER)  # the real trainer and its artifacts
 
         result = run_cli("run", "--config", str(config), env=seaweed.env)
 
@@ -77,7 +80,9 @@ class TestS3Run:
         raw, day = raw_s3(seaweed), run_day(now_utc())
         for symbol, entry in statuses(tmp_path).items():
             assert entry.state == "success" and entry.upload == "uploaded", symbol
-            for name, digest in local_manifest(tmp_path, entry.artifact_dir).items():
+            manifest = local_manifest(tmp_path, entry.artifact_dir)
+            assert {"model.bin", "features.parquet", "metrics.json"} <= set(manifest)
+            for name, digest in manifest.items():
                 key = f"{PREFIX}/{entry.artifact_dir}/{name}"
                 head = raw.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
                 assert head["Metadata"]["sha256"] == digest
@@ -218,6 +223,33 @@ class TestDropboxRun:
         assert verify.returncode == 1
         assert (f"SOLUSDT: dropbox:/{PREFIX}/{entry.artifact_dir}/config.json: sha256 mismatch"
                 in verify.stdout)
+
+    def test_partial_outputs_go_up_while_their_attempt_still_runs(
+        self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer
+    ) -> None:
+        gate = tmp_path / "gate"
+        config = config_for(tmp_path, small_data, {"kind": "dropbox",
+                                                   "endpoint_url": dropbox_server.url},
+                            {"gate_file": str(gate), "free": ["BTCUSDT"]})
+        run = subprocess.Popen([sys.executable, "-m", "retrainer", "run", "--config",
+                                str(config)], cwd=tmp_path, env=cli_env(DROPBOX_ENV),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            # ETHUSDT has saved its partial output and waits at the gate: still running.
+            wait_for(lambda: any(p.startswith(f"/{PREFIX}/models/ETHUSDT/")
+                                 and p.endswith("/features.json")
+                                 for p in dropbox_server.paths()))
+            assert statuses(tmp_path)["ETHUSDT"].state == "running"
+            assert not any(p.startswith(f"/{PREFIX}/models/ETHUSDT/")
+                           and p.endswith("/model.bin") for p in dropbox_server.paths())
+            gate.touch()
+            _, stderr = run.communicate(timeout=180)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert run.returncode == 0, stderr
+        assert {e.upload for e in statuses(tmp_path).values()} == {"uploaded"}
 
     def test_a_dropbox_run_without_credentials_is_bad_input_naming_the_variables(
         self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer,
