@@ -47,6 +47,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.item_start
+	$(PY) -m bench.s3_throughput
 
 clean:
 	rm -rf runs logs summary models mirror reports .retrainer.lock .retrainer.lock.json

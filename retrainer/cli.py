@@ -122,15 +122,21 @@ def run(
 def verify(
     run_day: Annotated[str | None, typer.Option(
         "--run", help="The run's UTC day, YYYYMMDDZ. (default: today)")] = None,
+    remote: Annotated[bool, typer.Option(
+        "--remote", help="Check the configured storage's copies against sha256.txt "
+        "instead of the local files.")] = False,
     config: ConfigOpt = None,
     root: RootOpt = None,
 ) -> None:
     """Re-hash every successful symbol's artifacts of a run against its sha256.txt."""
-    from retrainer.verify import verify_run
+    from retrainer.verify import verify_remote, verify_run
 
     with _exit_codes():
         settings = load_settings(config, {"run": {"root": root}})
-        ok = verify_run(settings.run.root.resolve(), run_day)
+        if remote:
+            ok = verify_remote(settings.run.root.resolve(), run_day, _storage(settings))
+        else:
+            ok = verify_run(settings.run.root.resolve(), run_day)
     raise typer.Exit(ExitCode.OK if ok else ExitCode.SOME_FAILED)
 
 
@@ -195,6 +201,32 @@ def report(
         settings = load_settings(config, {"run": {"root": root}})
         path = write_report(settings.run.root.resolve(), run_day, out)
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def sync(
+    run_day: Annotated[str | None, typer.Option(
+        "--run", help="Only this UTC day, YYYYMMDDZ. (default: every day with uploads "
+        "still pending)")] = None,
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Upload every artifact still pending to the configured storage, verified."""
+    from retrainer.sync import run_sync
+
+    with _exit_codes():
+        settings = load_settings(config, {"run": {"root": root}})
+        ok = run_sync(settings, _storage(settings), run_day)
+    raise typer.Exit(ExitCode.OK if ok else ExitCode.SOME_FAILED)
+
+
+def _storage(settings: Any) -> Any:
+    from retrainer.storage.base import make_storage
+
+    storage = make_storage(settings.storage)
+    if storage is None:
+        raise BadInputError('no storage is configured ([storage] kind = "none")')
+    return storage
 
 
 @config_app.command("init")

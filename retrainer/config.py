@@ -24,7 +24,8 @@ ENV_PREFIX = "RETRAINER_"
 CONFIG_ENV = "RETRAINER_CONFIG"
 DEFAULT_TRAINER = "retrainer.training.trainer:train"
 # Keys holding paths, per section: resolved against the config file's folder.
-PATH_KEYS = {("run", "root"), ("data", "path"), ("storage", "path"), ("notify", "secrets_file")}
+PATH_KEYS = {("run", "root"), ("data", "path"), ("storage", "path"), ("storage", "secrets_file"),
+             ("notify", "secrets_file")}
 
 
 class Mode(StrEnum):
@@ -79,8 +80,21 @@ class TrainerSettings(_Section):
 
 
 class StorageSettings(_Section):
-    kind: Literal["none", "local"] = "none"
+    kind: Literal["none", "local", "s3", "dropbox"] = "none"
     path: Path | None = None
+    # Remote stores (s3, dropbox): objects go under prefix, mirroring the local layout.
+    prefix: str = Field(default="", pattern=r"^[^\\]*$")
+    bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    region: str | None = None
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    multipart_threshold_mb: float = Field(default=8.0, ge=5.0)
+    chunk_mb: float = Field(default=8.0, ge=5.0, le=150.0)
+    max_concurrency: int = Field(default=4, gt=0, le=64)
+    max_attempts: int = Field(default=5, gt=0, le=20)
+    secrets_file: Path | None = None
+    upload_partials: bool = False
+    upload_workers: int = Field(default=2, gt=0, le=32)
 
 
 class LoggingSettings(_Section):
@@ -135,6 +149,8 @@ def load_settings(
                             + describe_validation_error(exc)) from None
     if settings.storage.kind == "local" and settings.storage.path is None:
         raise BadInputError(f"{source}: storage.path is required when storage.kind = \"local\"")
+    if settings.storage.kind == "s3" and settings.storage.bucket is None:
+        raise BadInputError(f"{source}: storage.bucket is required when storage.kind = \"s3\"")
     return settings
 
 

@@ -32,6 +32,7 @@ from retrainer.scheduler.reaper import become_subreaper
 from retrainer.scheduler.runner import Runner, StopFlag
 from retrainer.storage.base import make_storage
 from retrainer.summary import build_summary
+from retrainer.sync import finish_run_uploads, mark_pending, sync_before_run
 from retrainer.training.contract import load_trainer
 from retrainer.uploads import Uploader
 
@@ -67,6 +68,10 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     configure_logging(layout.engine_log(day), settings.logging.level)
     structlog.contextvars.bind_contextvars(run_id=run_id)
     log = structlog.get_logger()
+    storage = make_storage(settings.storage)
+    if storage:  # what earlier runs left pending goes up first; then today's may be pending
+        sync_before_run(layout.root, storage)
+        mark_pending(layout, day)
     costs_path = layout.costs_path(day)
     atomic_write_json(costs_path, _merged_costs(costs_path, plan))
     ledger = Ledger(layout.status_path(day), layout.journal_path(day))
@@ -86,8 +91,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     log.info(JOB_STARTED, **{k: v for k, v in run.items() if k != "run_id"})
     for item in plan.to_skip:
         log.info(COIN_SKIPPED, symbol=item.symbol, why=item.why)
-    storage = make_storage(settings.storage)
-    uploader = Uploader(storage, layout) if storage else None
+    uploader = Uploader(storage, layout, settings.storage.upload_workers) if storage else None
     notifier = notifier_for_run(settings.notify)
     notifier.run_started(run)
     stop = StopFlag()
@@ -107,7 +111,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     notifier.run_finished(summary)  # sent from its own thread while the uploads drain
     if uploader:
         uploader.submit([costs_path, layout.status_path(day), summary_path])
-        uploader.drain()
+        finish_run_uploads(layout, day, uploader.drain())
         uploader.close()
     log.info(JOB_COMPLETED, exit_code=int(exit_code), wall_minutes=summary["total_wall_minutes"],
              succeeded=summary["succeeded"], failed=summary["failed"],

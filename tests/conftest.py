@@ -77,3 +77,6 @@ def run_cli(tmp_path: Path) -> RunCli:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+# Remote storage fixtures (SeaweedFS, the Dropbox wire-format server).
+pytest_plugins = ["tests.storage_fixtures"]

@@ -1,9 +1,10 @@
 """Storage: one contract every backend passes, then what is particular to each one.
 
-A backend's test class subclasses `StorageContract` and provides four fixtures:
-`storage` (a fresh, empty client), `read_back` (the bytes stored at a key),
-`unwritable_key` (a key the backend cannot write) and `break_next_write` (makes the next
-upload die after sending half of the object).
+`TestStorageContract` runs once per backend (local folder, S3 against a real SeaweedFS,
+Dropbox through the real SDK against our wire-format server). A backend provides four
+things: `storage` (a fresh, empty client), `read_back` (the bytes stored at a key),
+`unwritable` (a client and a key it cannot write) and `break_next_write` (makes the
+next upload die after sending half of the object).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import pytest
 
+from bench.seaweed import SeaweedServer
 from retrainer.artifacts import sha256_bytes, sha256_file
 from retrainer.config import StorageSettings
 from retrainer.errors import BadInputError
@@ -33,14 +36,18 @@ from retrainer.storage import (
     make_storage,
     validate_key,
 )
-from retrainer.storage import local as local_backend
+from retrainer.storage import local as local_backend_module
 from retrainer.storage.local import LocalStorage
+from tests.dropbox_server import DropboxTestServer
+from tests.storage_fixtures import dropbox_client, new_bucket, raw_s3, s3_client
+from tests.tcp_proxy import CuttingProxy
 
 KEY = "models/BTCUSDT/20261123_020000Z/model.bin"
 BAD_KEYS = ["", "/models/a.bin", "models/../a.bin", "../a.bin", "models//a.bin",
             "models/a.bin/", "./a.bin", "models\\a.bin"]
 
 ReadBack = Callable[[str], bytes]
+Unwritable = tuple[StorageClient, str]
 
 
 def make_file(folder: Path, name: str, data: bytes) -> Path:
@@ -49,8 +56,93 @@ def make_file(folder: Path, name: str, data: bytes) -> Path:
     return path
 
 
-class StorageContract:
+@dataclass
+class Backend:
+    storage: StorageClient
+    read_back: ReadBack
+    unwritable: Callable[[], Unwritable]
+    break_next_write: Callable[[], None]
+
+
+def local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    root = tmp_path / "mirror"
+
+    def unwritable() -> Unwritable:
+        # Tests run as root, so a read-only folder would not stop us: a file in the way does.
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "models").write_bytes(b"a regular file where a folder should be")
+        return LocalStorage(root), "models/BTCUSDT/model.bin"
+
+    return Backend(
+        LocalStorage(root), lambda key: (root / key).read_bytes(), unwritable,
+        lambda: monkeypatch.setattr(local_backend_module, "_copy_from", _write_half_then_fail))
+
+
+def s3_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    seaweed: SeaweedServer = request.getfixturevalue("seaweed")
+    request.getfixturevalue("aws_env")
+    bucket = new_bucket(seaweed)
+    proxy = CuttingProxy(seaweed.ports["s3.port"]).start()
+    request.addfinalizer(proxy.stop)
+    raw = raw_s3(seaweed)
+
+    def read_back(key: str) -> bytes:
+        return bytes(raw.get_object(Bucket=bucket, Key=f"nightly/{key}")["Body"].read())
+
+    def unwritable() -> Unwritable:
+        # Credentials that may read but not write: a permanent 403 on every upload.
+        with monkeypatch.context() as patched:
+            for name, value in seaweed.readonly_env.items():
+                patched.setenv(name, value)
+            return s3_client(seaweed.endpoint_url, bucket), KEY
+
+    return Backend(s3_client(proxy.url, bucket), read_back, unwritable,
+                   lambda: proxy.cut_uploads_after(50_000))
+
+
+def dropbox_backend(request: pytest.FixtureRequest) -> Backend:
+    server: DropboxTestServer = request.getfixturevalue("dropbox_server")
+    storage = dropbox_client(server)
+
+    def unwritable() -> Unwritable:
+        # A file where a folder should be: Dropbox answers 409 path/conflict.
+        storage.put_json({"a": 1}, "models")
+        return storage, "models/BTCUSDT/model.bin"
+
+    def break_next_write() -> None:
+        server.cut_next("2/files/upload", times=5)
+
+    return Backend(storage, lambda key: server.read(f"/nightly/{key}"), unwritable,
+                   break_next_write)
+
+
+class TestStorageContract:
     """The behaviour every storage backend must have."""
+
+    @pytest.fixture(params=["local", "s3", "dropbox"])
+    def backend(self, request: pytest.FixtureRequest, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Backend:
+        if request.param == "local":
+            return local_backend(tmp_path, monkeypatch)
+        if request.param == "s3":
+            return s3_backend(request, monkeypatch)
+        return dropbox_backend(request)
+
+    @pytest.fixture
+    def storage(self, backend: Backend) -> StorageClient:
+        return backend.storage
+
+    @pytest.fixture
+    def read_back(self, backend: Backend) -> ReadBack:
+        return backend.read_back
+
+    @pytest.fixture
+    def unwritable(self, backend: Backend) -> Unwritable:
+        return backend.unwritable()
+
+    @pytest.fixture
+    def break_next_write(self, backend: Backend) -> Callable[[], None]:
+        return backend.break_next_write
 
     def test_is_a_storage_client(self, storage: StorageClient) -> None:
         assert isinstance(storage, StorageClient)
@@ -125,8 +217,9 @@ class StorageContract:
             storage.exists(bad_key)
 
     def test_an_unwritable_target_gives_an_upload_error_naming_the_key(
-        self, storage: StorageClient, unwritable_key: str, tmp_path: Path
+        self, unwritable: Unwritable, tmp_path: Path
     ) -> None:
+        storage, unwritable_key = unwritable
         source = make_file(tmp_path, "model.bin", b"x")
 
         with pytest.raises(UploadError) as caught:
@@ -182,7 +275,7 @@ def _write_half_then_fail(source: Path) -> Callable[[IO[bytes]], None]:
     return write
 
 
-class TestLocalStorage(StorageContract):
+class TestLocalStorage:
     @pytest.fixture
     def root(self, tmp_path: Path) -> Path:
         return tmp_path / "mirror"
@@ -192,19 +285,9 @@ class TestLocalStorage(StorageContract):
         return LocalStorage(root)
 
     @pytest.fixture
-    def read_back(self, root: Path) -> ReadBack:
-        return lambda key: (root / key).read_bytes()
-
-    @pytest.fixture
-    def unwritable_key(self, root: Path) -> str:
-        # Tests run as root, so a read-only folder would not stop us: a file in the way does.
-        root.mkdir(parents=True)
-        (root / "models").write_bytes(b"a regular file where a folder should be")
-        return "models/BTCUSDT/model.bin"
-
-    @pytest.fixture
     def break_next_write(self, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-        return lambda: monkeypatch.setattr(local_backend, "_copy_from", _write_half_then_fail)
+        return lambda: monkeypatch.setattr(local_backend_module, "_copy_from",
+                                           _write_half_then_fail)
 
     def test_describe_and_uri_name_the_folder(self, storage: LocalStorage, root: Path) -> None:
         assert storage.describe() == f"local:{root}"
@@ -228,7 +311,7 @@ class TestLocalStorage(StorageContract):
 
             return write
 
-        monkeypatch.setattr(local_backend, "_copy_from", write_other_bytes)
+        monkeypatch.setattr(local_backend_module, "_copy_from", write_other_bytes)
 
         with pytest.raises(UploadError, match="sha256 differs"):
             storage.put_file(make_file(tmp_path, "m.bin", b"the source"), KEY)

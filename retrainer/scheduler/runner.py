@@ -38,6 +38,7 @@ from retrainer.scheduler.reaper import sweep_adopted_orphans
 from retrainer.scheduler.retry import backoff_s
 from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import AttemptSpec
+from retrainer.training.contract import read_partials
 from retrainer.uploads import UploadBatch, Uploader
 
 MAX_IDLE_WAIT_S = 0.5
@@ -80,6 +81,7 @@ class _Running:
     slot: int
     started: float
     stopped: bool = False  # terminated because the scheduler is stopping
+    partials_sent: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Runner:
         for running in self._running.values():
             running.supervisor.enforce_limits(now)
         if self.uploader:
+            self._upload_new_partials()
             self._record_uploads(self.uploader.finished())
         self.ledger.maybe_flush()
 
@@ -326,13 +329,26 @@ class Runner:
 
     def _record_uploads(self, batches: list[UploadBatch]) -> None:
         for batch in batches:
-            if batch.symbol is None:
+            if batch.symbol is None or not batch.record:
                 continue
             entry = self.ledger.get(batch.symbol)
             if entry is None:
                 continue
-            state = UploadState.UPLOADED if batch.ok else UploadState.FAILED
+            # A failed upload leaves the item `success` and its files pending for a sync.
+            state = UploadState.UPLOADED if batch.ok else UploadState.PENDING
             self.ledger.record(replace(entry, upload=state, upload_error=batch.error))
+
+    def _upload_new_partials(self) -> None:
+        """With storage.upload_partials, each partial output goes up as soon as it is saved."""
+        if self.uploader is None or not self.settings.storage.upload_partials:
+            return
+        for running in self._running.values():
+            saved = read_partials(running.out_dir).get("files", {})
+            new = sorted(set(saved) - running.partials_sent)
+            if new:
+                running.partials_sent.update(new)
+                self.uploader.submit([running.out_dir / n for n in new], running.item.symbol,
+                                     record=False)
 
 
 def _headline(metrics: dict[str, Any] | None) -> dict[str, Any]:

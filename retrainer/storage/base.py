@@ -113,10 +113,24 @@ def _local(settings: StorageSettings) -> StorageClient:
     return LocalStorage.from_settings(settings)
 
 
+def _s3(settings: StorageSettings) -> StorageClient:
+    from retrainer.storage.s3 import S3Storage
+
+    return S3Storage.from_settings(settings)
+
+
+def _dropbox(settings: StorageSettings) -> StorageClient:
+    from retrainer.storage.dropbox import DropboxStorage
+
+    return DropboxStorage.from_settings(settings)
+
+
 # kind (as in [storage] kind = "...") → factory. Each factory imports its backend module
 # only when called; a backend with an SDK imports it via `import_optional(sdk, extra)`.
 STORAGE_BACKENDS: dict[str, StorageFactory] = {
     "local": _local,
+    "s3": _s3,
+    "dropbox": _dropbox,
 }
 
 
