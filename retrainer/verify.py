@@ -3,6 +3,7 @@ check the stored copies' checksums against it instead (HEAD / metadata, no re-up
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -17,32 +18,30 @@ from retrainer.artifacts import (
     verify_manifest,
 )
 from retrainer.errors import BadInputError
-from retrainer.scheduler.items import ItemState
+from retrainer.scheduler.items import ItemState, LedgerEntry
 from retrainer.scheduler.ledger import read_ledger
 from retrainer.storage.base import StorageClient, UploadError
 
 
 def verify_run(root: Path, day: str | None) -> bool:
-    layout = Layout(root)
-    day = day or run_day(now_utc())
-    if not layout.status_path(day).exists() and not layout.journal_path(day).exists():
-        raise BadInputError(f"no run ledger for {day} under {root}/runs")
-    entries = read_ledger(layout.status_path(day), layout.journal_path(day)).entries
-    checked = bad = 0
-    for symbol, entry in sorted(entries.items()):
-        if entry.state is not ItemState.SUCCESS or entry.artifact_dir is None:
-            continue
-        checked += 1
-        problems = verify_manifest(root / entry.artifact_dir, entry.manifest_sha256)
-        for problem in problems:
-            typer.echo(f"{symbol}: {problem}")
-        bad += bool(problems)
-    typer.echo(f"{day}: {checked} symbols checked, {bad} with problems")
-    return bad == 0
+    """Re-hash each successful symbol's artifacts against its sha256.txt."""
+    return _check_each_success(
+        root, day, lambda folder, _key, entry: verify_manifest(folder, entry.manifest_sha256),
+        "")
 
 
 def verify_remote(root: Path, day: str | None, storage: StorageClient) -> bool:
     """Check each successful symbol's stored objects against its local sha256.txt."""
+    return _check_each_success(
+        root, day, lambda folder, key, _entry: remote_problems(folder, key, storage),
+        f" against {storage.describe()}")
+
+
+def _check_each_success(root: Path, day: str | None,
+                        problems_of: Callable[[Path, str, LedgerEntry], list[str]],
+                        where: str) -> bool:
+    """Print every problem of every symbol that succeeded that day; True if none.
+    problems_of gets the artifact folder, its key (relative path) and the ledger entry."""
     layout = Layout(root)
     day = day or run_day(now_utc())
     if not layout.status_path(day).exists() and not layout.journal_path(day).exists():
@@ -53,12 +52,11 @@ def verify_remote(root: Path, day: str | None, storage: StorageClient) -> bool:
         if entry.state is not ItemState.SUCCESS or entry.artifact_dir is None:
             continue
         checked += 1
-        problems = remote_problems(root / entry.artifact_dir, entry.artifact_dir, storage)
+        problems = problems_of(root / entry.artifact_dir, entry.artifact_dir, entry)
         for problem in problems:
             typer.echo(f"{symbol}: {problem}")
         bad += bool(problems)
-    typer.echo(f"{day}: {checked} symbols checked against {storage.describe()}, "
-               f"{bad} with problems")
+    typer.echo(f"{day}: {checked} symbols checked{where}, {bad} with problems")
     return bad == 0
 
 

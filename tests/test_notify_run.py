@@ -37,7 +37,8 @@ def config_for(tmp_path: Path, small_data: Path, api: FakeBotApi, behaviours: di
                notify: dict[str, Any] | None = None, **run: Any) -> Path:
     return write_config(tmp_path / "notify.toml", {
         "run": {"root": str(tmp_path / "root"), "symbols": ",".join(behaviours),
-                "retries": 0, "kill_grace_s": 0.5, "timeout_minutes": 10, **run},
+                "retries": 0, "kill_grace_s": 0.5, "stop_grace_s": 0.5, "timeout_minutes": 10,
+                **run},
         "data": {"path": str(small_data)},
         "trainer": {"plugin": "tests.plugins:faulty",
                     "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours}},

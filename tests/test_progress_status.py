@@ -21,22 +21,17 @@ import pytest
 from retrainer.artifacts import iso, now_utc, run_day
 from retrainer.runview import build_view
 from retrainer.scheduler.items import Attempt, ItemState, LedgerEntry
-from tests.conftest import RunCli, cli_env, write_config
+from tests.conftest import RunCli, cli_env
+from tests.test_item_faults import faulty_config as fault_config
 
 POLL_DEADLINE_S = 90.0
 
 
 def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
                   **run: object) -> Path:
-    return write_config(tmp_path / "faulty.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": ",".join(behaviours),
-                "retries": 0, "backoff_base_s": 0.05, "backoff_cap_s": 0.1,
-                "kill_grace_s": 0.5, "max_concurrent": 3, **run},
-        "data": {"path": str(small_data)},
-        "trainer": {"plugin": "tests.plugins:faulty",
-                    "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours,
-                               "slow_s": 3.0}},
-    })
+    """Three at a time, and no deadline to speak of: the hung item runs until stopped."""
+    return fault_config(tmp_path, small_data, behaviours,
+                        **{"max_concurrent": 3, "timeout_minutes": 45, **run})
 
 
 def start_run(tmp_path: Path, config: Path) -> subprocess.Popen[str]:
