@@ -32,11 +32,15 @@ run: $(STAMP) $(DEMO_DATA)/.complete
 # Debian's cron and systemd (`crontab -n` and `systemd-analyze verify` check the generated
 # schedule files) and chromium (opens `retrainer report`'s page in a real browser).
 test-tools:
-	@command -v crontab >/dev/null && command -v systemd-analyze >/dev/null \
-	  && command -v chromium >/dev/null || { \
+	@missing=""; \
+	command -v crontab >/dev/null || missing="$$missing cron"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install \
-	    -y -qq --no-install-recommends cron systemd chromium; }
+	    -y -qq --no-install-recommends $$missing; \
+	fi
 
 test: $(STAMP) test-tools
 	$(PY) -m pytest
