@@ -48,6 +48,10 @@ def _exit_codes() -> Iterator[None]:
     except LockedError as exc:
         typer.echo(f"retrainer: {exc}", err=True)
         raise typer.Exit(ExitCode.LOCKED) from None
+    except OSError as exc:  # the run's own folders: its items' I/O errors fail only them
+        typer.echo(f"retrainer: cannot write the run's files ({exc}); the ledger keeps every "
+                   "transition recorded so far, and the next run resumes from it", err=True)
+        raise typer.Exit(ExitCode.IO_ERROR) from None
 
 
 ConfigOpt = Annotated[

@@ -9,4 +9,5 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # bad config, symbols or data: nothing was started
     LOCKED = 3  # another run holds the lock on this root
     INTERNAL_ERROR = 70  # a bug in retrainer itself (sysexits EX_SOFTWARE)
+    IO_ERROR = 74  # the run's own folders could not be written: disk full, read-only (EX_IOERR)
     INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the run finished

@@ -187,3 +187,18 @@ def test_an_attempt_left_running_by_a_dead_scheduler_is_settled_from_disk(
     assert len(symbols[finished]["attempts"]) == 1  # never trained again
     assert symbols[finished]["attempts"][0]["reason"].startswith("finished; recorded after")
     assert [a["state"] for a in symbols[unfinished]["attempts"]] == ["interrupted", "success"]
+
+
+def test_a_run_that_cannot_write_its_own_ledger_stops_with_exit_74_and_a_message(
+        tmp_path: Path, small_data: Path) -> None:
+    names = symbols_of(small_data)[:2]
+    config = faulty_config(tmp_path, small_data, dict.fromkeys(names, "ok"))
+    runs = tmp_path / "root" / "runs"
+    runs.mkdir(parents=True)
+    result = run_in_mount_namespace(f"mount -t tmpfs -o ro tmpfs {runs}",
+                                    ["run", "--config", str(config)], tmp_path)
+    assert result.returncode == 74, result.stderr
+    assert "cannot write the run's files" in result.stderr
+    assert "Read-only file system" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "pids").exists()  # nothing was trained blind
