@@ -161,7 +161,6 @@ class Runner:
         device = self.plan.resources.device_for_slot(slot)
         attempt = Attempt(number=number, state=ItemState.RUNNING, started_at=iso(now_utc()),
                           artifact_dir="", device=device, threads=self.plan.threads_per_item)
-        started = time.monotonic()
         try:
             out_dir = layout.new_attempt_dir(item.symbol, now_utc())
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
@@ -174,7 +173,10 @@ class Runner:
                               error_type=type(exc).__name__)
             self._finish(item, attempt, layout.model_dir(item.symbol), outcome, 0.0)
             return
-        attempt = replace(attempt, pid=supervisor.pid)
+        # From the fork on, as the deadline: the first attempts of a run wait for the
+        # forkserver's imports inside submit(), which is not this item's time.
+        started = time.monotonic()
+        attempt = replace(attempt, pid=supervisor.pid, started_at=iso(now_utc()))
         self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
                                               why=item.why, run_id=self.run_id))
         self.log.info(COIN_STARTED, symbol=item.symbol, attempt=number, pid=supervisor.pid,
