@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,14 +124,21 @@ class Ledger:
     # -- writing ---------------------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
         """Append one transition durably; the snapshot follows within flush_interval_s."""
-        raw = entry.to_dict()
-        text = _entry_json(raw)
+        self.record_many([entry])
+
+    def record_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """Several transitions in one write and one fsync (a run queueing its symbols)."""
+        texts = [(entry, _entry_json(entry.to_dict())) for entry in entries]
+        if not texts:
+            return
         with self._lock:
-            seq = self._state.seq + 1
-            self._write_line(f'{{"seq":{seq},"entry":{text}}}\n')
-            self._state.seq = seq
-            self._state.entries[entry.symbol] = entry
-            self._texts[entry.symbol] = text
+            first = self._state.seq + 1
+            self._write_line("".join(f'{{"seq":{first + i},"entry":{text}}}\n'
+                                     for i, (_, text) in enumerate(texts)))
+            self._state.seq = first + len(texts) - 1
+            for entry, text in texts:
+                self._state.entries[entry.symbol] = entry
+                self._texts[entry.symbol] = text
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         with self._lock:

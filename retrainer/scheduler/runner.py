@@ -109,8 +109,7 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------------
     def execute(self) -> RunTally:
-        for item in self.plan.to_run:
-            self._record_pending(item)
+        self.ledger.record_many([self._pending_entry(item) for item in self.plan.to_run])
         self.ledger.flush()
         while self._running or (not self.stop.requested and (self._fresh or self._retries)):
             self._step()
@@ -288,16 +287,15 @@ class Runner:
         return LedgerEntry(symbol=item.symbol, state=ItemState.PENDING,
                            updated_at=iso(now_utc()), why=item.why, run_id=self.run_id)
 
-    def _record_pending(self, item: PlanItem) -> None:
+    def _pending_entry(self, item: PlanItem) -> LedgerEntry:
         """Queued. A symbol that succeeded earlier keeps that state until it really reruns:
         its verified artifacts are still the truth if this run is stopped first."""
         previous = self.ledger.get(item.symbol)
         if previous is None:
-            self.ledger.record(self._new_entry(item))
-            return
+            return self._new_entry(item)
         state = ItemState.SUCCESS if previous.state is ItemState.SUCCESS else ItemState.PENDING
-        self.ledger.record(replace(previous, state=state, why=item.why,
-                                   updated_at=iso(now_utc()), run_id=self.run_id))
+        return replace(previous, state=state, why=item.why, updated_at=iso(now_utc()),
+                       run_id=self.run_id)
 
     def _record_uploads(self, batches: list[UploadBatch]) -> None:
         for batch in batches:
