@@ -127,7 +127,8 @@ def measure_fork_floor(sizes: Sizes, out: Measurements) -> None:
 
 
 def _base_env() -> dict[str, str]:
-    return {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(Path.home())}
 
 
 # -- peers -----------------------------------------------------------------------------
