@@ -326,7 +326,10 @@ def check_bar_consistency(values: dict[str, FloatArray], path: Path) -> None:
 
 
 def _frame(timestamps: IntArray, values: dict[str, FloatArray]) -> pd.DataFrame:
-    columns: dict[str, object] = {"timestamp": pd.to_datetime(timestamps, unit="ns", utc=True)}
+    # A view of the nanoseconds as UTC times: pd.to_datetime's conversion machinery cost
+    # 5x as much (0.58 vs 0.11 ms warm; 7.7 vs 3.4 ms as a fresh fork's first call).
+    stamps = pd.DatetimeIndex(timestamps.view("datetime64[ns]")).tz_localize("UTC")
+    columns: dict[str, object] = {"timestamp": stamps}
     columns.update(values)
     return pd.DataFrame(columns)
 
