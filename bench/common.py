@@ -63,13 +63,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def write_results(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> Path:
+def write_results(name: str, payload: dict[str, Any], folder: Path = RESULTS,
+                  meta: dict[str, Any] | None = None) -> Path:
+    """payload plus when and where it was measured (or the `meta` of an earlier run)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    meta = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "python": sys.version.split()[0], "machine": platform.machine(),
-            "cpus": len(os.sched_getaffinity(0)),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    meta = meta or {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "python": sys.version.split()[0], "machine": platform.machine(),
+                    "cpus": len(os.sched_getaffinity(0)),
+                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
     path.write_text(json.dumps({"meta": meta, **payload}, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path

@@ -205,14 +205,22 @@ def run_suite(sizes: Sizes, results_dir: Path) -> dict[str, Any]:
         measure_fork_floor(sizes, out)
         print("peers ...", flush=True)
         measure_peers(sizes, out)
-    report = figures.build_report(out.sizes, out.cpu_item_s, SLEEP_S, out.retrainer,
-                                  out.peers, out.ledger_s, out.dry_run_s, out.item_start_ms,
-                                  out.fork_floor_ms)
-    figures.print_report(report)
     raw = {"sizes": asdict(sizes), "cpu_item_s": out.cpu_item_s, "retrainer": out.retrainer,
            "peers": out.peers, "ledger_update_s": out.ledger_s, "dry_run_s": out.dry_run_s,
            "item_start_ms": out.item_start_ms, "fork_floor_ms": out.fork_floor_ms}
-    write_results("suite", {"report": report, "raw": raw}, results_dir)
+    return report_from_raw(raw, results_dir)
+
+
+def report_from_raw(raw: dict[str, Any], results_dir: Path,
+                    meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Figures, table, JSON and chart from the raw walls (also: --report-only)."""
+    sizes_raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["sizes"].items()}
+    sizes = Sizes(**sizes_raw)
+    report = figures.build_report(sizes, raw["cpu_item_s"], SLEEP_S, raw["retrainer"],
+                                  raw["peers"], raw["ledger_update_s"], raw["dry_run_s"],
+                                  raw["item_start_ms"], raw["fork_floor_ms"])
+    figures.print_report(report)
+    write_results("suite", {"report": report, "raw": raw}, results_dir, meta)
     try:
         from bench.chart import speedup_chart
 
@@ -229,7 +237,14 @@ def main() -> None:
                         help="peers to run, comma-separated; '' for retrainer alone")
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the table, JSON and chart from the raw walls of the "
+                        "last run's suite.json, measuring nothing")
     args = parser.parse_args()
+    if args.report_only:
+        previous = json.loads((args.results / "suite.json").read_text())
+        report_from_raw(previous["raw"], args.results, previous["meta"])
+        return
     base = QUICK if args.quick else Sizes()
     systems = tuple(s for s in args.systems.split(",") if s)
     unknown = set(systems) - set(peers.PEERS)
