@@ -214,7 +214,8 @@ def run_suite(sizes: Sizes, results_dir: Path) -> dict[str, Any]:
 def report_from_raw(raw: dict[str, Any], results_dir: Path,
                     meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Figures, table, JSON and chart from the raw walls (also: --report-only)."""
-    sizes_raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw["sizes"].items()}
+    sizes_raw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in raw["sizes"].items()}
     sizes = Sizes(**sizes_raw)
     report = figures.build_report(sizes, raw["cpu_item_s"], SLEEP_S, raw["retrainer"],
                                   raw["peers"], raw["ledger_update_s"], raw["dry_run_s"],
