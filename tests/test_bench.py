@@ -5,6 +5,7 @@ No figure is asserted here: figures come from `make bench`, never from timed tes
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def test_the_suite_measures_every_figure_and_writes_json_and_chart(tmp_path: Pat
     assert retrainer["isolation"].startswith("yes")
     written = json.loads((tmp_path / "suite.json").read_text())
     assert written["raw"]["retrainer"]["noop:4:k2"][0]["command_s"] > 0
-    assert (tmp_path / "speedup.png").read_bytes().startswith(b"\x89PNG")
+    if importlib.util.find_spec("matplotlib") is not None:  # the chart is a bench extra
+        assert (tmp_path / "speedup.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_figures_from_walls_follow_the_definitions() -> None:
