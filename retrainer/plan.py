@@ -15,8 +15,8 @@ from typing import Any
 
 from retrainer.artifacts import Layout, run_day, verify_manifest
 from retrainer.config import Mode, Settings
-from retrainer.costs import SymbolCosts, resolve_costs
-from retrainer.data import find_data_file, load_ohlcv
+from retrainer.costs import SymbolCosts, resolve_costs_from_arrays
+from retrainer.data import find_data_file, read_ohlcv
 from retrainer.errors import BadInputError, DataError
 from retrainer.resources import Resources
 from retrainer.scheduler.items import ItemState, LedgerEntry
@@ -111,11 +111,12 @@ def _costs_for(symbols: list[str], settings: Settings) -> dict[str, tuple[Path, 
             problems.append(f"{symbol}: no data file {data_dir}/{symbol}.parquet or .csv")
             continue
         try:
-            frame = load_ohlcv(path, settings.data.min_rows)
+            timestamps, values = read_ohlcv(path, settings.data.min_rows)
         except DataError as exc:
             problems.append(str(exc))
             continue
-        found[symbol] = (path, resolve_costs(symbol, frame, settings.costs))
+        found[symbol] = (path, resolve_costs_from_arrays(
+            symbol, timestamps, values["high"], values["low"], settings.costs))
     if problems:
         raise BadInputError("bad data, nothing was started:\n  " + "\n  ".join(problems))
     return found

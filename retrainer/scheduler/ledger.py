@@ -6,6 +6,10 @@ entry, rewritten atomically (so it is valid JSON at every instant) at most once 
 `flush_interval_s` during a run and always at the start and the end; readers replay the
 journal lines newer than the snapshot, so nothing is lost between snapshots, even after a
 SIGKILL. A torn last journal line (a kill mid-write) is ignored and cut off.
+
+Each entry is turned into JSON once, when it changes, and kept: a snapshot joins those
+texts (one symbol per line) instead of re-serialising every entry, so its cost grows with
+the bytes written, not with Python work per symbol (bench/ledger_scaling.py).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,10 @@ def _journal_records(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
+def _entry_json(raw: Mapping[str, Any]) -> str:
+    return json.dumps(raw, separators=(",", ":"), allow_nan=False)
+
+
 class Ledger:
     """The writable ledger of one day. Thread-safe: uploads record from their own thread."""
 
@@ -95,6 +103,7 @@ class Ledger:
         self.flush_interval_s = flush_interval_s
         self._lock = threading.Lock()
         self._state = read_ledger(status_path, journal_path)
+        self._texts = {sym: _entry_json(e.to_dict()) for sym, e in self._state.entries.items()}
         self._dirty = True
         self._last_flush = 0.0
         self._last_flush_cost = 0.0
@@ -115,20 +124,32 @@ class Ledger:
     # -- writing ---------------------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
         """Append one transition durably; the snapshot follows within flush_interval_s."""
-        self._append({"entry": entry.to_dict()})
+        self.record_many([entry])
+
+    def record_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """Several transitions in one write and one fsync (a run queueing its symbols)."""
+        texts = [(entry, _entry_json(entry.to_dict())) for entry in entries]
+        if not texts:
+            return
+        with self._lock:
+            first = self._state.seq + 1
+            self._write_line("".join(f'{{"seq":{first + i},"entry":{text}}}\n'
+                                     for i, (_, text) in enumerate(texts)))
+            self._state.seq = first + len(texts) - 1
+            for entry, text in texts:
+                self._state.entries[entry.symbol] = entry
+                self._texts[entry.symbol] = text
 
     def record_run(self, run: Mapping[str, Any]) -> None:
-        self._append({"run": dict(run)})
-
-    def _append(self, payload: dict[str, Any]) -> None:
         with self._lock:
-            seq = self._state.seq + 1
-            record = {"seq": seq, **payload}
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-            os.write(self._fd, line.encode("utf-8"))
-            os.fsync(self._fd)
+            record = {"seq": self._state.seq + 1, "run": dict(run)}
+            self._write_line(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
             self._state.apply(record)
-            self._dirty = True
+
+    def _write_line(self, line: str) -> None:
+        os.write(self._fd, line.encode("utf-8"))
+        os.fsync(self._fd)
+        self._dirty = True
 
     def maybe_flush(self) -> None:
         """Rewrite status.json if it is stale; spaced so that it costs little at 10k symbols."""
@@ -149,14 +170,16 @@ class Ledger:
         os.close(self._fd)
 
     def _snapshot_text(self) -> str:
-        snapshot = {
+        head = {
             "schema": SCHEMA_VERSION,
             "updated_at": iso(now_utc()),
             "journal_seq": self._state.seq,
             "runs": list(self._state.runs.values()),
-            "symbols": {s: e.to_dict() for s, e in sorted(self._state.entries.items())},
         }
-        return json.dumps(snapshot, indent=1, allow_nan=False) + "\n"
+        head_text = json.dumps(head, indent=1, allow_nan=False)[:-2]  # without "\n}"
+        symbols = ",\n".join(f"  {json.dumps(s)}: {t}" for s, t in sorted(self._texts.items()))
+        body = f"{{\n{symbols}\n }}" if symbols else "{}"
+        return f'{head_text},\n "symbols": {body}\n}}\n'
 
     def _compact(self) -> None:
         """Fold the journal into a fresh snapshot, then start an empty journal.

@@ -118,8 +118,7 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------------
     def execute(self) -> RunTally:
-        for item in self.plan.to_run:
-            self._record_pending(item)
+        self.ledger.record_many([self._pending_entry(item) for item in self.plan.to_run])
         self.ledger.flush()
         while self._running or (not self.stop.requested and (self._fresh or self._retries)):
             self._step()
@@ -175,7 +174,6 @@ class Runner:
         attempt = Attempt(number=number, state=ItemState.RUNNING, started_at=iso(now_utc()),
                           artifact_dir="", device=device, threads=self.plan.threads_per_item,
                           slot=slot)
-        started = time.monotonic()
         try:
             out_dir = layout.new_attempt_dir(item.symbol, now_utc())
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
@@ -187,7 +185,10 @@ class Runner:
                               error_type=type(exc).__name__)
             self._finish(item, attempt, layout.model_dir(item.symbol), outcome, 0.0)
             return
-        attempt = replace(attempt, pid=supervisor.pid)
+        # From the fork on, as the deadline: the first attempts of a run wait for the
+        # forkserver's imports inside submit(), which is not this item's time.
+        started = time.monotonic()
+        attempt = replace(attempt, pid=supervisor.pid, started_at=iso(now_utc()))
         self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
                                               why=item.why, run_id=self.run_id))
         self.log.info(COIN_STARTED, symbol=item.symbol, attempt=number, pid=supervisor.pid,
@@ -316,16 +317,15 @@ class Runner:
         return LedgerEntry(symbol=item.symbol, state=ItemState.PENDING,
                            updated_at=iso(now_utc()), why=item.why, run_id=self.run_id)
 
-    def _record_pending(self, item: PlanItem) -> None:
+    def _pending_entry(self, item: PlanItem) -> LedgerEntry:
         """Queued. A symbol that succeeded earlier keeps that state until it really reruns:
         its verified artifacts are still the truth if this run is stopped first."""
         previous = self.ledger.get(item.symbol)
         if previous is None:
-            self.ledger.record(self._new_entry(item))
-            return
+            return self._new_entry(item)
         state = ItemState.SUCCESS if previous.state is ItemState.SUCCESS else ItemState.PENDING
-        self.ledger.record(replace(previous, state=state, why=item.why,
-                                   updated_at=iso(now_utc()), run_id=self.run_id))
+        return replace(previous, state=state, why=item.why, updated_at=iso(now_utc()),
+                       run_id=self.run_id)
 
     def _record_uploads(self, batches: list[UploadBatch]) -> None:
         for batch in batches:

@@ -1,0 +1,259 @@
+"""`make bench`: retrainer's own cost and scaling beside its peers, in one run.
+
+    python -m bench.suite [--repeats 3] [--systems loky,processpool,dask,ray] [--quick]
+
+Prints the table, writes bench/results/suite.json and bench/results/speedup.png. Every
+figure is the median of `repeats` runs, with the min; runs of the configurations being
+compared are interleaved (k = 1 then k = 2, and again), so that a busy machine slows
+both sides of a ratio alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import figures, ledger_scaling, peers
+from bench.common import REPO, RESULTS, write_results, write_tiny_universe
+from bench.retrainer_run import Universe, dry_run_once, make_universe, run_once
+from bench.workloads import SLEEP_S, calibrate_cpu_s
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What each figure runs; the defaults are the issue's, --quick is for development."""
+
+    n_noop: int = 1000
+    k_noop: int = 2
+    n_cpu: int = 16
+    ks_cpu: tuple[int, ...] = (1, 2)
+    n_sleep: int = 64
+    ks_sleep: tuple[int, ...] = (1, 2, 4, 8, 16)
+    ledger_symbols: tuple[int, int] = (10, 10_000)
+    ledger_updates: int = 4000
+    n_dry: int = 1000
+    item_start_n: int = 20
+    repeats: int = 3
+    systems: tuple[str, ...] = ("loky", "processpool", "dask", "ray")
+
+    def jobs(self) -> list[tuple[str, int, int]]:
+        """(kind, n, k) for every workload, retrainer's and the peers' alike."""
+        jobs = [("noop", self.n_noop, self.k_noop)]
+        jobs += [("cpu", self.n_cpu, k) for k in self.ks_cpu]
+        jobs += [("sleep", self.n_sleep, k) for k in self.ks_sleep]
+        return jobs
+
+
+QUICK = Sizes(n_noop=40, n_cpu=4, n_sleep=8, ks_sleep=(1, 2, 4), ledger_symbols=(10, 1000),
+              ledger_updates=300, n_dry=40, item_start_n=5)
+
+
+@dataclass
+class Measurements:
+    sizes: Sizes
+    cpu_item_s: float
+    retrainer: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ledger_s: dict[str, list[float]] = field(default_factory=dict)
+    dry_run_s: list[float] = field(default_factory=list)
+    item_start_ms: dict[str, list[float]] = field(default_factory=dict)
+    fork_floor_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
+def job_key(kind: str, n: int, k: int) -> str:
+    return f"{kind}:{n}:k{k}"
+
+
+# -- retrainer -------------------------------------------------------------------------
+def measure_retrainer(work: Path, universe: dict[int, Universe], sizes: Sizes,
+                      out: Measurements) -> None:
+    for repeat in range(sizes.repeats):
+        for kind, n, k in sizes.jobs():
+            timing = run_once(work, universe[n], kind, k)
+            if timing.succeeded != n:
+                raise RuntimeError(f"{kind} n={n} k={k}: {timing.succeeded}/{n} succeeded")
+            out.retrainer.setdefault(job_key(kind, n, k), []).append(
+                {"command_s": timing.command_s, "batch_s": timing.batch_s})
+            print(f"  retrainer {kind} n={n} k={k} repeat {repeat + 1}: "
+                  f"command {timing.command_s:.2f} s, batch {timing.batch_s:.2f} s", flush=True)
+
+
+def measure_dry_run(work: Path, universe: Universe, sizes: Sizes, out: Measurements) -> None:
+    for _ in range(sizes.repeats):
+        out.dry_run_s.append(dry_run_once(work, universe))
+    print(f"  dry run n={universe.n}: {[round(s, 2) for s in out.dry_run_s]} s", flush=True)
+
+
+def measure_ledger(sizes: Sizes, out: Measurements) -> None:
+    for _ in range(sizes.repeats):
+        for n in sizes.ledger_symbols:
+            out.ledger_s.setdefault(str(n), []).append(
+                ledger_scaling.time_updates(n, sizes.ledger_updates))
+    print(f"  ledger update s: {out.ledger_s}", flush=True)
+
+
+def measure_item_start(work: Path, sizes: Sizes, out: Measurements) -> None:
+    from bench.item_start import measure_forked
+
+    folder = work / "item-start"
+    write_tiny_universe(folder / "data", 1)
+    starts, round_trips = measure_forked(folder, sizes.item_start_n)
+    out.item_start_ms = {"start": starts, "round_trip": round_trips}
+
+
+def measure_fork_floor(sizes: Sizes, out: Measurements) -> None:
+    """Bare forkserver processes at the overhead figure's k: the floor under its figure."""
+    for _ in range(sizes.repeats):
+        for preload in ("retrainer", "none"):
+            command = [sys.executable, "-m", "bench.fork_floor", "--preload", preload,
+                       "--n", str(min(sizes.n_noop, 200)), "--k", str(sizes.k_noop)]
+            done = subprocess.run(command, cwd=REPO, env={**_base_env()}, capture_output=True,
+                                  text=True, timeout=600)
+            line = next((x for x in done.stdout.splitlines() if x.startswith("FLOOR_RESULT ")),
+                        None)
+            if line is None:
+                raise RuntimeError(f"fork_floor exited {done.returncode}:\n{done.stderr}")
+            result = json.loads(line.removeprefix("FLOOR_RESULT "))
+            out.fork_floor_ms.setdefault(preload, []).append(result["per_item_ms"])
+    print(f"  fork floor ms/item: {out.fork_floor_ms}", flush=True)
+
+
+def _base_env() -> dict[str, str]:
+    return {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(Path.home())}
+
+
+# -- peers -----------------------------------------------------------------------------
+def peer_command(system: str, k: int, jobs: Sequence[tuple[str, int]], repeats: int
+                 ) -> list[str]:
+    spec = ",".join(f"{kind}:{n}" for kind, n in jobs)
+    command = [sys.executable, "-m", "bench.peers", "--system", system, "--k", str(k),
+               "--jobs", spec, "--repeats", str(repeats)]
+    if system != "ray":
+        return command
+    # Ray binds the machine's own address otherwise: a private network namespace with only
+    # loopback up keeps every byte on this host.
+    inner = " ".join(command)
+    return ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {inner}"]
+
+
+def measure_peers(sizes: Sizes, out: Measurements) -> None:
+    by_k: dict[int, list[tuple[str, int]]] = {}
+    for kind, n, k in sizes.jobs():
+        by_k.setdefault(k, []).append((kind, n))
+    for system in sizes.systems:
+        note = _unavailable(system)
+        if note:
+            out.peers[system] = {"skipped": note}
+            print(f"  {system}: skipped ({note})", flush=True)
+            continue
+        runs: dict[str, Any] = {"start_s": {}, "walls": {}}
+        for k, jobs in sorted(by_k.items()):
+            result = _run_peer(system, k, jobs, sizes.repeats)
+            runs["start_s"][str(k)] = result["start_s"]
+            for job, walls in result["walls"].items():
+                kind, n = job.split(":")
+                runs["walls"][job_key(kind, int(n), k)] = walls
+            print(f"  {system} k={k}: started in {result['start_s']:.2f} s, "
+                  f"{ {j: [round(w, 2) for w in ws] for j, ws in result['walls'].items()} }",
+                  flush=True)
+        out.peers[system] = runs
+
+
+def _unavailable(system: str) -> str | None:
+    if not peers.available(system):
+        return f"{peers.REQUIRES[system]} not installed: pip install -e '.[bench]'"
+    if system == "ray" and shutil.which("unshare") is None:
+        return "unshare not found: Ray runs only in a private network namespace"
+    return None
+
+
+def _run_peer(system: str, k: int, jobs: Sequence[tuple[str, int]], repeats: int
+              ) -> dict[str, Any]:
+    env = {**_base_env(), "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(peer_command(system, k, jobs, repeats), cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    for line in done.stdout.splitlines():
+        if line.startswith("PEER_RESULT "):
+            loaded: dict[str, Any] = json.loads(line.removeprefix("PEER_RESULT "))
+            return loaded
+    raise RuntimeError(f"{system} k={k} exited {done.returncode}:\n{done.stderr[-3000:]}")
+
+
+# -- the run ---------------------------------------------------------------------------
+def run_suite(sizes: Sizes, results_dir: Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="retrainer-bench-") as tmp:
+        work = Path(tmp)
+        counts = sorted({n for _, n, _ in sizes.jobs()} | {sizes.n_dry})
+        print(f"writing {counts[-1]} tiny symbols ...", flush=True)
+        symbols = write_tiny_universe(work / "data", counts[-1])
+        universe = {n: make_universe(work, work / "data", symbols[:n]) for n in counts}
+        out = Measurements(sizes, cpu_item_s=calibrate_cpu_s())
+        print("retrainer runs ...", flush=True)
+        measure_retrainer(work, universe, sizes, out)
+        measure_dry_run(work, universe[sizes.n_dry], sizes, out)
+        measure_ledger(sizes, out)
+        measure_item_start(work, sizes, out)
+        measure_fork_floor(sizes, out)
+        print("peers ...", flush=True)
+        measure_peers(sizes, out)
+    raw = {"sizes": asdict(sizes), "cpu_item_s": out.cpu_item_s, "retrainer": out.retrainer,
+           "peers": out.peers, "ledger_update_s": out.ledger_s, "dry_run_s": out.dry_run_s,
+           "item_start_ms": out.item_start_ms, "fork_floor_ms": out.fork_floor_ms}
+    return report_from_raw(raw, results_dir)
+
+
+def report_from_raw(raw: dict[str, Any], results_dir: Path,
+                    meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Figures, table, JSON and chart from the raw walls (also: --report-only)."""
+    sizes_raw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in raw["sizes"].items()}
+    sizes = Sizes(**sizes_raw)
+    report = figures.build_report(sizes, raw["cpu_item_s"], SLEEP_S, raw["retrainer"],
+                                  raw["peers"], raw["ledger_update_s"], raw["dry_run_s"],
+                                  raw["item_start_ms"], raw["fork_floor_ms"])
+    figures.print_report(report)
+    write_results("suite", {"report": report, "raw": raw}, results_dir, meta)
+    try:
+        from bench.chart import speedup_chart
+
+        print(f"wrote {speedup_chart(report, results_dir / 'speedup.png')}")
+    except ImportError:  # matplotlib is in the bench extra
+        print("no chart: matplotlib not installed: pip install -e '.[bench]'")
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--systems", default=",".join(Sizes.systems),
+                        help="peers to run, comma-separated; '' for retrainer alone")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for development")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the table, JSON and chart from the raw walls of the "
+                        "last run's suite.json, measuring nothing")
+    args = parser.parse_args()
+    if args.report_only:
+        previous = json.loads((args.results / "suite.json").read_text())
+        report_from_raw(previous["raw"], args.results, previous["meta"])
+        return
+    base = QUICK if args.quick else Sizes()
+    systems = tuple(s for s in args.systems.split(",") if s)
+    unknown = set(systems) - set(peers.PEERS)
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    sizes = Sizes(**{**asdict(base), "repeats": args.repeats, "systems": systems})
+    run_suite(sizes, args.results)  # a missed target is reported with its reason, not an error
+
+
+if __name__ == "__main__":
+    main()
