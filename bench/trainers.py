@@ -24,3 +24,8 @@ def cpu(ctx: TrainContext) -> dict[str, Any]:
 def sleep(ctx: TrainContext) -> dict[str, Any]:
     """0.2 s of waiting, as for I/O or a GPU kernel."""
     return {"symbol": ctx.symbol, "value": sleep_work()}
+
+
+# They need no heavy module: the forkserver preloads only retrainer's worker.
+for _trainer in (noop, cpu, sleep):
+    _trainer.preload_modules = ()  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,10 +56,19 @@ def run_job(settings: Settings, *, force: bool, dry_run: bool, console: Console)
             driver.close()
 
 
+# For a trainer that does not say what it needs: what a typical trainer imports.
+DEFAULT_PRELOAD = ("torch", "pandas", "pyarrow.parquet")
+
+
 def _preload(settings: Settings) -> list[str]:
+    """The trainer's module and the heavy modules it declares, imported once in the
+    forkserver; torch too if importing the trainer pulled it in."""
     trainer = load_trainer(settings.trainer.plugin)
     module = settings.trainer.plugin.partition(":")[0]
-    return [module, *getattr(trainer, "preload_modules", ())]
+    heavy = list(getattr(trainer, "preload_modules", DEFAULT_PRELOAD))
+    if "torch" in sys.modules:
+        heavy.append("torch")
+    return [module, *heavy]
 
 
 def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force: bool,

@@ -74,14 +74,14 @@ def make_context(
     extra: dict[str, Any] = {} if emit is None else {"emit": emit}
     return TrainContext(
         symbol="TESTUSDT",
-        data=make_bars() if bars is None else bars,
+        data_source=(lambda: make_bars() if bars is None else bars),
         costs=make_costs(),
         out_dir=out_dir,
         seed=seed,
         device="cpu",
         threads=1,
         params=dict(TINY_PARAMS if params is None else params),
-        partial_key=partial_key,
+        partial_key_source=lambda: partial_key,
         reuse_dir=reuse_dir,
         **extra,
     )

@@ -1,6 +1,7 @@
 """The run ledger: runs/<day>/status.json, backed by an append-only journal.
 
-Each transition appends one line (the symbol's whole entry) to ledger.jsonl and fsyncs it:
+Each transition appends one line (the symbol's whole entry) to ledger.jsonl and fsyncs it
+(an attempt's start excepted: losing it in a power cut only makes the symbol run again):
 O(1) whatever the number of symbols already recorded. status.json is a snapshot of every
 entry, rewritten atomically (so it is valid JSON at every instant) at most once per
 `flush_interval_s` during a run and always at the start and the end; readers replay the
@@ -122,11 +123,15 @@ class Ledger:
             return self._state.entries.get(symbol)
 
     # -- writing ---------------------------------------------------------------
-    def record(self, entry: LedgerEntry) -> None:
-        """Append one transition durably; the snapshot follows within flush_interval_s."""
-        self.record_many([entry])
+    def record(self, entry: LedgerEntry, durable: bool = True) -> None:
+        """Append one transition; the snapshot follows within flush_interval_s.
 
-    def record_many(self, entries: Sequence[LedgerEntry]) -> None:
+        durable=False skips the fsync, for a transition whose loss in a power cut is
+        harmless (an attempt started: without it the symbol simply runs again). A process
+        crash loses nothing either way, and the next durable line's fsync covers it."""
+        self.record_many([entry], durable)
+
+    def record_many(self, entries: Sequence[LedgerEntry], durable: bool = True) -> None:
         """Several transitions in one write and one fsync (a run queueing its symbols)."""
         texts = [(entry, _entry_json(entry.to_dict())) for entry in entries]
         if not texts:
@@ -134,7 +139,7 @@ class Ledger:
         with self._lock:
             first = self._state.seq + 1
             self._write_line("".join(f'{{"seq":{first + i},"entry":{text}}}\n'
-                                     for i, (_, text) in enumerate(texts)))
+                                     for i, (_, text) in enumerate(texts)), durable)
             self._state.seq = first + len(texts) - 1
             for entry, text in texts:
                 self._state.entries[entry.symbol] = entry
@@ -146,9 +151,10 @@ class Ledger:
             self._write_line(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
             self._state.apply(record)
 
-    def _write_line(self, line: str) -> None:
+    def _write_line(self, line: str, durable: bool = True) -> None:
         os.write(self._fd, line.encode("utf-8"))
-        os.fsync(self._fd)
+        if durable:
+            os.fsync(self._fd)
         self._dirty = True
 
     def maybe_flush(self) -> None:

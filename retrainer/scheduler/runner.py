@@ -190,7 +190,7 @@ class Runner:
         started = time.monotonic()
         attempt = replace(attempt, pid=supervisor.pid, started_at=iso(now_utc()))
         self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
-                                              why=item.why, run_id=self.run_id))
+                                              why=item.why, run_id=self.run_id), durable=False)
         self.log.info(COIN_STARTED, symbol=item.symbol, attempt=number, pid=supervisor.pid,
                       device=device, threads=self.plan.threads_per_item, slot=slot,
                       artifact_dir=attempt.artifact_dir)

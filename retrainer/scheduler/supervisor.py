@@ -64,6 +64,8 @@ class Supervisor:
         self.process.start()
         # From the fork on: start() itself may wait for the forkserver's first imports.
         self.started_monotonic = time.monotonic()
+        # An item that ends within the first poll interval never pays for a /proc scan.
+        self._next_memory_poll = self.started_monotonic + MEMORY_POLL_S
         assert self.process.pid is not None
         return self.process.pid
 

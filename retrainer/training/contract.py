@@ -5,7 +5,8 @@ A trainer is a function named in the config as "package.module:function":
     def train(ctx: TrainContext) -> Mapping[str, Any]: ...
 
 It runs inside the item's own child process. It receives the symbol, its validated OHLCV
-data, its costs, an empty output folder, a seed, a device ("cpu" or "cuda:N") and its thread
+data (`ctx.data`, read from its file on first use: a trainer that never looks at it does not
+pay for it), its costs, an empty output folder, a seed, a device ("cpu" or "cuda:N") and its thread
 budget (already applied to torch and BLAS), and returns its metrics as a JSON-serialisable
 mapping. It writes its artifacts into `ctx.out_dir`; partial outputs go through
 `ctx.save_partial` so that a retry can reuse them (`ctx.reuse_partial`) once they verify.
@@ -13,7 +14,9 @@ The worker writes metrics.json from the returned mapping if the trainer did not,
 scheduler then hashes every artifact into sha256.txt.
 
 A trainer may carry a `params_model` attribute (a pydantic model class): the scheduler then
-validates `[trainer.params]` against it before anything starts.
+validates `[trainer.params]` against it before anything starts. It may carry
+`preload_modules`, the heavy modules it needs (e.g. ("torch",)): they are imported once in
+the forkserver that forks every attempt. Without it, torch, pandas and pyarrow are.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,7 +54,7 @@ def _no_events(event: str, **fields: Any) -> None:
 @dataclass(frozen=True)
 class TrainContext:
     symbol: str
-    data: pd.DataFrame
+    data_source: Callable[[], pd.DataFrame]  # reads the validated bars; see `data`
     costs: SymbolCosts
     out_dir: Path
     seed: int
@@ -58,10 +62,19 @@ class TrainContext:
     threads: int
     params: Mapping[str, Any] = field(default_factory=dict)
     # Identifies the inputs of partial outputs (data fingerprint, params): a partial is
-    # reused only from an attempt with the same key.
-    partial_key: str = ""
+    # reused only from an attempt with the same key. Computed when first needed.
+    partial_key_source: Callable[[], str] = str
     reuse_dir: Path | None = None
     emit: EventSink = _no_events
+
+    @cached_property
+    def data(self) -> pd.DataFrame:
+        """The symbol's bars, loaded on first use."""
+        return self.data_source()
+
+    @cached_property
+    def partial_key(self) -> str:
+        return self.partial_key_source()
 
     def save_partial(self, name: str, data: bytes) -> Path:
         """Write a partial output atomically and record its sha256 for a later retry."""
