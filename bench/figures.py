@@ -90,11 +90,11 @@ def explain_misses(report: dict[str, Any], sizes: Sizes) -> None:
         mine, bare = floor["retrainer"]["median"], floor["none"]["median"]
         overhead["why"] = (
             f"bare forkserver processes running an empty function, no scheduler at all, "
-            f"cost {mine:.1f} ms per item by the same formula with retrainer's preload "
-            f"(torch, pandas, pyarrow) and {bare:.1f} ms with nothing preloaded: a fork and "
-            f"exit per item on shared cores; retrainer's own work per item is the remaining "
-            f"{overhead['median'] - mine:.1f} ms (data load, result and manifest files, "
-            "ledger, logs)")
+            f"cost {mine:.1f} ms per item by the same formula with retrainer's preload for "
+            f"these trainers (its worker) and {bare:.1f} ms with nothing preloaded: a fork "
+            f"and exit per item on shared cores; retrainer's own work per item is the "
+            f"remaining {overhead['median'] - mine:.1f} ms (the forkserver round trip, "
+            "metrics, result and manifest files, ledger lines, logs)")
     per_item = overhead["median"]  # at k=2 on 2 busy cores: about the CPU one item costs
     peers = {n: s["cpu_speedup"]["median"] for n, s in report["systems"].items()
              if n != "retrainer" and "cpu_speedup" in s}

@@ -3,7 +3,7 @@
     python -m bench.fork_floor --preload retrainer|none --n 200 --k 2
 
 Starts n processes that run an empty function, k at a time, from a forkserver that has
-imported what retrainer's local driver preloads (torch, pandas, pyarrow, the worker) or
+imported what retrainer's local driver preloads for the bench trainers (its worker) or
 nothing, and reports (wall / n) x k in ms: the same formula as the overhead figure.
 What is left of retrainer's figure above this is the scheduler's own work. One variant
 per interpreter: a process has one forkserver.
