@@ -36,7 +36,9 @@ def _spec(folder: Path, symbol: str, n: int) -> AttemptSpec:
 
 
 def measure_forked(folder: Path, n: int) -> tuple[list[float], list[float]]:
-    driver = LocalDriver(["bench.trainers"])
+    # bench.common: each child re-imports this main module (multiprocessing's fix-up), and
+    # with it bench.common's pandas, which must come preloaded as in a real run.
+    driver = LocalDriver(["bench.trainers", "bench.common"])
     driver.start()
     starts, round_trips = [], []
     try:
