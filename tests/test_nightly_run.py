@@ -126,6 +126,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, config: Path
     assert tree(tmp_path) == before
     assert "sequential" in result.stdout and "not trained today" in result.stdout
     assert result.stdout.count(" run ") >= 3
+    # Off a terminal (a pipe, a cron log): plain aligned columns, no box drawing.
+    header = next(line for line in result.stdout.splitlines() if line.startswith("symbol"))
+    assert header.split() == ["symbol", "action", "why", "taker", "bps", "maker", "bps",
+                              "half-spread", "bps", "cost/turnover", "bps"]
+    assert not set("│┃━─") & set(result.stdout)
 
 
 def test_a_bad_symbol_stops_the_run_with_exit_2_naming_it(tmp_path: Path, config: Path,
