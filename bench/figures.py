@@ -109,11 +109,15 @@ def explain_misses(report: dict[str, Any], sizes: Sizes) -> None:
     if not sleep["met"]:
         n, k = sizes.n_sleep, sizes.ks_sleep[-1]
         waves = math.ceil(n / k) * report["sizes"]["sleep_s"]
-        busy = n * per_item / 1000 / 2
+        own = per_item - floor["retrainer"]["median"] if floor else per_item
         sleep["why"] = (
-            f"at k={k} the batch is CPU-bound on the items' own processes, not on sleeping: "
-            f"{n} items x about {per_item:.0f} ms of CPU each (figure 1) / 2 cores = "
-            f"{busy:.1f} s, beside the ideal {waves:.1f} s; peers reuse warm workers")
+            f"sleeping costs nothing, but between two items of a slot the scheduler reaps, "
+            f"records and forks one item at a time (a forkserver round trip, the fsynced "
+            f"manifest and ledger line: about {own:.0f} ms of its own work per item, figure 1 "
+            f"less the fork floor); with {k} slots ending together these serial steps queue: "
+            f"{n} x {own:.0f} ms = {n * own / 1000:.1f} s beside the ideal {waves:.1f} s; "
+            "peers hand items to warm workers")
+
 
 def targets(sizes: Sizes, mine: Mapping[str, Any], command: Mapping[str, Sequence[float]],
             ledger_s: Mapping[str, Sequence[float]], dry_run_s: Sequence[float]
