@@ -10,13 +10,22 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 from rich.console import Console
 
-from retrainer.artifacts import Layout, atomic_write_json, attempt_stamp, iso, now_utc
+from retrainer.artifacts import (
+    MANIFEST_NAME,
+    Layout,
+    artifact_files,
+    atomic_write_json,
+    attempt_stamp,
+    iso,
+    now_utc,
+)
 from retrainer.config import Settings
 from retrainer.display import print_plan, print_result
 from retrainer.exitcodes import ExitCode
@@ -27,7 +36,7 @@ from retrainer.plan import Plan, build_plan
 from retrainer.progress import live_progress
 from retrainer.resources import detect_resources
 from retrainer.scheduler.drivers import Driver, make_driver
-from retrainer.scheduler.items import FAILED_STATES
+from retrainer.scheduler.items import FAILED_STATES, ItemState, UploadState
 from retrainer.scheduler.ledger import Ledger
 from retrainer.scheduler.reaper import become_subreaper
 from retrainer.scheduler.runner import Runner, StopFlag
@@ -85,9 +94,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     costs_path = layout.costs_path(day)
     atomic_write_json(costs_path, _merged_costs(costs_path, plan))
     ledger = Ledger(layout.status_path(day), layout.journal_path(day))
-    for item in plan.items:  # what a scheduler that died left running, as it really ended
-        if item.settled and item.previous is not None:
-            ledger.record(item.previous)
+    recovered = _record_settled(plan, ledger, storage is not None)
     run: dict[str, Any] = {
         "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
         "started_at": started_at, "mode": plan.mode.value, "driver": settings.run.driver,
@@ -102,6 +109,9 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     for item in plan.to_skip:
         log.info(COIN_SKIPPED, symbol=item.symbol, why=item.why)
     uploader = Uploader(storage, layout, settings.storage.upload_workers) if storage else None
+    for folder, symbol in recovered:  # finished before the scheduler died: never uploaded
+        if uploader:
+            uploader.submit([*artifact_files(folder), folder / MANIFEST_NAME], symbol)
     notifier = notifier_for_run(settings.notify)
     notifier.run_started(run)
     stop = StopFlag()
@@ -129,6 +139,22 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     print_result(summary, summary_path, console)
     notifier.close()  # waits at most [notify] close_timeout_s
     return exit_code
+
+
+def _record_settled(plan: Plan, ledger: Ledger, has_storage: bool) -> list[tuple[Path, str]]:
+    """Record what a scheduler that died left running, as it really ended; return the
+    folders of those that had finished, whose upload never happened."""
+    recovered = []
+    for item in plan.items:
+        entry = item.previous
+        if not item.settled or entry is None:
+            continue
+        if entry.state is ItemState.SUCCESS and entry.artifact_dir:
+            recovered.append((plan.layout.root / entry.artifact_dir, item.symbol))
+            entry = replace(entry, upload=UploadState.PENDING if has_storage
+                            else UploadState.NONE)
+        ledger.record(entry)
+    return recovered
 
 
 def _exit_code(summary: dict[str, Any], stop: StopFlag) -> ExitCode:

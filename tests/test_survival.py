@@ -158,11 +158,17 @@ def test_a_second_signal_stops_at_once(tmp_path: Path, small_data: Path) -> None
     assert_all_dead(pids)
 
 
+@pytest.mark.parametrize("storage", ["none", "local"])
 def test_an_attempt_left_running_by_a_dead_scheduler_is_settled_from_disk(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+        tmp_path: Path, small_data: Path, run_cli: RunCli, storage: str) -> None:
     finished, unfinished = symbols_of(small_data)[:2]
     config = faulty_config(tmp_path, small_data, {finished: "ok", unfinished: "ok"})
+    mirror = tmp_path / "mirror"
+    if storage == "local":
+        with config.open("a") as file:
+            file.write(f'[storage]\nkind = "local"\npath = "{mirror}"\n')
     assert run_cli("run", "--config", str(config)).returncode == 0
+    shutil.rmtree(mirror, ignore_errors=True)  # the dead run never got to upload
     layout = Layout(tmp_path / "root")
     day = run_day(now_utc())
     ledger = read_ledger(layout.status_path(day), layout.journal_path(day))
@@ -187,6 +193,9 @@ def test_an_attempt_left_running_by_a_dead_scheduler_is_settled_from_disk(
     assert len(symbols[finished]["attempts"]) == 1  # never trained again
     assert symbols[finished]["attempts"][0]["reason"].startswith("finished; recorded after")
     assert [a["state"] for a in symbols[unfinished]["attempts"]] == ["interrupted", "success"]
+    if storage == "local":  # the recovered attempt is uploaded by the run that settled it
+        assert symbols[finished]["upload"] == "uploaded"
+        assert (mirror / symbols[finished]["artifact_dir"] / "sha256.txt").is_file()
 
 
 def test_a_run_that_cannot_write_its_own_ledger_stops_with_exit_74_and_a_message(
