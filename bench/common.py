@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from retrainer.display import plain_table
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
@@ -49,14 +51,11 @@ def summarise(samples: Sequence[float]) -> dict[str, float]:
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(h) for h in header], *[[_fmt(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    """The first column left-aligned, the figures right-aligned, as the dry run's plan."""
+    cells = [[_fmt(c) for c in row] for row in rows]
     print(f"\n{title}")
-    for n, row in enumerate(cells):
-        print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in
-                        enumerate(zip(row, widths, strict=True))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print(plain_table([str(h) for h in header], cells, [i > 0 for i in range(len(header))]),
+          end="")
 
 
 def _fmt(value: Any) -> str:
