@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
+from retrainer.artifacts import to_json
 from retrainer.config import StorageSettings
 from retrainer.errors import BadInputError
 
@@ -88,6 +89,14 @@ class StorageClient(Protocol):
     def describe(self) -> str:
         """Where objects go, for logs and the summary, e.g. "local:/srv/mirror"."""
         ...
+
+
+def json_bytes(obj: Any, key: str) -> bytes:
+    """The bytes every backend's put_json stores: the artifacts' JSON format, UTF-8."""
+    try:
+        return to_json(obj).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise UploadError(key, f"not JSON-serialisable: {exc}") from exc
 
 
 def validate_key(key: str) -> str:

@@ -29,10 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrainer.artifacts import to_json
 from retrainer.config import StorageSettings
 from retrainer.errors import BadInputError
-from retrainer.storage.base import UploadError, UploadResult, import_optional, validate_key
+from retrainer.storage.base import (
+    UploadError,
+    UploadResult,
+    import_optional,
+    json_bytes,
+    validate_key,
+)
 
 MB = 1 << 20
 DROPBOX_HOSTS = ("https://api.dropboxapi.com", "https://content.dropboxapi.com")
@@ -209,10 +214,7 @@ class DropboxStorage:
 
     def put_json(self, obj: Any, key: str) -> UploadResult:
         started = time.monotonic()
-        try:
-            data = to_json(obj).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise UploadError(key, f"not JSON-serialisable: {exc}") from exc
+        data = json_bytes(obj, key)
         hasher = self._hasher()
         hasher.update(data)
         content_hash, sha256 = hasher.hexdigest(), hashlib.sha256(data).hexdigest()

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from retrainer.artifacts import fsync_dir, sha256_bytes, sha256_file, to_json
+from retrainer.artifacts import fsync_dir, sha256_bytes, sha256_file
 from retrainer.config import StorageSettings
 from retrainer.errors import BadInputError
-from retrainer.storage.base import UploadError, UploadResult, validate_key
+from retrainer.storage.base import UploadError, UploadResult, json_bytes, validate_key
 
 # Mirrored objects are meant to be read by other tools and users, not only by us.
 OBJECT_MODE = 0o644
@@ -69,10 +69,7 @@ class LocalStorage:
     def put_json(self, obj: Any, key: str) -> UploadResult:
         started = time.monotonic()
         target = self._path(key)
-        try:
-            data = to_json(obj).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise UploadError(key, f"not JSON-serialisable: {exc}") from exc
+        data = json_bytes(obj, key)
         return self._store(key, target, sha256_bytes(data), len(data), started, _bytes(data))
 
     def _path(self, key: str) -> Path:

@@ -20,9 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrainer.artifacts import to_json
 from retrainer.config import StorageSettings
-from retrainer.storage.base import UploadError, UploadResult, import_optional, validate_key
+from retrainer.storage.base import (
+    UploadError,
+    UploadResult,
+    import_optional,
+    json_bytes,
+    validate_key,
+)
 
 SHA256_META = "sha256"  # x-amz-meta-sha256: the whole object's sha256, hex
 MB = 1 << 20
@@ -136,10 +141,7 @@ class S3Storage:
     def put_json(self, obj: Any, key: str) -> UploadResult:
         started = time.monotonic()
         object_key = self._object_key(key)
-        try:
-            data = to_json(obj).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise UploadError(key, f"not JSON-serialisable: {exc}") from exc
+        data = json_bytes(obj, key)
         digest = hashlib.sha256(data)
         if self._already_there(key, digest.hexdigest()):
             return self._result(key, len(data), digest.hexdigest(), started, skipped=True)
