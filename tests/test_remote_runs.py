@@ -5,10 +5,12 @@ every artifact stored and verified, failures kept pending, `retrainer sync`,
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,21 @@ from tests.storage_fixtures import DROPBOX_ENV, new_bucket, raw_s3
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 PREFIX = "nightly"
+
+
+@contextlib.contextmanager
+def background_run(config: Path, cwd: Path, env: dict[str, str],
+                   stdout: int) -> Iterator[subprocess.Popen[str]]:
+    """`retrainer run` in the background; killed if the test leaves it running."""
+    run = subprocess.Popen([sys.executable, "-m", "retrainer", "run", "--config", str(config)],
+                           cwd=cwd, env=cli_env(env), stdout=stdout, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
 
 
 def config_for(tmp_path: Path, data: Path, storage: dict[str, Any],
@@ -124,19 +141,12 @@ class TestS3Run:
         gate = tmp_path / "gate"
         config = config_for(tmp_path, small_data, s3_storage(own_seaweed, bucket),
                             {"gate_file": str(gate), "free": ["BTCUSDT"]})
-        run = subprocess.Popen([sys.executable, "-m", "retrainer", "run", "--config",
-                                str(config)], cwd=tmp_path, env=cli_env(own_seaweed.env),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with background_run(config, tmp_path, own_seaweed.env, subprocess.PIPE) as run:
             wait_for(lambda: statuses(tmp_path).get("BTCUSDT") is not None
                      and statuses(tmp_path)["BTCUSDT"].upload == "uploaded")
             own_seaweed.stop()  # the store goes away while ETHUSDT and SOLUSDT train
             gate.touch()
             _, stderr = run.communicate(timeout=180)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
 
         assert run.returncode == 0, stderr
         after_run = statuses(tmp_path)
@@ -231,10 +241,7 @@ class TestDropboxRun:
         config = config_for(tmp_path, small_data, {"kind": "dropbox",
                                                    "endpoint_url": dropbox_server.url},
                             {"gate_file": str(gate), "free": ["BTCUSDT"]})
-        run = subprocess.Popen([sys.executable, "-m", "retrainer", "run", "--config",
-                                str(config)], cwd=tmp_path, env=cli_env(DROPBOX_ENV),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
+        with background_run(config, tmp_path, DROPBOX_ENV, subprocess.DEVNULL) as run:
             # ETHUSDT has saved its partial output and waits at the gate: still running.
             wait_for(lambda: any(p.startswith(f"/{PREFIX}/models/ETHUSDT/")
                                  and p.endswith("/features.json")
@@ -244,10 +251,6 @@ class TestDropboxRun:
                            and p.endswith("/model.bin") for p in dropbox_server.paths())
             gate.touch()
             _, stderr = run.communicate(timeout=180)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
         assert run.returncode == 0, stderr
         assert {e.upload for e in statuses(tmp_path).values()} == {"uploaded"}
 
