@@ -158,6 +158,14 @@ def _partial_then_fail(ctx: TrainContext, corrupt: bool = False) -> Any:
     return {"symbol": ctx.symbol, "reused": reused is not None}
 
 
+def _threads(ctx: TrainContext) -> Any:
+    """What runs inside the item's process: its OS threads and the BLAS pools' sizes."""
+    from threadpoolctl import threadpool_info
+
+    return {"os_threads": len(os.listdir("/proc/self/task")), "budget": ctx.threads,
+            "blas_threads": max((p["num_threads"] for p in threadpool_info()), default=0)}
+
+
 BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "partial_then_fail": _partial_then_fail,
     "corrupt_partial_then_fail": lambda ctx: _partial_then_fail(ctx, corrupt=True),
@@ -166,6 +174,7 @@ BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "garbage": _garbage, "fail_once": _fail_once, "slow": _slow,
     "daemon_then_crash": _daemon_then_crash, "daemon_then_ok": _daemon_then_ok,
     "alloc": _alloc, "alloc_in_child": _alloc_in_child, "big_artifact": _big_artifact,
+    "threads": _threads,
 }
 
 

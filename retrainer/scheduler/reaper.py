@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 from collections.abc import Collection
 
@@ -31,28 +32,68 @@ def become_subreaper() -> bool:
         return False
 
 
-def kill_descendants(pid: int | None = None) -> list[int]:
-    """SIGKILL every descendant of pid (default: this process); returns their pids."""
+def child_pids(pid: int) -> list[int]:
+    """pid's children, from the kernel's list for each of its threads: what a supervisor
+    polls several times a second per item. psutil's children() reads the status of
+    every process on the machine instead (3 ms with a hundred of them, and 16 items
+    polled together cost 50 ms of the scheduler's time). psutil where the kernel lacks
+    the lists (CONFIG_PROC_CHILDREN)."""
     try:
-        victims = psutil.Process(pid).children(recursive=True)
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []  # gone
+    pids: list[int] = []
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as listing:
+                pids.extend(int(p) for p in listing.read().split())
+        except FileNotFoundError:
+            if os.path.exists(f"/proc/{pid}/task/{tid}"):  # not a thread gone: no lists
+                return _psutil_children(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Children, their children, and so on: a walk of pid's tree only."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        children = [c for parent in frontier for c in child_pids(parent) if c not in found]
+        found.extend(children)
+        frontier = children
+    return found
+
+
+def _psutil_children(pid: int) -> list[int]:
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
     except psutil.Error:
         return []
-    return _kill_and_reap(victims)
+
+
+def _processes(pids: Collection[int]) -> list[psutil.Process]:
+    processes = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            processes.append(psutil.Process(pid))
+    return processes
+
+
+def kill_descendants(pid: int | None = None) -> list[int]:
+    """SIGKILL every descendant of pid (default: this process); returns their pids."""
+    return _kill_and_reap(_processes(descendant_pids(os.getpid() if pid is None else pid)))
 
 
 def sweep_adopted_orphans(spare: Collection[int] = ()) -> list[int]:
     """Kill the children this process did not start on purpose: orphans it adopted as a
     subreaper. The multiprocessing helpers and the pids in spare are left alone."""
-    orphans = []
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process().children():
-            if child.pid in spare or _is_own_helper(child):
-                continue
-            orphans.append(child)
+    orphans = [child for child in _processes(child_pids(os.getpid()))
+               if child.pid not in spare and not _is_own_helper(child)]
     victims = list(orphans)
     for orphan in orphans:
-        with contextlib.suppress(psutil.Error):
-            victims.extend(orphan.children(recursive=True))
+        victims.extend(_processes(descendant_pids(orphan.pid)))
     return _kill_and_reap(victims)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from retrainer.scheduler.items import ItemState, Outcome
+from retrainer.scheduler.reaper import descendant_pids
 from retrainer.scheduler.worker import RESULT_NOT_WRITTEN_EXIT, AttemptSpec, run_attempt
 
 # RSS is sampled this often; the tree's membership (which costs a /proc scan) less often.
@@ -124,14 +125,15 @@ class Supervisor:
 
     def _refresh_tree(self) -> None:
         pid = self.process.pid
-        try:
-            root = psutil.Process(pid)
-            members = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        # Keep the cached objects: psutil checks a reused pid against its creation time.
-        self._tree = {p.pid: self._tree.get(p.pid, p) for p in members}
-        self._known_tree.update(p.pid for p in members if p.pid != pid)
+        assert pid is not None
+        descendants = descendant_pids(pid)
+        tree: dict[int, psutil.Process] = {}
+        for member in (pid, *descendants):
+            # Keep the cached objects: psutil checks a reused pid against its start time.
+            with contextlib.suppress(psutil.Error):
+                tree[member] = self._tree.get(member) or psutil.Process(member)
+        self._tree = tree
+        self._known_tree.update(descendants)
 
     # -- kill ------------------------------------------------------------------
     def terminate(self) -> None:
@@ -149,8 +151,7 @@ class Supervisor:
         if pid is None:
             return
         # Remember descendants that may have left the group (setsid), to kill them too.
-        with contextlib.suppress(psutil.Error):
-            self._known_tree.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        self._known_tree.update(descendant_pids(pid))
         for target in (pid, *self._known_tree):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(target, sig)
