@@ -32,7 +32,7 @@ from retrainer.exitcodes import ExitCode
 from retrainer.lock import RunLock
 from retrainer.logs import COIN_SKIPPED, JOB_COMPLETED, JOB_STARTED, configure_logging
 from retrainer.notifiers import notifier_for_run
-from retrainer.plan import Plan, build_plan
+from retrainer.plan import Plan, build_plan, likely_threads_per_item
 from retrainer.progress import live_progress
 from retrainer.resources import detect_resources
 from retrainer.scheduler.drivers import Driver, make_driver
@@ -40,6 +40,7 @@ from retrainer.scheduler.items import FAILED_STATES, ItemState, UploadState
 from retrainer.scheduler.ledger import Ledger
 from retrainer.scheduler.reaper import become_subreaper
 from retrainer.scheduler.runner import Runner, StopFlag
+from retrainer.scheduler.syncer import Syncer
 from retrainer.storage.base import make_storage
 from retrainer.summary import build_summary
 from retrainer.sync import finish_run_uploads, mark_pending, sync_before_run
@@ -56,7 +57,8 @@ def run_job(settings: Settings, *, force: bool, dry_run: bool, console: Console)
     root = settings.run.root.resolve()
     with RunLock(Layout(root).lock_path(), run_id):
         become_subreaper()  # what an item leaves behind when it dies is ours to kill
-        driver = make_driver(settings.run.driver, _preload(settings))
+        driver = make_driver(settings.run.driver, _preload(settings),
+                             likely_threads_per_item(settings))
         driver.start()  # the forkserver imports torch while the plan reads the data
         try:
             plan = build_plan(settings, detect_resources(), now, force)
@@ -93,7 +95,8 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
         mark_pending(layout, day)
     costs_path = layout.costs_path(day)
     atomic_write_json(costs_path, _merged_costs(costs_path, plan))
-    ledger = Ledger(layout.status_path(day), layout.journal_path(day))
+    syncer = Syncer()
+    ledger = Ledger(layout.status_path(day), layout.journal_path(day), syncer=syncer)
     recovered = _record_settled(plan, ledger, storage is not None)
     run: dict[str, Any] = {
         "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
@@ -117,7 +120,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     stop = StopFlag()
     with _signals_set(stop), live_progress(ledger, run, day, console, layout.engine_log(day),
                                            settings.logging.level):
-        tally = Runner(settings, plan, ledger, driver, uploader, run_id, stop,
+        tally = Runner(settings, plan, ledger, driver, uploader, run_id, stop, syncer,
                        on_final_failure=notifier.item_failed).execute()
     wall_s = time.monotonic() - started
     summary = build_summary(plan, ledger.entries, tally.attempts, run, wall_s)
@@ -128,6 +131,7 @@ def _execute(settings: Settings, plan: Plan, driver: Driver, run_id: str, force:
     atomic_write_json(summary_path, summary)
     ledger.record_run({**run, "finished_at": summary["finished_at"], "exit_code": int(exit_code)})
     ledger.close()
+    syncer.close()
     notifier.run_finished(summary)  # sent from its own thread while the uploads drain
     if uploader:
         uploader.submit([costs_path, layout.status_path(day), summary_path])

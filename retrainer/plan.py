@@ -18,7 +18,13 @@ from retrainer.config import Mode, Settings
 from retrainer.costs import SymbolCosts, resolve_costs_from_arrays
 from retrainer.data import find_data_file, read_ohlcv
 from retrainer.errors import BadInputError, DataError
-from retrainer.resources import Resources
+from retrainer.resources import (
+    CPU_DEFAULT_CONCURRENCY,
+    GPU_DEFAULT_CONCURRENCY,
+    Resources,
+    gpu_device_present,
+    usable_cpu_count,
+)
 from retrainer.scheduler.items import ItemState, LedgerEntry
 from retrainer.scheduler.ledger import read_ledger
 from retrainer.scheduler.modes import window_size
@@ -139,3 +145,14 @@ def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[A
     if last is not None and last.reason and previous.state is not ItemState.PENDING:
         return Action.RUN, f"earlier run today ended {previous.state.value}: {last.reason}"
     return Action.RUN, f"earlier run today left it {previous.state.value}"
+
+
+def likely_threads_per_item(settings: Settings) -> int:
+    """The thread budget items will most likely get, known before the plan sets the real
+    one (the window depends on how many items run): as many items as the window holds."""
+    cpus = usable_cpu_count()
+    max_concurrent = settings.run.max_concurrent or (
+        GPU_DEFAULT_CONCURRENCY if gpu_device_present() else CPU_DEFAULT_CONCURRENCY)
+    many = max(max_concurrent, cpus)  # items enough to fill any window
+    window = window_size(settings.run.mode, many, max_concurrent, cpus)
+    return max(1, cpus // window)

@@ -141,16 +141,24 @@ def wait_for_pids(tmp_path: Path, count: int, within_s: float = 60) -> list[int]
 
 def test_items_never_outlive_a_scheduler_killed_with_sigkill(
         tmp_path: Path, small_data: Path) -> None:
-    a, b = symbols_of(small_data)[:2]
-    config = faulty_config(tmp_path, small_data, {a: "hang", b: "hang_ignoring_term"},
-                           timeout_minutes=10)
+    a, b, queued = symbols_of(small_data)[:3]
+    config = faulty_config(tmp_path, small_data,
+                           {a: "hang", b: "hang_ignoring_term", queued: "ok"},
+                           timeout_minutes=10, max_concurrent=2)
     scheduler = start_scheduler(config, tmp_path)
     pids = wait_for_pids(tmp_path, 2)
+    # Everything it started: the items, the forkserver, the process that waits, forked
+    # ahead of need, for the queued item.
+    deadline = time.monotonic() + 30
+    while len(family := [p.pid for p in psutil.Process(scheduler.pid).children(
+            recursive=True)]) <= len(pids) + 1:
+        assert time.monotonic() < deadline, f"no warm process among {family}"
+        time.sleep(0.05)
     scheduler.kill()
     scheduler.communicate()
-    assert_all_dead(pids)
+    assert_all_dead([*pids, *family])
     status = read_json(tmp_path / "root" / "runs" / run_day(now_utc()) / "status.json")
-    assert set(status["symbols"]) == {a, b}
+    assert set(status["symbols"]) == {a, b, queued}
 
 
 def test_sigterm_stops_gracefully_marks_items_interrupted_and_exits_130(

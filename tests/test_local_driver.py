@@ -3,16 +3,24 @@ ahead of need, with nothing left running beside the item and nothing left behind
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
+from retrainer.artifacts import now_utc, run_day
 from retrainer.costs import SymbolCosts
+from retrainer.resources import usable_cpu_count
 from retrainer.scheduler.drivers.local import LocalDriver
 from retrainer.scheduler.items import ItemState, Outcome
 from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import AttemptSpec
+from tests.conftest import RunCli, read_json
+from tests.test_item_faults import faulty_config, symbols_of
 
 LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
 
@@ -60,3 +68,79 @@ def test_an_item_given_two_threads_gets_them_from_its_blas(
     outcome = run_to_end(driver, driver.submit(spec_for(tmp_path, "threads", threads=2),
                                                LIMITS))
     assert outcome.metrics is not None and outcome.metrics["blas_threads"] == 2
+
+
+def warm_pids(driver: LocalDriver, count: int) -> list[int]:
+    assert driver.keep_warm(count, wait_s=60)
+    pool = driver._warm
+    assert pool is not None
+    return [warm.process.pid for warm in pool._ready if warm.process.pid]
+
+
+def assert_gone(pids: list[int], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p)
+                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.02)
+    assert not alive, f"still alive: {alive}"
+
+
+def test_each_attempt_gets_a_fresh_process_forked_before_it_was_needed(
+        driver: LocalDriver, tmp_path: Path) -> None:
+    waiting = warm_pids(driver, 2)
+    assert len(waiting) == 2
+    first = driver.submit(spec_for(tmp_path, "ok", attempt=1), LIMITS)
+    second = driver.submit(spec_for(tmp_path, "ok", attempt=2), LIMITS)
+    assert {first.pid, second.pid} == set(waiting)
+    for supervisor in (first, second):
+        assert run_to_end(driver, supervisor).state is ItemState.SUCCESS
+    third = driver.submit(spec_for(tmp_path, "ok", attempt=3), LIMITS)
+    assert third.pid not in waiting  # never a process that already ran an attempt
+    assert run_to_end(driver, third).state is ItemState.SUCCESS
+    driver.keep_warm(0)
+
+
+def test_a_warm_process_killed_while_it_waited_is_replaced_and_the_attempt_runs(
+        driver: LocalDriver, tmp_path: Path) -> None:
+    (victim,) = warm_pids(driver, 1)
+    os.kill(victim, signal.SIGKILL)
+    assert_gone([victim])
+    supervisor = driver.submit(spec_for(tmp_path, "ok"), LIMITS)
+    assert supervisor.pid != victim
+    assert run_to_end(driver, supervisor).state is ItemState.SUCCESS
+
+
+def test_warm_processes_beyond_the_count_and_at_close_end_without_running_anything(
+        tmp_path: Path) -> None:
+    # A second driver on the same forkserver, closed by the test itself.
+    local = LocalDriver(["tests.plugins", "numpy"])
+    local.start()
+    kept: list[int] = []
+    try:
+        waiting = warm_pids(local, 3)
+        local.keep_warm(1)
+        kept = warm_pids(local, 1)
+        assert_gone([p for p in waiting if p not in kept])
+    finally:
+        local.close()
+    assert kept and set(kept) <= set(waiting)
+    assert_gone(kept)
+    assert not (tmp_path / "pids").exists()  # none of them ran a trainer
+
+
+def test_a_run_sizes_the_forkservers_blas_for_its_items_so_none_is_rebuilt_at_start(
+        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    # Whatever the machine's cores, two at a time: each item's budget is cores // 2.
+    symbols = symbols_of(small_data)[:2]
+    config = faulty_config(tmp_path, small_data, dict.fromkeys(symbols, "threads"),
+                           max_concurrent=2)
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    status = read_json(tmp_path / "root" / "runs" / run_day(now_utc()) / "status.json")
+    for symbol in symbols:
+        metrics = status["symbols"][symbol]["metrics"]
+        assert metrics["budget"] == max(1, usable_cpu_count() // 2)
+        assert metrics["blas_threads"] == metrics["budget"]
+        assert metrics["os_threads"] == 2  # no pool built, and spinning, before first use

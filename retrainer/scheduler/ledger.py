@@ -1,7 +1,8 @@
 """The run ledger: runs/<day>/status.json, backed by an append-only journal.
 
 Each transition appends one line (the symbol's whole entry) to ledger.jsonl and fsyncs it
-(an attempt's start excepted: losing it in a power cut only makes the symbol run again):
+(an attempt's start excepted: losing it in a power cut only makes the symbol run again;
+during a run the fsync is queued to the syncer's thread, syncer.py):
 O(1) whatever the number of symbols already recorded. status.json is a snapshot of every
 entry, rewritten atomically (so it is valid JSON at every instant) at most once per
 `flush_interval_s` during a run and always at the start and the end; readers replay the
@@ -26,6 +27,7 @@ from typing import Any
 
 from retrainer.artifacts import atomic_write_text, iso, now_utc
 from retrainer.scheduler.items import LedgerEntry
+from retrainer.scheduler.syncer import Syncer
 
 SCHEMA_VERSION = 1
 
@@ -98,11 +100,14 @@ def _entry_json(raw: Mapping[str, Any]) -> str:
 class Ledger:
     """The writable ledger of one day. Thread-safe: uploads record from their own thread."""
 
-    def __init__(self, status_path: Path, journal_path: Path, flush_interval_s: float = 1.0):
+    def __init__(self, status_path: Path, journal_path: Path, flush_interval_s: float = 1.0,
+                 syncer: Syncer | None = None):
+        """With a syncer, a durable line's fsync runs in its thread (syncer.py)."""
         self.status_path = status_path
         self.journal_path = journal_path
         self.flush_interval_s = flush_interval_s
         self._lock = threading.Lock()
+        self._syncer = syncer
         self._state = read_ledger(status_path, journal_path)
         self._texts = {sym: _entry_json(e.to_dict()) for sym, e in self._state.entries.items()}
         self._dirty = True
@@ -153,7 +158,9 @@ class Ledger:
 
     def _write_line(self, line: str, durable: bool = True) -> None:
         os.write(self._fd, line.encode("utf-8"))
-        if durable:
+        if durable and self._syncer is not None:
+            self._syncer.sync(self._fd)
+        elif durable:
             os.fsync(self._fd)
         self._dirty = True
 
@@ -173,6 +180,8 @@ class Ledger:
 
     def close(self) -> None:
         self.flush()
+        if self._syncer is not None:
+            self._syncer.drain()  # before the descriptor it fsyncs is closed
         os.close(self._fd)
 
     def _snapshot_text(self) -> str:

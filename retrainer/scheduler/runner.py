@@ -37,11 +37,15 @@ from retrainer.scheduler.ledger import Ledger
 from retrainer.scheduler.reaper import sweep_adopted_orphans
 from retrainer.scheduler.retry import backoff_s
 from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
+from retrainer.scheduler.syncer import Syncer
 from retrainer.scheduler.worker import AttemptSpec
 from retrainer.training.contract import read_partials
 from retrainer.uploads import UploadBatch, Uploader
 
 MAX_IDLE_WAIT_S = 0.5
+# The first one waits for the forkserver's imports; a forkserver slower than this starts
+# the first items with fewer processes ready (each then forked when it starts).
+FIRST_WAVE_WAIT_S = 60.0
 
 
 class StopFlag:
@@ -84,6 +88,15 @@ class _Running:
     partials_sent: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """An item whose process ended: its slot is free; recorded once its status is known."""
+
+    running: _Running
+    ended_at: str
+    seconds: float
+
+
 @dataclass
 class RunTally:
     attempts: dict[str, int] = field(default_factory=dict)
@@ -93,7 +106,7 @@ class RunTally:
 class Runner:
     def __init__(
         self, settings: Settings, plan: Plan, ledger: Ledger, driver: Driver,
-        uploader: Uploader | None, run_id: str, stop: StopFlag,
+        uploader: Uploader | None, run_id: str, stop: StopFlag, syncer: Syncer,
         on_final_failure: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -103,12 +116,14 @@ class Runner:
         self.uploader = uploader
         self.run_id = run_id
         self.stop = stop
+        self.syncer = syncer  # the ledger's too: a manifest's fsync comes before its line's
         self.on_final_failure = on_final_failure  # (symbol, reason): failed for good
         self.tally = RunTally()
         self.log = structlog.get_logger()
         self._fresh: deque[PlanItem] = deque(plan.to_run)
         self._retries: list[_Retry] = []
         self._running: dict[int, _Running] = {}  # by slot
+        self._ended: list[_Ended] = []
         self._free_slots = list(range(plan.window - 1, -1, -1))
         self._rng = random.Random(settings.run.seed)
         self._seq = 0
@@ -120,11 +135,18 @@ class Runner:
     def execute(self) -> RunTally:
         self.ledger.record_many([self._pending_entry(item) for item in self.plan.to_run])
         self.ledger.flush()
-        while self._running or (not self.stop.requested and (self._fresh or self._retries)):
+        # The first wave's processes, forked before it starts (as a peer starts its pool).
+        deadline = time.monotonic() + FIRST_WAVE_WAIT_S
+        while not (self.stop.requested or time.monotonic() > deadline
+                   or self.driver.keep_warm(self._warm_wanted(), MAX_IDLE_WAIT_S)):
+            pass
+        while self._running or self._ended or (
+                not self.stop.requested and (self._fresh or self._retries)):
             self._step()
         self._record_uploads(self.uploader.drain() if self.uploader else [])
         self._mark_unstarted_after_stop()
         self._sweep_orphans()
+        self.syncer.drain()  # the summary describes what is on disk
         return self.tally
 
     def _step(self) -> None:
@@ -133,9 +155,12 @@ class Runner:
             self._stop_running(now)
         else:
             self._start_ready(now)
-        self.driver.wait([r.supervisor for r in self._running.values()],
-                         self._next_wakeup(now) - now)
-        self._reap_finished()
+        self.driver.keep_warm(self._warm_wanted())
+        watched = [r.supervisor for r in [*self._running.values(),
+                                           *(e.running for e in self._ended)]]
+        self.driver.wait(watched, self._next_wakeup(now) - now)
+        self._turn_over()
+        self._record_ended()
         now = time.monotonic()
         for running in self._running.values():
             running.supervisor.enforce_limits(now)
@@ -143,6 +168,12 @@ class Runner:
             self._upload_new_partials()
             self._record_uploads(self.uploader.finished())
         self.ledger.maybe_flush()
+
+    def _warm_wanted(self) -> int:
+        """A warm process for each slot that will start another item, none when stopping."""
+        if self.stop.requested:
+            return 0
+        return min(self.plan.window, len(self._fresh) + len(self._retries))
 
     def _next_wakeup(self, now: float) -> float:
         wakeups = [now + MAX_IDLE_WAIT_S]
@@ -183,11 +214,12 @@ class Runner:
             self._free_slots.append(slot)
             outcome = Outcome(ItemState.FAILED, f"could not start the attempt: {exc}",
                               error_type=type(exc).__name__)
-            self._finish(item, attempt, layout.model_dir(item.symbol), outcome, 0.0)
+            self._finish(item, attempt, layout.model_dir(item.symbol), outcome,
+                         iso(now_utc()), 0.0)
             return
-        # From the fork on, as the deadline: the first attempts of a run wait for the
-        # forkserver's imports inside submit(), which is not this item's time.
-        started = time.monotonic()
+        # From the hand-over on, as the deadline: the fork, and the first one's wait for
+        # the forkserver's imports, are not this item's time.
+        started = supervisor.started_monotonic
         attempt = replace(attempt, pid=supervisor.pid, started_at=iso(now_utc()))
         self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
                                               why=item.why, run_id=self.run_id), durable=False)
@@ -210,12 +242,30 @@ class Runner:
         )
 
     # -- finishing -----------------------------------------------------------------
-    def _reap_finished(self) -> None:
+    def _free_ended_slots(self) -> bool:
+        """An item whose process ended frees its slot at once. It is recorded when its exit
+        status arrives from the forkserver (busy forking for the next items, it may take
+        tens of milliseconds), and nothing waits for that."""
+        freed = False
         for slot, running in list(self._running.items()):
-            if not running.supervisor.is_done():
-                continue
-            del self._running[slot]
-            self._free_slots.append(slot)
+            if running.supervisor.has_ended():
+                del self._running[slot]
+                self._free_slots.append(slot)
+                self._ended.append(_Ended(running, iso(now_utc()),
+                                          time.monotonic() - running.started))
+                freed = True
+        return freed
+
+    def _turn_over(self) -> None:
+        """Slots of ended items go to the next items before any bookkeeping is done."""
+        if self._free_ended_slots() and not self.stop.requested:
+            self._start_ready(time.monotonic())
+
+    def _record_ended(self) -> None:
+        for ended in [e for e in self._ended if e.running.supervisor.is_done()]:
+            self._turn_over()  # one that ended meanwhile does not wait for this record
+            self._ended.remove(ended)
+            running = ended.running
             outcome = running.supervisor.reap()
             if outcome.state is not ItemState.SUCCESS:
                 self._sweep_orphans()  # what a dying item left behind was adopted by us
@@ -224,27 +274,32 @@ class Runner:
                                   f"scheduler stopped by {self.stop.signal_name}",
                                   exit_code=outcome.exit_code)
             self._finish(running.item, running.attempt, running.out_dir, outcome,
-                         time.monotonic() - running.started)
+                         ended.ended_at, ended.seconds)
 
     def _sweep_orphans(self) -> None:
-        spare = {r.supervisor.pid for r in self._running.values() if r.supervisor.pid}
+        spare = {r.supervisor.pid for r in [*self._running.values(),
+                                            *(e.running for e in self._ended)]
+                 if r.supervisor.pid}
         killed = sweep_adopted_orphans(spare)
         if killed:
             self.log.warning("orphans_killed", pids=killed,
                              why="processes left behind by an item that ended")
 
     def _finish(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome,
-                seconds: float) -> None:
+                ended_at: str, seconds: float) -> None:
         if outcome.startup_ms is not None:
             self.tally.startup_ms.append(outcome.startup_ms)
         manifest_sha = None
         if outcome.state is ItemState.SUCCESS:
             try:
-                manifest_sha = write_manifest(out_dir)
+                files = artifact_files(out_dir)
+                manifest_sha = write_manifest(out_dir, files, durable=False)
+                # The artifacts (however the trainer wrote them), the manifest, its folder.
+                self.syncer.sync(*files, out_dir / MANIFEST_NAME, out_dir, out_dir.parent)
             except OSError as exc:
                 outcome = Outcome(ItemState.FAILED, f"could not write {MANIFEST_NAME}: {exc}",
                                   exit_code=outcome.exit_code, error_type=type(exc).__name__)
-        ended = attempt.ended(outcome, iso(now_utc()), seconds)
+        ended = attempt.ended(outcome, ended_at, seconds)
         entry = (self.ledger.get(item.symbol) or self._new_entry(item)).with_attempt(
             ended, updated_at=ended.ended_at, run_id=self.run_id)
         if outcome.state is ItemState.SUCCESS:

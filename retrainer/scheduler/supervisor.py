@@ -1,8 +1,9 @@
-"""The supervisor owns ONE attempt's process: spawn, monitor, kill, classify.
+"""The supervisor owns ONE attempt's process from its hand-over: monitor, kill, classify.
 
-It is the only code that starts, watches or kills an item's process. Every way an attempt
-can end (exit code, signal, timeout, memory limit, garbage result) becomes an Outcome with
-a reason string a person can act on.
+The driver forks the process (often ahead of need) and hands it the attempt; from then on
+this is the only code that watches or kills it. Every way an attempt can end (exit code,
+signal, timeout, memory limit, garbage result) becomes an Outcome with a reason string a
+person can act on.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import psutil
 
 from retrainer.scheduler.items import ItemState, Outcome
 from retrainer.scheduler.reaper import descendant_pids
-from retrainer.scheduler.worker import RESULT_NOT_WRITTEN_EXIT, AttemptSpec, run_attempt
+from retrainer.scheduler.worker import RESULT_NOT_WRITTEN_EXIT, AttemptSpec
 
 # RSS is sampled this often; the tree's membership (which costs a /proc scan) less often.
 MEMORY_POLL_S = 0.2
@@ -38,37 +38,24 @@ class AttemptLimits:
 
 
 class Supervisor:
-    def __init__(
-        self, spec: AttemptSpec, context: BaseContext, lifeline: Connection,
-        limits: AttemptLimits,
-    ) -> None:
+    def __init__(self, spec: AttemptSpec, process: BaseProcess, limits: AttemptLimits) -> None:
+        """process has just been handed spec: its time, and its deadline, start now."""
         self.spec = spec
+        self.process = process
         self.timeout_s = limits.timeout_s
         self.kill_grace_s = limits.kill_grace_s
         self.memory_cap_mb = limits.memory_cap_mb
-        self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
-            target=run_attempt, args=(spec, lifeline),
-            name=f"retrainer:{spec.symbol}:{spec.attempt}", daemon=False,
-        )
-        self.started_monotonic = 0.0
+        self.started_monotonic = time.monotonic()
         self._term_sent_at: float | None = None
         self._timed_out = False
         self._memory_exceeded: str | None = None
         self._known_tree: set[int] = set()
         self._tree: dict[int, psutil.Process] = {}
-        self._next_memory_poll = 0.0
-        self._next_tree_refresh = 0.0
-
-    # -- spawn -----------------------------------------------------------------
-    def spawn(self) -> int:
-        self.spec.result_path.unlink(missing_ok=True)  # never classify by a stale result
-        self.process.start()
-        # From the fork on: start() itself may wait for the forkserver's first imports.
-        self.started_monotonic = time.monotonic()
         # An item that ends within the first poll interval never pays for a /proc scan.
         self._next_memory_poll = self.started_monotonic + MEMORY_POLL_S
-        assert self.process.pid is not None
-        return self.process.pid
+        self._next_tree_refresh = 0.0
+        self._pidfd = _open_pidfd(process.pid)
+        self._ended = False
 
     @property
     def pid(self) -> int | None:
@@ -76,11 +63,25 @@ class Supervisor:
 
     @property
     def sentinel(self) -> int:
+        """Readable when there is news: first that the process ended, then its status."""
+        if self._pidfd is not None and not self._ended:
+            return self._pidfd
         return self.process.sentinel
 
     # -- monitor ---------------------------------------------------------------
+    def has_ended(self) -> bool:
+        """The process is gone, seen by the kernel's pidfd at once. Its exit status comes
+        later, from the forkserver (its parent), which may be busy forking."""
+        if not self._ended:
+            if self._pidfd is None:
+                self._ended = self.process.exitcode is not None
+            else:
+                self._ended = bool(select.select([self._pidfd], [], [], 0)[0])
+        return self._ended
+
     def is_done(self) -> bool:
-        return self.process.exitcode is not None  # polls waitpid without blocking
+        """Ended, with its exit status known: reap() does not block."""
+        return self.has_ended() and self.process.exitcode is not None  # polls, no block
 
     def next_wakeup(self) -> float:
         """The monotonic time at which this attempt next needs attention."""
@@ -164,6 +165,9 @@ class Supervisor:
         exit_code = self.process.exitcode
         self._sweep_group()
         self.process.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         if self._memory_exceeded:
             return Outcome(ItemState.FAILED, self._memory_exceeded, exit_code=exit_code,
                            error_type="MemoryLimit")
@@ -176,6 +180,16 @@ class Supervisor:
         for target in (pid, *self._known_tree):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(target, signal.SIGKILL)
+
+
+def _open_pidfd(pid: int | None) -> int | None:
+    """A descriptor that becomes readable when pid ends (Linux 5.3+); None without one."""
+    if pid is None or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # an older kernel, or already gone (then the status pipe tells)
+        return None
 
 
 def classify(

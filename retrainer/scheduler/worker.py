@@ -82,12 +82,25 @@ class AttemptSpec:
         return self.log_dir / f"attempt-{self.attempt}.result.json"
 
 
-def run_attempt(spec: AttemptSpec, lifeline: Connection) -> None:
-    """multiprocessing target. Exit 0 with an ok result, or exit 1 with an error result."""
-    startup_ms = (time.time() - spec.submitted_at) * 1000.0
+def run_when_handed(inbox: Connection, lifeline: Connection) -> None:
+    """multiprocessing target of a process forked ahead of need: it waits for the one
+    attempt it will run, then runs it (one process per attempt, as ever; only the fork
+    and the interpreter's start are paid while the slot's previous item still runs)."""
+    # What does not depend on the attempt is done before it arrives.
     os.setsid()  # own session and process group: the supervisor kills the whole tree
     become_subreaper()
     _watch_lifeline(lifeline)
+    try:
+        spec = inbox.recv()
+    except (EOFError, OSError):  # not needed after all, or the scheduler is gone
+        os._exit(0)
+    inbox.close()
+    run_attempt(spec)
+
+
+def run_attempt(spec: AttemptSpec) -> None:
+    """Exit 0 with an ok result, or exit 1 with an error result."""
+    startup_ms = (time.time() - spec.submitted_at) * 1000.0
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     _redirect_output(spec.stdout_path)
     _limit_threads(spec.threads)
@@ -153,8 +166,8 @@ def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
     returned = trainer(ctx)
     metrics = checked_metrics(returned)
     metrics_path = spec.out_dir / "metrics.json"
-    if not metrics_path.exists():
-        atomic_write_json(metrics_path, metrics)
+    if not metrics_path.exists():  # fsynced by the scheduler with the other artifacts
+        atomic_write_json(metrics_path, metrics, durable=False)
     return metrics
 
 
@@ -270,7 +283,12 @@ def _limit_threads(threads: int) -> None:
             torch.set_num_interop_threads(threads)
         except RuntimeError:
             pass  # already fixed for this process; intra-op threads are what matter
-    blas_threadpools().limit(limits=threads)
+    # Only pools of another size: setting OpenBLAS's rebuilds its pool at once, and a new
+    # pool's threads busy-wait for their first work (about 0.1 s of a core each) even in
+    # an item that never calls BLAS. One of the forkserver's size is built on first use.
+    for pool in blas_threadpools().lib_controllers:
+        if pool.num_threads != threads:
+            pool.set_num_threads(threads)
 
 
 _THREADPOOLS: Any = None

@@ -13,18 +13,22 @@ class Driver(Protocol):
     def start(self) -> None:
         """Get ready to run attempts (e.g. start a preloaded forkserver)."""
 
+    def keep_warm(self, count: int, wait_s: float = 0.0) -> bool:
+        """Keep count attempts' processes prepared ahead of need. Waits up to wait_s for
+        them; True when no more waiting helps (all are ready, or preparing fails)."""
+
     def submit(self, spec: AttemptSpec, limits: AttemptLimits) -> Supervisor:
         """Start one attempt and hand back the supervisor that owns it."""
 
-    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> None:
-        """Block until one of the attempts ends or the timeout passes."""
+    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> bool:
+        """Block until one of the attempts ends (True) or the timeout passes."""
 
     def close(self) -> None: ...
 
 
-def make_driver(name: str, preload: Sequence[str]) -> Driver:
+def make_driver(name: str, preload: Sequence[str], threads: int = 1) -> Driver:
     if name == "local":
         from retrainer.scheduler.drivers.local import LocalDriver
 
-        return LocalDriver(preload)
+        return LocalDriver(preload, threads)
     raise ValueError(f"unknown driver {name!r}")
