@@ -57,7 +57,8 @@ def build_report(sizes: Sizes, cpu_item_s: float, sleep_s: float,
                  retrainer: Mapping[str, Sequence[Mapping[str, float]]],
                  peers: Mapping[str, Mapping[str, Any]], ledger_s: Mapping[str, Sequence[float]],
                  dry_run_s: Sequence[float], item_start_ms: Mapping[str, Sequence[float]],
-                 fork_floor_ms: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+                 fork_floor_ms: Mapping[str, Sequence[float]],
+                 driver_floor: Sequence[float] = ()) -> dict[str, Any]:
     batch = {key: [r["batch_s"] for r in runs] for key, runs in retrainer.items()}
     command = {key: [r["command_s"] for r in runs] for key, runs in retrainer.items()}
     systems: dict[str, Any] = {"retrainer": {
@@ -74,10 +75,13 @@ def build_report(sizes: Sizes, cpu_item_s: float, sleep_s: float,
     report = {"sizes": {"cpu_item_s": cpu_item_s, "sleep_s": sleep_s},
               "systems": systems, "targets": targets(sizes, systems["retrainer"], command,
                                                      ledger_s, dry_run_s)}
-    if item_start_ms.get("start"):
+    if item_start_ms:
         report["item_start_ms"] = {k: summarise(v) for k, v in item_start_ms.items()}
     if fork_floor_ms:
         report["fork_floor_ms"] = {k: _med_min(v) for k, v in fork_floor_ms.items()}
+    if driver_floor:  # efficiencies; "min" is the worst, as for retrainer's own
+        report["driver_floor_efficiency"] = {"median": statistics.median(driver_floor),
+                                             "max": max(driver_floor)}
     explain_misses(report, sizes)
     return report
 
@@ -93,8 +97,8 @@ def explain_misses(report: dict[str, Any], sizes: Sizes) -> None:
             f"cost {mine:.1f} ms per item by the same formula with retrainer's preload for "
             f"these trainers (its worker) and {bare:.1f} ms with nothing preloaded: a fork "
             f"and exit per item on shared cores; retrainer's own work per item is the "
-            f"remaining {overhead['median'] - mine:.1f} ms (the forkserver round trip, "
-            "metrics, result and manifest files, ledger lines, logs)")
+            f"remaining {overhead['median'] - mine:.1f} ms (the plan, the item's log, metrics "
+            "and result files, the manifest, ledger lines and their fsyncs, logs)")
     per_item = overhead["median"]  # at k=2 on 2 busy cores: about the CPU one item costs
     peers = {n: s["cpu_speedup"]["median"] for n, s in report["systems"].items()
              if n != "retrainer" and "cpu_speedup" in s}
@@ -108,15 +112,23 @@ def explain_misses(report: dict[str, Any], sizes: Sizes) -> None:
             f"the two cores, which are shared with other work{peer_text}")
     if not sleep["met"]:
         n, k = sizes.n_sleep, sizes.ks_sleep[-1]
-        waves = math.ceil(n / k) * report["sizes"]["sleep_s"]
-        own = per_item - floor["retrainer"]["median"] if floor else per_item
+        driver = report.get("driver_floor_efficiency")
+        floor_text = ""
+        if driver:
+            gap = 100 * driver["median"] - sleep["median"]
+            floor_text = (
+                f"retrainer's own process machinery with nothing around it "
+                f"(bench/driver_floor: the local driver with its warm processes and pidfds; no "
+                f"ledger, manifests, fsyncs or logs) reaches {100 * driver['median']:.1f}% "
+                f"(best {100 * driver['max']:.1f}%) in the same run, so the scheduler's own "
+                + (f"bookkeeping costs {gap:.1f} points" if gap > 0 else
+                   "bookkeeping costs nothing measurable")
+                + " and the rest is the process per item")
         sleep["why"] = (
-            f"sleeping costs nothing, but between two items of a slot the scheduler reaps, "
-            f"records and forks one item at a time (a forkserver round trip, the fsynced "
-            f"manifest and ledger line: about {own:.0f} ms of its own work per item, figure 1 "
-            f"less the fork floor); with {k} slots ending together these serial steps queue: "
-            f"{n} x {own:.0f} ms = {n * own / 1000:.1f} s beside the ideal {waves:.1f} s; "
-            "peers hand items to warm workers")
+            f"one fresh process per item: at each of the {math.ceil(n / k)} waves, {k} "
+            f"processes end and {k} start together on this machine's 2 cores (exit and "
+            f"start-up CPU, the forkserver's forks, the files each item writes); {floor_text}; "
+            "the peers keep warm workers that run item after item, without that isolation")
 
 
 def targets(sizes: Sizes, mine: Mapping[str, Any], command: Mapping[str, Sequence[float]],
@@ -177,10 +189,14 @@ def print_report(report: Mapping[str, Any]) -> None:
             _fmt(100 * top["efficiency"]) if top else "",
             _fmt(top.get("speedup")) if top else "",
         ])
-    print_table("the same workloads, side by side (warm pools; retrainer: first fork to "
-                "last reap)",
+    print_table("the same workloads, side by side (warm pools; retrainer: first hand-over "
+                "to last end, processes forked ahead as a pool is started)",
                 ["system", "item in own killable process", "start-up s", "no-op ms/item",
                  "cpu speedup k=2", "sleep eff. k=max %", "sleep speedup k=max"], rows)
+    if "driver_floor_efficiency" in report:
+        floor = report["driver_floor_efficiency"]
+        print(f"\nsleep floor, retrainer's local driver alone at k=max: "
+              f"{100 * floor['median']:.1f}% (best {100 * floor['max']:.1f}%)")
     if "fork_floor_ms" in report:
         print_table("the floor: bare forkserver processes, empty function, same formula (ms)",
                     ["forkserver preload", "median", "min"],

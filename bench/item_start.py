@@ -2,9 +2,10 @@
 
     python -m bench.item_start [--n 40]
 
-"start" is from the supervisor's spawn() call to the child's first line of run_attempt
-(the child reports it); "round trip" is spawn to reaped for a no-op trainer, which adds
-loading the symbol's data, the trainer call and the result file.
+"start" is from the driver's submit() to the child's first line of run_attempt (the child
+reports it), for a process forked on demand and for one forked ahead of need, waiting to
+be handed its attempt (as in a run); "round trip" is submit to reaped for a no-op trainer,
+which adds the trainer call and the result file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from retrainer.scheduler.supervisor import AttemptLimits
 from retrainer.scheduler.worker import AttemptSpec
 
 HEAVY_IMPORTS = "import torch, pandas, pyarrow.parquet"
+SETTLE_S = 0.2
 
 
 def _spec(folder: Path, symbol: str, n: int) -> AttemptSpec:
@@ -35,29 +37,37 @@ def _spec(folder: Path, symbol: str, n: int) -> AttemptSpec:
     )
 
 
-def measure_forked(folder: Path, n: int) -> tuple[list[float], list[float]]:
+def measure_forked(folder: Path, n: int) -> dict[str, list[float]]:
+    """Start and round-trip times (ms) of items forked on demand and handed to a process
+    that was forked ahead of need, alternately."""
     # bench.common: each child re-imports this main module (multiprocessing's fix-up), and
     # with it bench.common's pandas, which must come preloaded as in a real run.
     driver = LocalDriver(["bench.trainers", "bench.common"])
     driver.start()
-    starts, round_trips = [], []
+    samples: dict[str, list[float]] = {}
     try:
-        for i in range(n + 3):  # the first ones wait for the forkserver's imports
+        for i in range(2 * (n + 3)):  # the first ones wait for the forkserver's imports
+            warm = i % 2 == 1
+            if warm:  # forked, and given the time a run gives it: the slot's item runs
+                driver.keep_warm(1, wait_s=60)
+                time.sleep(SETTLE_S)
             spec = _spec(folder, "S00000", i + 1)
             spec.out_dir.mkdir(parents=True)
             began = time.perf_counter()
             supervisor = driver.submit(spec, AttemptLimits(timeout_s=60, kill_grace_s=1))
+            driver.keep_warm(0)
             while not supervisor.is_done():
                 driver.wait([supervisor], 1.0)
             outcome = supervisor.reap()
             elapsed_ms = (time.perf_counter() - began) * 1000
             assert outcome.startup_ms is not None, outcome.reason
-            if i >= 3:
-                starts.append(outcome.startup_ms)
-                round_trips.append(elapsed_ms)
+            if i >= 6:
+                how = "warm" if warm else "forked"
+                samples.setdefault(f"{how}_start_ms", []).append(outcome.startup_ms)
+                samples.setdefault(f"{how}_round_trip_ms", []).append(elapsed_ms)
     finally:
         driver.close()
-    return starts, round_trips
+    return samples
 
 
 def measure_fresh_interpreter(n: int) -> list[float]:
@@ -76,19 +86,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_tiny_universe(folder / "data", 1)
-        starts, round_trips = measure_forked(folder, args.n)
+        forked = measure_forked(folder, args.n)
     fresh = measure_fresh_interpreter(max(3, args.n // 8))
-    results = {
-        "forked_start_ms": summarise(starts),
-        "forked_round_trip_ms": summarise(round_trips),
-        "fresh_interpreter_ms": summarise(fresh),
-    }
+    results = {name: summarise(values) for name, values in forked.items()}
+    results["fresh_interpreter_ms"] = summarise(fresh)
     print_table(
         "Item start cost (ms)", ["what", "median", "min", "p90", "n"],
         [[name, r["median"], r["min"], r["p90"], int(r["n"])] for name, r in results.items()],
     )
     speedup = results["fresh_interpreter_ms"]["median"] / results["forked_start_ms"]["median"]
     print(f"\nforked start is {speedup:.0f}x cheaper than a fresh interpreter importing torch")
+    warm = results["forked_start_ms"]["median"] / results["warm_start_ms"]["median"]
+    print(f"a process forked ahead of need starts its attempt {warm:.0f}x sooner again")
     write_results("item_start", {**results, "speedup": speedup})
 
 

@@ -2,9 +2,10 @@
 per item, artifacts with sha256, the summary.
 
 Two walls come back. `command_s` is the whole command, interpreter start to exit: the
-figure a cron job pays. `batch_s` runs from the first attempt's fork to the last one's
-end, read from the ledger: the scheduling itself, comparable to a peer's warm pool
-(the forkserver's one-off torch import, about 1.5 s, is not in it; `command_s` has it).
+figure a cron job pays. `batch_s` runs from the first attempt's hand-over to the last
+one's end, read from the ledger: the scheduling itself, comparable to a peer's warm pool
+(the forkserver's one-off imports and the first wave's processes, forked before it
+starts as a pool is started, are not in it; `command_s` has them).
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ class Measurements:
     dry_run_s: list[float] = field(default_factory=list)
     item_start_ms: dict[str, list[float]] = field(default_factory=dict)
     fork_floor_ms: dict[str, list[float]] = field(default_factory=dict)
+    driver_floor: list[float] = field(default_factory=list)  # sleep efficiency, top k
 
 
 def job_key(kind: str, n: int, k: int) -> str:
@@ -84,6 +85,18 @@ def measure_retrainer(work: Path, universe: dict[int, Universe], sizes: Sizes,
                 {"command_s": timing.command_s, "batch_s": timing.batch_s})
             print(f"  retrainer {kind} n={n} k={k} repeat {repeat + 1}: "
                   f"command {timing.command_s:.2f} s, batch {timing.batch_s:.2f} s", flush=True)
+            if kind == "sleep" and k == sizes.ks_sleep[-1]:  # its floor, side by side
+                out.driver_floor.append(driver_floor_efficiency(n, k))
+                print(f"  driver floor sleep n={n} k={k}: {out.driver_floor[-1]:.1%}",
+                      flush=True)
+
+
+def driver_floor_efficiency(n: int, k: int) -> float:
+    """retrainer's local driver alone, no bookkeeping (bench/driver_floor.py)."""
+    command = [sys.executable, "-c", "from bench.driver_floor import main; main()",
+               "--n", str(n), "--k", str(k)]
+    result = _floor_result(command)
+    return float(result["efficiency"])
 
 
 def measure_dry_run(work: Path, universe: Universe, sizes: Sizes, out: Measurements) -> None:
@@ -105,8 +118,7 @@ def measure_item_start(work: Path, sizes: Sizes, out: Measurements) -> None:
 
     folder = work / "item-start"
     write_tiny_universe(folder / "data", 1)
-    starts, round_trips = measure_forked(folder, sizes.item_start_n)
-    out.item_start_ms = {"start": starts, "round_trip": round_trips}
+    out.item_start_ms = measure_forked(folder, sizes.item_start_n)
 
 
 def measure_fork_floor(sizes: Sizes, out: Measurements) -> None:
@@ -115,15 +127,19 @@ def measure_fork_floor(sizes: Sizes, out: Measurements) -> None:
         for preload in ("retrainer", "none"):
             command = [sys.executable, "-m", "bench.fork_floor", "--preload", preload,
                        "--n", str(min(sizes.n_noop, 200)), "--k", str(sizes.k_noop)]
-            done = subprocess.run(command, cwd=REPO, env={**_base_env()}, capture_output=True,
-                                  text=True, timeout=600)
-            line = next((x for x in done.stdout.splitlines() if x.startswith("FLOOR_RESULT ")),
-                        None)
-            if line is None:
-                raise RuntimeError(f"fork_floor exited {done.returncode}:\n{done.stderr}")
-            result = json.loads(line.removeprefix("FLOOR_RESULT "))
+            result = _floor_result(command)
             out.fork_floor_ms.setdefault(preload, []).append(result["per_item_ms"])
     print(f"  fork floor ms/item: {out.fork_floor_ms}", flush=True)
+
+
+def _floor_result(command: list[str]) -> dict[str, Any]:
+    done = subprocess.run(command, cwd=REPO, env=_base_env(), capture_output=True, text=True,
+                          timeout=600)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("FLOOR_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{command[1:3]} exited {done.returncode}:\n{done.stderr}")
+    loaded: dict[str, Any] = json.loads(line.removeprefix("FLOOR_RESULT "))
+    return loaded
 
 
 def _base_env() -> dict[str, str]:
@@ -207,7 +223,8 @@ def run_suite(sizes: Sizes, results_dir: Path) -> dict[str, Any]:
         measure_peers(sizes, out)
     raw = {"sizes": asdict(sizes), "cpu_item_s": out.cpu_item_s, "retrainer": out.retrainer,
            "peers": out.peers, "ledger_update_s": out.ledger_s, "dry_run_s": out.dry_run_s,
-           "item_start_ms": out.item_start_ms, "fork_floor_ms": out.fork_floor_ms}
+           "item_start_ms": out.item_start_ms, "fork_floor_ms": out.fork_floor_ms,
+           "driver_floor": out.driver_floor}
     return report_from_raw(raw, results_dir)
 
 
@@ -219,7 +236,8 @@ def report_from_raw(raw: dict[str, Any], results_dir: Path,
     sizes = Sizes(**sizes_raw)
     report = figures.build_report(sizes, raw["cpu_item_s"], SLEEP_S, raw["retrainer"],
                                   raw["peers"], raw["ledger_update_s"], raw["dry_run_s"],
-                                  raw["item_start_ms"], raw["fork_floor_ms"])
+                                  raw["item_start_ms"], raw["fork_floor_ms"],
+                                  raw.get("driver_floor", []))
     figures.print_report(report)
     write_results("suite", {"report": report, "raw": raw}, results_dir, meta)
     try:

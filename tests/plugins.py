@@ -166,6 +166,11 @@ def _threads(ctx: TrainContext) -> Any:
             "blas_threads": max((p["num_threads"] for p in threadpool_info()), default=0)}
 
 
+def _modules(ctx: TrainContext) -> Any:
+    """Which of the scheduler's own modules the item's process holds."""
+    return {name: name in sys.modules for name in ("retrainer.cli", "typer", "pydantic")}
+
+
 BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "partial_then_fail": _partial_then_fail,
     "corrupt_partial_then_fail": lambda ctx: _partial_then_fail(ctx, corrupt=True),
@@ -174,7 +179,7 @@ BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "garbage": _garbage, "fail_once": _fail_once, "slow": _slow,
     "daemon_then_crash": _daemon_then_crash, "daemon_then_ok": _daemon_then_ok,
     "alloc": _alloc, "alloc_in_child": _alloc_in_child, "big_artifact": _big_artifact,
-    "threads": _threads,
+    "threads": _threads, "modules": _modules,
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from retrainer.scheduler.drivers.local import LocalDriver
 from retrainer.scheduler.items import ItemState, Outcome
 from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import AttemptSpec
-from tests.conftest import RunCli, read_json
+from tests.conftest import RunCli, cli_env, read_json
 from tests.test_item_faults import faulty_config, symbols_of
 
 LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
@@ -144,3 +146,19 @@ def test_a_run_sizes_the_forkservers_blas_for_its_items_so_none_is_rebuilt_at_st
         assert metrics["budget"] == max(1, usable_cpu_count() // 2)
         assert metrics["blas_threads"] == metrics["budget"]
         assert metrics["os_threads"] == 2  # no pool built, and spinning, before first use
+
+
+@pytest.mark.parametrize("launcher", ["python -m retrainer", "console script"])
+def test_attempts_never_load_the_cli_however_retrainer_was_started(
+        launcher: str, tmp_path: Path, small_data: Path) -> None:
+    # multiprocessing re-runs the main module in each child: it must not pull in the CLI.
+    symbol = symbols_of(small_data)[0]
+    config = faulty_config(tmp_path, small_data, {symbol: "modules"})
+    command = ([sys.executable, "-m", "retrainer"] if launcher == "python -m retrainer"
+               else [str(Path(sys.executable).parent / "retrainer")])
+    done = subprocess.run([*command, "run", "--config", str(config)], cwd=tmp_path,
+                          env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    status = read_json(tmp_path / "root" / "runs" / run_day(now_utc()) / "status.json")
+    assert status["symbols"][symbol]["metrics"] == {
+        "retrainer.cli": False, "typer": False, "pydantic": False}

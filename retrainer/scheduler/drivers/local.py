@@ -26,10 +26,10 @@ from retrainer.scheduler.preload import PRELOAD_ENV
 from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import THREAD_ENV_VARS, AttemptSpec
 
-# retrainer.cli: children re-run the console script's imports (multiprocessing re-imports
-# the main module), which must then cost nothing. The heavy modules (torch) come from the
-# trainer's preload_modules: a forkserver that holds torch forks about 7 ms slower.
-BASE_PRELOAD = ("retrainer.scheduler.worker", "retrainer.cli")
+# What every attempt runs. The heavy modules (torch) come from the trainer's
+# preload_modules: a forkserver that holds torch forks about 7 ms slower. Not the CLI:
+# the children's re-run of the main module (retrainer.__main__) does not import it.
+BASE_PRELOAD = ("retrainer.scheduler.worker",)
 
 
 class LocalDriver:

@@ -1,0 +1,88 @@
+"""The floor under the sleep figure: retrainer's process machinery with nothing around it.
+
+    python -c 'from bench.driver_floor import main; main()' --n 64 --k 16
+
+(Run through -c: a main module would be re-run in every child by multiprocessing, which
+a run's children do not pay, retrainer.__main__ being one line.)
+
+The local driver as a run uses it (a fresh process per item, forked ahead of need and
+handed its attempt; its end seen by pidfd), driven by a bare loop: no plan, ledger,
+manifests, fsyncs or log lines of the scheduler's own. Each item is the bench sleep
+trainer. Prints the wall from the first hand-over to the last end, and the efficiency
+against the ideal (waves x the sleep), as the suite computes retrainer's. What retrainer
+loses beyond this floor is its bookkeeping; what this floor loses is what a process per
+item costs on this machine (forking, starting and ending k processes at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from bench.item_start import SETTLE_S
+from bench.workloads import SLEEP_S
+from retrainer.costs import SymbolCosts
+from retrainer.scheduler.drivers.local import LocalDriver
+from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
+from retrainer.scheduler.worker import AttemptSpec
+
+LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
+
+
+def _spec(folder: Path, i: int) -> AttemptSpec:
+    symbol = f"S{i:05d}"
+    out_dir = folder / "out" / symbol
+    out_dir.mkdir(parents=True)
+    return AttemptSpec(
+        run_id="floor", symbol=symbol, attempt=1, data_path=folder / "none.parquet",
+        min_rows=1, costs=SymbolCosts(symbol, 10.0, 2.0, 1.0, 100).to_dict(),
+        out_dir=out_dir, log_dir=folder / "logs" / symbol, engine_log=folder / "engine.log",
+        trainer="bench.trainers:sleep", params={}, seed=1, device="cpu", threads=1)
+
+
+def wall_s(folder: Path, n: int, k: int) -> float:
+    driver = LocalDriver(["bench.trainers"])
+    driver.start()
+    try:
+        driver.keep_warm(min(k, n), wait_s=60)
+        time.sleep(SETTLE_S)  # as a run's first wave: forked while the plan was recorded
+        running: list[Supervisor] = []
+        ending: list[Supervisor] = []
+        started = 0
+        began = last_end = time.perf_counter()
+        while started < n or running or ending:
+            while started < n and len(running) < k:
+                running.append(driver.submit(_spec(folder, started), LIMITS))
+                started += 1
+            driver.keep_warm(min(k, n - started))
+            driver.wait([*running, *ending], 1.0)
+            for supervisor in [s for s in running if s.has_ended()]:
+                running.remove(supervisor)
+                ending.append(supervisor)
+                last_end = time.perf_counter()  # as a run's ended_at: when the end is seen
+            for supervisor in [s for s in ending if s.is_done()]:
+                ending.remove(supervisor)
+                supervisor.reap()
+        return last_end - began
+    finally:
+        driver.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--k", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="retrainer-driver-floor-") as tmp:
+        wall = wall_s(Path(tmp), args.n, args.k)
+    ideal = math.ceil(args.n / args.k) * SLEEP_S
+    result = {"n": args.n, "k": args.k, "wall_s": wall, "efficiency": ideal / wall}
+    print("FLOOR_RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
