@@ -7,11 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from retrainer.artifacts import now_utc, run_day
@@ -22,7 +20,7 @@ from retrainer.scheduler.items import ItemState, Outcome
 from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
 from retrainer.scheduler.worker import AttemptSpec
 from tests.conftest import RunCli, cli_env, read_json
-from tests.test_item_faults import faulty_config, symbols_of
+from tests.test_item_faults import assert_all_dead, faulty_config, symbols_of
 
 LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
 
@@ -79,16 +77,6 @@ def warm_pids(driver: LocalDriver, count: int) -> list[int]:
     return [warm.process.pid for warm in pool._ready if warm.process.pid]
 
 
-def assert_gone(pids: list[int], within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p)
-                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.02)
-    assert not alive, f"still alive: {alive}"
-
-
 def test_each_attempt_gets_a_fresh_process_forked_before_it_was_needed(
         driver: LocalDriver, tmp_path: Path) -> None:
     waiting = warm_pids(driver, 2)
@@ -108,7 +96,7 @@ def test_a_warm_process_killed_while_it_waited_is_replaced_and_the_attempt_runs(
         driver: LocalDriver, tmp_path: Path) -> None:
     (victim,) = warm_pids(driver, 1)
     os.kill(victim, signal.SIGKILL)
-    assert_gone([victim])
+    assert_all_dead([victim])
     supervisor = driver.submit(spec_for(tmp_path, "ok"), LIMITS)
     assert supervisor.pid != victim
     assert run_to_end(driver, supervisor).state is ItemState.SUCCESS
@@ -124,11 +112,11 @@ def test_warm_processes_beyond_the_count_and_at_close_end_without_running_anythi
         waiting = warm_pids(local, 3)
         local.keep_warm(1)
         kept = warm_pids(local, 1)
-        assert_gone([p for p in waiting if p not in kept])
+        assert_all_dead([p for p in waiting if p not in kept])
     finally:
         local.close()
     assert kept and set(kept) <= set(waiting)
-    assert_gone(kept)
+    assert_all_dead(kept)
     assert not (tmp_path / "pids").exists()  # none of them ran a trainer
 
 

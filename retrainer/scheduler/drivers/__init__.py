@@ -20,8 +20,9 @@ class Driver(Protocol):
     def submit(self, spec: AttemptSpec, limits: AttemptLimits) -> Supervisor:
         """Start one attempt and hand back the supervisor that owns it."""
 
-    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> bool:
-        """Block until one of the attempts ends (True) or the timeout passes."""
+    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> None:
+        """Block until one of the attempts has news (its end, then its exit status) or
+        the timeout passes."""
 
     def close(self) -> None: ...
 

@@ -77,11 +77,11 @@ class LocalDriver:
             warm.inbox.close()
             return Supervisor(spec, warm.process, limits)
 
-    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> bool:
+    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> None:
         if running:
-            return bool(wait([s.sentinel for s in running], timeout=max(0.0, timeout_s)))
-        time.sleep(max(0.0, timeout_s))  # only retries waiting out their backoff
-        return False
+            wait([s.sentinel for s in running], timeout=max(0.0, timeout_s))
+        else:  # only retries waiting out their backoff: sleep rather than spin
+            time.sleep(max(0.0, timeout_s))
 
     def close(self) -> None:
         if self._warm is not None:
