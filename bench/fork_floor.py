@@ -1,12 +1,15 @@
-"""The floor under retrainer's per-item overhead: bare forkserver processes, no scheduler.
+"""The floor under retrainer's per-item overhead: a fresh process per item, no scheduler.
 
-    python -m bench.fork_floor --preload retrainer|none --n 200 --k 2
+    python -m bench.fork_floor --via zygote|forkserver --n 200 --k 2
 
-Starts n processes that run an empty function, k at a time, from a forkserver that has
-imported what retrainer's local driver preloads for the bench trainers (its worker) or
-nothing, and reports (wall / n) x k in ms: the same formula as the overhead figure.
-What is left of retrainer's figure above this is the scheduler's own work. One variant
-per interpreter: a process has one forkserver.
+Starts n processes, k at a time, each preloaded with what retrainer's local driver
+preloads for the bench trainers (its worker), and reports (wall / n) x k in ms: the same
+formula as the overhead figure. "zygote" is retrainer's own (drivers/zygote.py): each
+process is forked, starts its session and lifeline as an attempt does, and exits at once,
+handed nothing. "forkserver" is multiprocessing's forkserver running an empty function:
+the generic machinery the zygote replaced. What is left of retrainer's figure above the
+zygote's floor is the scheduler's own work and the item's files. One variant per
+interpreter: a process has one forkserver.
 """
 
 from __future__ import annotations
@@ -15,25 +18,25 @@ import argparse
 import json
 import multiprocessing
 import os
+import select
 import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
-# No module-level imports beyond the standard library: each child re-imports this module
-# (multiprocessing's main-module fixup), and "none" must stay empty.
+from retrainer.scheduler.drivers.local import BASE_PRELOAD
+from retrainer.scheduler.drivers.zygote import Zygote, ZygoteChild
+from retrainer.scheduler.supervisor import _open_pidfd
+
+PRELOAD = [*BASE_PRELOAD, "bench.trainers"]
 
 
 def _empty() -> None:
     return None
 
 
-def per_item_ms(preload: list[str], n: int, k: int) -> float:
+def forkserver_ms(n: int, k: int) -> float:
     context = multiprocessing.get_context("forkserver")
-    if preload:  # as retrainer's local driver does it, warm-up included
-        from retrainer.scheduler.preload import PRELOAD_ENV
-
-        os.environ[PRELOAD_ENV] = ",".join(preload)
-        context.set_forkserver_preload(["retrainer.scheduler.preload"])
+    context.set_forkserver_preload(PRELOAD)
     warm = context.Process(target=_empty)  # waits for the forkserver's imports
     warm.start()
     warm.join()
@@ -53,18 +56,57 @@ def per_item_ms(preload: list[str], n: int, k: int) -> float:
     return (time.perf_counter() - began) / n * k * 1000
 
 
+def zygote_ms(n: int, k: int) -> float:
+    zygote = Zygote()
+    lifeline_r, lifeline_w = os.pipe()
+    zygote.start(PRELOAD, {}, lifeline_r)
+    os.close(lifeline_r)
+    try:
+        _run_one(zygote)  # waits for the zygote's imports
+        began = time.perf_counter()
+        running: dict[int, ZygoteChild] = {}  # by pidfd
+        started = 0
+        while started < n or running:
+            while started < n and len(running) < k:
+                child = _run_one(zygote, wait_for_it=False)
+                pidfd = _open_pidfd(child.pid)
+                assert pidfd is not None, "needs Linux 5.3+ (pidfd_open)"
+                running[pidfd] = child
+                started += 1
+            ended, _, _ = select.select(list(running), [], [])
+            for pidfd in ended:
+                child = running.pop(pidfd)
+                os.close(pidfd)
+                child.join()
+                child.close()
+        return (time.perf_counter() - began) / n * k * 1000
+    finally:
+        zygote.close()
+        os.close(lifeline_w)
+
+
+def _run_one(zygote: Zygote, wait_for_it: bool = True) -> ZygoteChild:
+    """A process handed nothing: its inbox closes at once, so it exits."""
+    inbox_r, inbox_w = os.pipe()
+    try:
+        child = zygote.fork(inbox_r)
+    finally:
+        os.close(inbox_r)
+        os.close(inbox_w)
+    if wait_for_it:
+        child.join()
+        child.close()
+    return child
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preload", choices=["retrainer", "none"], required=True)
+    parser.add_argument("--via", choices=["zygote", "forkserver"], required=True)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--k", type=int, default=2)
     args = parser.parse_args()
-    preload: list[str] = []
-    if args.preload == "retrainer":
-        from retrainer.scheduler.drivers.local import BASE_PRELOAD
-
-        preload = [*BASE_PRELOAD, "bench.trainers"]
-    result = {"preload": args.preload, "per_item_ms": per_item_ms(preload, args.n, args.k)}
+    measure = zygote_ms if args.via == "zygote" else forkserver_ms
+    result = {"via": args.via, "per_item_ms": measure(args.n, args.k)}
     print("FLOOR_RESULT " + json.dumps(result), flush=True)
 
 

@@ -122,13 +122,14 @@ def measure_item_start(work: Path, sizes: Sizes, out: Measurements) -> None:
 
 
 def measure_fork_floor(sizes: Sizes, out: Measurements) -> None:
-    """Bare forkserver processes at the overhead figure's k: the floor under its figure."""
+    """Bare processes at the overhead figure's k: the floor under its figure, through
+    retrainer's zygote and through multiprocessing's forkserver."""
     for _ in range(sizes.repeats):
-        for preload in ("retrainer", "none"):
-            command = [sys.executable, "-m", "bench.fork_floor", "--preload", preload,
+        for via in ("zygote", "forkserver"):
+            command = [sys.executable, "-m", "bench.fork_floor", "--via", via,
                        "--n", str(min(sizes.n_noop, 200)), "--k", str(sizes.k_noop)]
             result = _floor_result(command)
-            out.fork_floor_ms.setdefault(preload, []).append(result["per_item_ms"])
+            out.fork_floor_ms.setdefault(via, []).append(result["per_item_ms"])
     print(f"  fork floor ms/item: {out.fork_floor_ms}", flush=True)
 
 

@@ -45,7 +45,7 @@ def trained_root(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> 
 def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("chromium")
     if binary is None:
-        pytest.fail("chromium is not installed: run `make chromium` (Debian's package)")
+        pytest.fail("chromium is not installed: `make test` installs it (Debian's package)")
     return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],
                           capture_output=True, text=True, timeout=120)
 

@@ -19,8 +19,8 @@ from collections.abc import Collection
 import psutil
 
 _PR_SET_CHILD_SUBREAPER = 36
-# The multiprocessing helpers (forkserver, resource tracker) are the scheduler's own.
-_OWN_HELPERS = ("from multiprocessing.forkserver import", "from multiprocessing.resource_tracker")
+# The scheduler's own helper, the zygote that forks the attempts.
+_OWN_HELPERS = ("from retrainer.scheduler.drivers.zygote import",)
 
 
 def become_subreaper() -> bool:
@@ -88,7 +88,7 @@ def kill_descendants(pid: int | None = None) -> list[int]:
 
 def sweep_adopted_orphans(spare: Collection[int] = ()) -> list[int]:
     """Kill the children this process did not start on purpose: orphans it adopted as a
-    subreaper. The multiprocessing helpers and the pids in spare are left alone."""
+    subreaper. The scheduler's helpers and the pids in spare are left alone."""
     orphans = [child for child in _processes(child_pids(os.getpid()))
                if child.pid not in spare and not _is_own_helper(child)]
     victims = list(orphans)

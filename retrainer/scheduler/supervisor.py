@@ -15,9 +15,8 @@ import select
 import signal
 import time
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -37,8 +36,28 @@ class AttemptLimits:
     memory_cap_mb: int | None = None
 
 
+class AttemptProcess(Protocol):
+    """The driver's handle on an attempt's process: what the supervisor needs of it."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def sentinel(self) -> int:
+        """Readable when the exit status may have arrived."""
+
+    @property
+    def exitcode(self) -> int | None:
+        """Once known: the exit code, or minus the signal that killed it. Never blocks."""
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Supervisor:
-    def __init__(self, spec: AttemptSpec, process: BaseProcess, limits: AttemptLimits) -> None:
+    def __init__(self, spec: AttemptSpec, process: AttemptProcess,
+                 limits: AttemptLimits) -> None:
         """process has just been handed spec: its time, and its deadline, start now."""
         self.spec = spec
         self.process = process
@@ -71,7 +90,7 @@ class Supervisor:
     # -- monitor ---------------------------------------------------------------
     def has_ended(self) -> bool:
         """The process is gone, seen by the kernel's pidfd at once. Its exit status comes
-        later, from the forkserver (its parent), which may be busy forking."""
+        later, from the zygote (its parent), which may be busy forking."""
         if not self._ended:
             if self._pidfd is None:
                 self._ended = self.process.exitcode is not None

@@ -1,30 +1,22 @@
 """Attempt processes forked ahead of need, by a thread of their own.
 
-A fork through the forkserver is a round trip of about 4 ms (more on busy cores) that
-whoever asks for it waits out. The pool's thread pays it while the slot's current item
-runs, so between two items the scheduler's loop only hands the next attempt over a pipe.
-Each process still runs exactly one attempt and is never reused.
-
-multiprocessing polls its registered children from every Process.start(), and two
-threads reading one child's exit status would each get half of it: so every start
-happens under one lock and the process leaves multiprocessing's registry before the lock
-is released. From then on only the driver's own calls (join, exitcode) look at it.
+A fork through the zygote is a round trip of a few milliseconds (more on busy cores, and
+with torch preloaded) that whoever asks for it waits out. The pool's thread pays it while
+the slot's current item runs, so between two items the scheduler's loop only hands the
+next attempt over a pipe. Each process still runs exactly one attempt and is never reused.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from multiprocessing import process as mp_process
 from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import NamedTuple
 
-from retrainer.scheduler.worker import run_when_handed
+from retrainer.scheduler.drivers.zygote import Zygote, ZygoteChild
 
 DISMISS_WAIT_S = 2.0
 FORK_RETRY_S = 1.0  # after a failed fork (forkserver gone): submit() reports the error
@@ -33,15 +25,13 @@ FORK_RETRY_S = 1.0  # after a failed fork (forkserver gone): submit() reports th
 class WarmProcess(NamedTuple):
     """A started child blocked in run_when_handed until its attempt is sent to inbox."""
 
-    process: BaseProcess
+    process: ZygoteChild
     inbox: Connection
 
 
 class WarmPool:
-    def __init__(self, context: BaseContext, lifeline: Connection) -> None:
-        self._context = context
-        self._lifeline = lifeline
-        self._start_lock = threading.Lock()
+    def __init__(self, zygote: Zygote) -> None:
+        self._zygote = zygote
         self._cond = threading.Condition()
         self._ready: deque[WarmProcess] = deque()
         self._wanted = 0
@@ -73,20 +63,15 @@ class WarmPool:
         return self.fork(), True
 
     def fork(self) -> WarmProcess:
-        inbox_r, inbox_w = multiprocessing.Pipe(duplex=False)
-        process = self._context.Process(  # type: ignore[attr-defined]
-            target=run_when_handed, args=(inbox_r, self._lifeline), name="retrainer:attempt",
-            daemon=False)
+        inbox_r, inbox_w = os.pipe()
         try:
-            with self._start_lock:
-                process.start()  # the read end's fd reached the forkserver inside start()
-                mp_process._children.discard(process)  # type: ignore[attr-defined]
+            process = self._zygote.fork(inbox_r)
         except BaseException:
-            inbox_w.close()
+            os.close(inbox_w)
             raise
         finally:
-            inbox_r.close()
-        return WarmProcess(process, inbox_w)
+            os.close(inbox_r)  # the new process holds it now
+        return WarmProcess(process, Connection(inbox_w, readable=False))
 
     def close(self) -> None:
         with self._cond:
