@@ -1,0 +1,115 @@
+"""The zygote that forks every attempt's process, driven directly: it reports each child's
+end by serial, survives the scheduler's orphan sweep, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from retrainer.scheduler.drivers.zygote import Zygote, ZygoteChild, ZygoteGone
+from retrainer.scheduler.reaper import sweep_adopted_orphans
+from tests.test_item_faults import assert_all_dead
+
+
+@pytest.fixture()
+def zygote() -> Iterator[Zygote]:
+    lifeline_r, lifeline_w = os.pipe()
+    started = Zygote()
+    started.start(["retrainer.scheduler.worker"], {}, lifeline_r)
+    os.close(lifeline_r)
+    yield started
+    started.close()
+    os.close(lifeline_w)
+
+
+def fork_waiting(zygote: Zygote) -> tuple[ZygoteChild, int]:
+    """A process waiting for its attempt, and the write end of its inbox."""
+    inbox_r, inbox_w = os.pipe()
+    try:
+        return zygote.fork(inbox_r), inbox_w
+    finally:
+        os.close(inbox_r)
+
+
+def test_a_process_handed_nothing_exits_zero_and_its_status_arrives_by_serial(
+        zygote: Zygote) -> None:
+    first, inbox = fork_waiting(zygote)
+    second, other_inbox = fork_waiting(zygote)
+    assert first.serial != second.serial and first.pid != second.pid
+    assert first.exitcode is None  # waiting for its attempt
+    os.close(inbox)
+    first.join(10)
+    assert first.exitcode == 0
+    assert second.exitcode is None  # still waiting: statuses are per child
+    os.close(other_inbox)
+    second.join(10)
+    assert second.exitcode == 0
+
+
+def test_a_killed_process_reports_minus_the_signal(zygote: Zygote) -> None:
+    child, inbox = fork_waiting(zygote)
+    try:
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        assert child.exitcode == -signal.SIGKILL
+    finally:
+        os.close(inbox)
+
+
+def test_each_process_starts_its_own_session_as_an_attempt_does(zygote: Zygote) -> None:
+    child, inbox = fork_waiting(zygote)
+    try:
+        assert child.pid is not None
+        deadline = time.monotonic() + 10
+        while os.getsid(child.pid) != child.pid:  # setsid() comes first in the child
+            assert time.monotonic() < deadline, "the child never started its session"
+            time.sleep(0.01)
+    finally:
+        os.close(inbox)
+        child.join(10)
+
+
+def test_the_schedulers_orphan_sweep_spares_the_zygote(zygote: Zygote) -> None:
+    assert zygote.pid is not None
+    sweep_adopted_orphans()
+    time.sleep(0.2)
+    assert psutil.Process(zygote.pid).status() != psutil.STATUS_ZOMBIE
+    child, inbox = fork_waiting(zygote)  # and it still forks
+    os.close(inbox)
+    child.join(10)
+    assert child.exitcode == 0
+
+
+def test_a_fork_after_the_zygote_died_says_so_and_closing_leaves_no_process(
+        zygote: Zygote) -> None:
+    waiting, inbox = fork_waiting(zygote)
+    assert zygote.pid is not None and waiting.pid is not None
+    os.kill(zygote.pid, signal.SIGKILL)
+    with pytest.raises(ZygoteGone, match="forks attempts is gone"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            child, extra = fork_waiting(zygote)
+            os.close(extra)
+            time.sleep(0.05)
+    os.close(inbox)  # the orphaned waiting process ends on its closed inbox
+    zygote_pid = zygote.pid
+    zygote.close()
+    assert_all_dead([zygote_pid, waiting.pid])
+
+
+def test_closing_the_zygote_ends_it_and_its_waiting_processes_end_with_their_inboxes(
+        zygote: Zygote) -> None:
+    waiting, inbox = fork_waiting(zygote)
+    zygote_pid, waiting_pid = zygote.pid, waiting.pid
+    assert zygote_pid is not None and waiting_pid is not None
+    zygote.close()
+    assert_all_dead([zygote_pid])
+    assert psutil.pid_exists(waiting_pid)  # closing the zygote does not touch its children
+    os.close(inbox)
+    assert_all_dead([waiting_pid])
