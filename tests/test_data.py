@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from retrainer.data import (
     read_tail,
 )
 from retrainer.errors import BadInputError, DataError
+from tests.conftest import REPO
 
 START = pd.Timestamp("2026-01-01T00:00:00Z")
 
@@ -430,3 +434,24 @@ def test_last_days_of_a_frame_counts_back_from_its_latest_bar(tmp_path: Path) ->
     assert len(last_days(frame, 1)) == 24
     assert len(last_days(frame, 30)) == 24 * 5
     assert last_days(frame.iloc[:0], 1).empty
+
+
+def test_the_plans_read_of_a_file_with_nulls_never_imports_pandas(tmp_path: Path) -> None:
+    # pandas costs every `retrainer run` 0.45 s of imports; the scheduler reads arrays only.
+    bars = pd.DataFrame({
+        "timestamp": pd.date_range("2026-01-01", periods=4, freq="h", tz="UTC"),
+        "open": [1.0, 1.0, 1.0, 1.0], "high": [2.0, 2.0, None, 2.0],
+        "low": [0.5, 0.5, 0.5, 0.5], "close": [1.5, 1.5, 1.5, 1.5],
+        "volume": [3.0, 3.0, 3.0, 3.0]})
+    path = tmp_path / "NULLS.parquet"
+    pq.write_table(pa.Table.from_pandas(bars, preserve_index=False).slice(1), path)
+    probe = (
+        "import sys\nfrom pathlib import Path\nfrom retrainer.data import read_columns, "
+        "float_column, timestamps_ns\n"
+        f"table = read_columns(Path({str(path)!r}), ['timestamp', 'high'])\n"
+        f"print(float_column(table.column('high'), 'high', Path('x')).tolist(), "
+        "timestamps_ns(table.column('timestamp'), Path('x'))[:1].tolist(), "
+        "'pandas' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.split() == ["[2.0,", "nan,", "2.0]", "[1767229200000000000]", "False"]
