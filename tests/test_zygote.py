@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
-from retrainer.scheduler.drivers.zygote import Zygote, ZygoteChild, ZygoteGone
+from retrainer.scheduler.drivers.zygote import LOST_STATUS, Zygote, ZygoteChild, ZygoteGone
 from retrainer.scheduler.reaper import sweep_adopted_orphans
+from tests.conftest import cli_env
 from tests.test_item_faults import assert_all_dead
 
 
@@ -113,3 +117,34 @@ def test_closing_the_zygote_ends_it_and_its_waiting_processes_end_with_their_inb
     assert psutil.pid_exists(waiting_pid)  # closing the zygote does not touch its children
     os.close(inbox)
     assert_all_dead([waiting_pid])
+
+
+def test_a_child_outliving_its_zygote_still_ends_and_says_its_status_was_lost(
+        zygote: Zygote) -> None:
+    waiting, inbox = fork_waiting(zygote)
+    assert zygote.pid is not None
+    os.kill(zygote.pid, signal.SIGKILL)
+    assert_all_dead([zygote.pid])
+    time.sleep(0.2)
+    assert waiting.exitcode is None  # still waiting for its attempt
+    os.close(inbox)
+    waiting.join(10)  # no hang: its own end is seen without the zygote
+    assert waiting.exitcode == LOST_STATUS  # reparented to init, which kept the status
+
+
+def test_a_subreaper_scheduler_reaps_the_children_of_a_dead_zygote_with_their_status(
+        tmp_path: Path) -> None:
+    # As a run does: the scheduler is a subreaper, so the orphans come to it.
+    script = (
+        "import os, signal, time\n"
+        "from retrainer.scheduler.drivers.zygote import Zygote\n"
+        "from retrainer.scheduler.reaper import become_subreaper\n"
+        "assert become_subreaper()\n"
+        "r, w = os.pipe(); z = Zygote(); z.start(['retrainer.scheduler.worker'], {}, r)\n"
+        "inbox_r, inbox_w = os.pipe(); child = z.fork(inbox_r); os.close(inbox_r)\n"
+        "os.kill(z.pid, signal.SIGKILL); time.sleep(0.5)\n"
+        "os.kill(child.pid, signal.SIGTERM); child.join(10)\n"
+        "print(child.exitcode)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=cli_env())
+    assert done.stdout.strip() == str(-signal.SIGTERM), done.stderr

@@ -41,6 +41,8 @@ REPLY = struct.Struct("=qq")  # pid (or -errno), serial
 STATUS = struct.Struct("=qq")  # serial, wait status
 # How the scheduler's orphan sweep recognises it (reaper._OWN_HELPERS).
 ENTRY = "from retrainer.scheduler.drivers.zygote import serve; serve()"
+# The exit code of a child whose status died with the zygote (multiprocessing's too).
+LOST_STATUS = 255
 CLOSE_WAIT_S = 5.0
 
 
@@ -128,7 +130,8 @@ class Statuses:
         self._lock = threading.Lock()
         self._codes: dict[int, int] = {}
         self._pending = b""
-        self._eof = False
+        self.gone = False  # the zygote exited: no status will come any more
+        self._closed = False
 
     def poll(self, serial: int) -> int | None:
         """The child's exit code (negative: killed by that signal) once it was reaped."""
@@ -137,7 +140,7 @@ class Statuses:
 
     def wait(self, serial: int, timeout_s: float | None) -> int | None:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while (code := self.poll(serial)) is None and not self._eof:
+        while (code := self.poll(serial)) is None and not self.gone:
             left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
             if left <= 0:
                 break
@@ -151,20 +154,19 @@ class Statuses:
 
     def close(self) -> None:
         with self._lock:
-            if not self._eof:
-                self._eof = True
+            if not self._closed:
+                self._closed = self.gone = True
                 os.close(self.fd)
 
     def _drain(self) -> None:
         with self._lock:
-            while not self._eof:
+            while not self.gone:
                 try:
                     chunk = os.read(self.fd, 1 << 16)
                 except BlockingIOError:
                     break
-                if not chunk:  # the zygote is gone: nothing more will come
-                    self._eof = True
-                    os.close(self.fd)
+                if not chunk:  # the zygote is gone (the fd stays open: readable at EOF)
+                    self.gone = True
                     break
                 self._pending += chunk
             whole = len(self._pending) - len(self._pending) % STATUS.size
@@ -180,6 +182,9 @@ class ZygoteChild:
         self.pid: int | None = pid
         self.serial = serial
         self._statuses = statuses
+        self._code: int | None = None
+        # Only for telling its end should the zygote die before reporting it.
+        self._pidfd = _open_pidfd(pid)
 
     @property
     def sentinel(self) -> int:
@@ -188,18 +193,56 @@ class ZygoteChild:
 
     @property
     def exitcode(self) -> int | None:
-        return self._statuses.poll(self.serial)
+        if self._code is None:
+            self._code = self._statuses.poll(self.serial)
+            if self._code is None and self._statuses.gone:
+                self._code = self._status_without_zygote()
+        return self._code
 
     def join(self, timeout: float | None = None) -> None:
-        self._statuses.wait(self.serial, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.exitcode is None:
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if left <= 0:
+                return
+            if self._statuses.gone:  # no status pipe to wait on: its own end, or a poll
+                waitable = [self._pidfd] if self._pidfd is not None else []
+                select.select(waitable, [], [], min(left, 0.05))
+            else:
+                self._statuses.wait(self.serial, left)
 
     def kill(self) -> None:
-        if self.pid is not None and self.exitcode is None:
+        if self.pid is not None and self._statuses.poll(self.serial) is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
         self._statuses.forget(self.serial)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _status_without_zygote(self) -> int | None:
+        """The zygote died: its children were reparented, to the scheduler if it is a
+        subreaper (which then reaps them here, with their real status), else to init."""
+        assert self.pid is not None
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # not ours: its end is known, its status is not
+            return LOST_STATUS if self._ended() else None
+        return os.waitstatus_to_exitcode(status) if pid else None
+
+    def _ended(self) -> bool:
+        if self._pidfd is None:
+            return True
+        return bool(select.select([self._pidfd], [], [], 0)[0])
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):  # gone already, or no pidfds (Linux < 5.3)
+        return None
 
 
 # -- the zygote's end --------------------------------------------------------------------
