@@ -15,6 +15,7 @@ import ctypes
 import os
 import signal
 from collections.abc import Collection
+from typing import Any
 
 import psutil
 
@@ -23,13 +24,20 @@ _PR_SET_CHILD_SUBREAPER = 36
 _OWN_HELPERS = ("from retrainer.scheduler.drivers.zygote import",)
 
 
+def _libc_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once, at import: in the zygote, not again in every attempt's process.
+_PRCTL = _libc_prctl()
+
+
 def become_subreaper() -> bool:
     """Adopt orphaned descendants; False where the kernel does not offer it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
+    return _PRCTL is not None and _PRCTL(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def child_pids(pid: int) -> list[int]:

@@ -272,8 +272,10 @@ def _redirect_output(path: Path) -> None:
 
 
 def _limit_threads(threads: int) -> None:
-    for name in THREAD_ENV_VARS:  # for anything the trainer starts
-        os.environ[name] = str(threads)
+    budget = str(threads)
+    for name in THREAD_ENV_VARS:  # for anything the trainer starts; the zygote has the
+        if os.environ.get(name) != budget:  # driver's likely budget set already
+            os.environ[name] = budget
     # Deterministic cuBLAS must be asked for before CUDA is first touched in this process.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch = sys.modules.get("torch")  # preloaded if the trainer needs it; else it reads
