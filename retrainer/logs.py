@@ -17,6 +17,7 @@ token-shaped strings, exception text included.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -82,13 +83,24 @@ TELEGRAM_TOKEN: Final = re.compile(r"(?<!\d)\d{6,}:[A-Za-z0-9_-]{30,}")
 BASE64_RUN_OF_40: Final = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")
 
 
+# The shortest text either pattern can match: a bot id of 6 digits, ':' and 30 characters.
+_SHORTEST_SECRET: Final = 37
+
+
 def is_secret_key(name: object) -> bool:
-    normalised = str(name).lower().replace("-", "_")
+    return _is_secret_key_text(str(name))
+
+
+@functools.lru_cache(maxsize=4096)  # every line repeats the same few dozen keys
+def _is_secret_key_text(name: str) -> bool:
+    normalised = name.lower().replace("-", "_")
     return any(part in normalised for part in SECRET_KEY_PARTS)
 
 
 def redact_text(text: str) -> str:
     """Mask every token-shaped substring of text."""
+    if len(text) < _SHORTEST_SECRET:  # most values: a symbol, a time, an event name
+        return text
     text = TELEGRAM_TOKEN.sub(MASK, text)
     return BASE64_RUN_OF_40.sub(_mask_if_aws_secret, text)
 
