@@ -2,14 +2,13 @@
 
     python -c 'from bench.driver_floor import main; main()' --n 64 --k 16
 
-(Run through -c: a main module would be re-run in every child by multiprocessing, which
-a run's children do not pay, retrainer.__main__ being one line.)
-
-The local driver as a run uses it (a fresh process per item, forked ahead of need and
-handed its attempt; its end seen by pidfd), driven by a bare loop: no plan, ledger,
-manifests, fsyncs or log lines of the scheduler's own. Each item is the bench sleep
-trainer. Prints the wall from the first hand-over to the last end, and the efficiency
-against the ideal (waves x the sleep), as the suite computes retrainer's. What retrainer
+The local driver as a run uses it (a fresh process per item, forked by the zygote ahead
+of need and handed its attempt; its end seen by pidfd), driven by a bare loop: no plan,
+ledger, manifests, fsyncs or log lines of the scheduler's own. Each item is the bench
+sleep trainer. Prints the wall from the first hand-over to the last end, and the
+efficiency against the ideal (waves x the sleep), as the suite computes retrainer's; and
+what each attempt's process cost, read from the zygote, which reaps them all: its CPU
+(user and system) and its page faults, with the zygote's own CPU per fork. What retrainer
 loses beyond this floor is its bookkeeping; what this floor loses is what a process per
 item costs on this machine (forking, starting and ending k processes at once).
 """
@@ -19,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -44,12 +44,26 @@ def _spec(folder: Path, i: int) -> AttemptSpec:
         trainer="bench.trainers:sleep", params={}, seed=1, device="cpu", threads=1)
 
 
-def wall_s(folder: Path, n: int, k: int) -> float:
+def zygote_counters(pid: int) -> dict[str, float]:
+    """From /proc/<pid>/stat: the zygote's own CPU (ms), and its reaped children's CPU
+    (ms) and minor page faults."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    return {"own_cpu_ms": (int(fields[11]) + int(fields[12])) * tick_ms,
+            "children_cpu_ms": (int(fields[13]) + int(fields[14])) * tick_ms,
+            "children_faults": int(fields[8])}
+
+
+def wall_s(folder: Path, n: int, k: int, cost: dict[str, float] | None = None) -> float:
+    """The batch wall; cost, if given, gets each attempt's process cost (per item)."""
     driver = LocalDriver(["bench.trainers"])
     driver.start()
     try:
         driver.keep_warm(min(k, n), wait_s=60)
         time.sleep(SETTLE_S)  # as a run's first wave: forked while the plan was recorded
+        zygote = driver._zygote.pid
+        assert zygote is not None
+        before = zygote_counters(zygote)
         running: list[Supervisor] = []
         ending: list[Supervisor] = []
         started = 0
@@ -67,6 +81,10 @@ def wall_s(folder: Path, n: int, k: int) -> float:
             for supervisor in [s for s in ending if s.is_done()]:
                 ending.remove(supervisor)
                 supervisor.reap()
+        if cost is not None:
+            driver.keep_warm(0)  # the last warm ones reaped too, then counted per item
+            after = zygote_counters(zygote)
+            cost.update({key: (after[key] - before[key]) / n for key in after})
         return last_end - began
     finally:
         driver.close()
@@ -77,10 +95,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--k", type=int, default=16)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="retrainer-driver-floor-") as tmp:
-        wall = wall_s(Path(tmp), args.n, args.k)
+    # Left for the caller's temporary tree to remove: deleting thousands of files between
+    # two measurements slows the next one's file creations (ext4 without a journal skips
+    # recently freed inodes one by one).
+    cost: dict[str, float] = {}
+    wall = wall_s(Path(tempfile.mkdtemp(prefix="retrainer-driver-floor-")), args.n, args.k,
+                  cost)
     ideal = math.ceil(args.n / args.k) * SLEEP_S
-    result = {"n": args.n, "k": args.k, "wall_s": wall, "efficiency": ideal / wall}
+    result = {"n": args.n, "k": args.k, "wall_s": wall, "efficiency": ideal / wall,
+              "per_item": cost}
     print("FLOOR_RESULT " + json.dumps(result), flush=True)
 
 

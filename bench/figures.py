@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from bench.suite import Sizes
 
 COMMAND = "make bench  (python -m bench.suite)"
+FLOOR_LABELS = {
+    "process": "bare process per item, no work (process_floor)",
+    "process_files": "bare process per item + an attempt's files (process_floor --files)",
+    "driver": "retrainer's driver alone: zygote + worker (driver_floor)",
+}
 
 
 def _med_min(values: Sequence[float]) -> dict[str, float]:
@@ -58,7 +63,8 @@ def build_report(sizes: Sizes, cpu_item_s: float, sleep_s: float,
                  peers: Mapping[str, Mapping[str, Any]], ledger_s: Mapping[str, Sequence[float]],
                  dry_run_s: Sequence[float], item_start_ms: Mapping[str, Sequence[float]],
                  fork_floor_ms: Mapping[str, Sequence[float]],
-                 driver_floor: Sequence[float] = ()) -> dict[str, Any]:
+                 sleep_floors: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+                 ) -> dict[str, Any]:
     batch = {key: [r["batch_s"] for r in runs] for key, runs in retrainer.items()}
     command = {key: [r["command_s"] for r in runs] for key, runs in retrainer.items()}
     systems: dict[str, Any] = {"retrainer": {
@@ -79,11 +85,20 @@ def build_report(sizes: Sizes, cpu_item_s: float, sleep_s: float,
         report["item_start_ms"] = {k: summarise(v) for k, v in item_start_ms.items()}
     if fork_floor_ms:
         report["fork_floor_ms"] = {k: _med_min(v) for k, v in fork_floor_ms.items()}
-    if driver_floor:  # efficiencies; "min" is the worst, as for retrainer's own
-        report["driver_floor_efficiency"] = {"median": statistics.median(driver_floor),
-                                             "max": max(driver_floor)}
+    report["sleep_floors"] = {name: _floor_figures(runs)
+                              for name, runs in (sleep_floors or {}).items() if runs}
     explain_misses(report, sizes)
     return report
+
+
+def _floor_figures(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Median and best efficiency of a floor, and the median of each per-item cost."""
+    efficiency = [r["efficiency"] for r in runs]
+    out: dict[str, Any] = {"median": statistics.median(efficiency), "max": max(efficiency)}
+    costs = [r["per_item"] for r in runs if r.get("per_item")]
+    if costs:
+        out["per_item"] = {key: statistics.median(c[key] for c in costs) for key in costs[0]}
+    return out
 
 
 def explain_misses(report: dict[str, Any], sizes: Sizes) -> None:
@@ -98,36 +113,48 @@ def explain_misses(report: dict[str, Any], sizes: Sizes) -> None:
             f"shared cores; retrainer's own work per item is the remaining "
             f"{overhead['median'] - mine:.1f} ms (the plan, the item's log, metrics and result "
             "files, the manifest, ledger lines and their fsyncs, logs)")
-    per_item = overhead["median"]  # at k=2 on 2 busy cores: about the CPU one item costs
     peers = {n: s["cpu_speedup"]["median"] for n, s in report["systems"].items()
              if n != "retrainer" and "cpu_speedup" in s}
+    floors = report.get("sleep_floors", {})
+    process_cost = floors.get("driver", {}).get("per_item", {})
+    cost_text = ""
+    if process_cost:
+        cost_text = (
+            f"each attempt's process costs {process_cost['children_cpu_ms']:.1f} ms of CPU "
+            f"and the zygote {process_cost['own_cpu_ms']:.1f} ms to fork it "
+            f"({process_cost['children_faults']:.0f} page faults, mostly copies on write of "
+            "the zygote's memory)")
     if not cpu["met"]:
         best = max(peers, key=peers.__getitem__) if peers else None
-        peer_text = (f"; best peer in the same run: {report['systems'][best]['label']} "
-                     f"{peers[best]:.2f}x" if best else "")
-        cpu["why"] = (
-            f"each item's own process costs about {per_item:.0f} ms of CPU (figure 1), paid "
-            f"at k=1 and k=2 alike; at k=2 it also competes with the other slot's item for "
-            f"the two cores, which are shared with other work{peer_text}")
+        peer_text = (f"the best warm pool in the same run, {report['systems'][best]['label']}, "
+                     f"reached {peers[best]:.2f}x on the same two cores" if best else "")
+        cpu["why"] = "; ".join(t for t in (
+            peer_text, cost_text + (", paid at k=2 while both cores run items"
+                                    if cost_text else "")) if t)
     if not sleep["met"]:
         n, k = sizes.n_sleep, sizes.ks_sleep[-1]
-        driver = report.get("driver_floor_efficiency")
-        floor_text = ""
+        parts = [f"one fresh process per item: at each of the {math.ceil(n / k)} waves, {k} "
+                 f"processes end and {k} start together on this machine's 2 cores"]
+        bare, files = floors.get("process"), floors.get("process_files")
+        if bare and files:
+            parts.append(
+                f"bare processes with no Python work (bench/process_floor: forked ahead, handed "
+                f"their item over a pipe) reach {100 * bare['median']:.1f}% here, "
+                f"{100 * files['median']:.1f}% when each writes an attempt's files")
+        driver = floors.get("driver")
         if driver:
             gap = 100 * driver["median"] - sleep["median"]
-            floor_text = (
-                f"retrainer's own process machinery with nothing around it "
-                f"(bench/driver_floor: the local driver with its warm processes and pidfds; no "
-                f"ledger, manifests, fsyncs or logs) reaches {100 * driver['median']:.1f}% "
-                f"(best {100 * driver['max']:.1f}%) in the same run, so the scheduler's own "
-                + (f"bookkeeping costs {gap:.1f} points" if gap > 0 else
-                   "bookkeeping costs nothing measurable")
-                + " and the rest is the process per item")
-        sleep["why"] = (
-            f"one fresh process per item: at each of the {math.ceil(n / k)} waves, {k} "
-            f"processes end and {k} start together on this machine's 2 cores (exit and "
-            f"start-up CPU, the forkserver's forks, the files each item writes); {floor_text}; "
-            "the peers keep warm workers that run item after item, without that isolation")
+            parts.append(
+                f"retrainer's driver alone (bench/driver_floor: its zygote, warm processes and "
+                f"worker; no ledger, manifests or logs of the scheduler) reaches "
+                f"{100 * driver['median']:.1f}% (best {100 * driver['max']:.1f}%), so the "
+                "scheduler's own bookkeeping costs "
+                + (f"{gap:.1f} points" if gap > 0 else "nothing measurable"))
+        if cost_text:
+            parts.append(cost_text)
+        parts.append("the peers keep warm workers that run item after item, without that "
+                     "isolation")
+        sleep["why"] = "; ".join(parts)
 
 
 def targets(sizes: Sizes, mine: Mapping[str, Any], command: Mapping[str, Sequence[float]],
@@ -192,10 +219,13 @@ def print_report(report: Mapping[str, Any]) -> None:
                 "to last end, processes forked ahead as a pool is started)",
                 ["system", "item in own killable process", "start-up s", "no-op ms/item",
                  "cpu speedup k=2", "sleep eff. k=max %", "sleep speedup k=max"], rows)
-    if "driver_floor_efficiency" in report:
-        floor = report["driver_floor_efficiency"]
-        print(f"\nsleep floor, retrainer's local driver alone at k=max: "
-              f"{100 * floor['median']:.1f}% (best {100 * floor['max']:.1f}%)")
+    if report.get("sleep_floors"):
+        print_table("sleep-bound efficiency at k=max: the floors under retrainer's, same run",
+                    ["floor", "median %", "best %", "CPU ms per process", "faults per process"],
+                    [[FLOOR_LABELS.get(name, name), 100 * f["median"], 100 * f["max"],
+                      _fmt(f.get("per_item", {}).get("children_cpu_ms")),
+                      _fmt(f.get("per_item", {}).get("children_faults"))]
+                     for name, f in report["sleep_floors"].items()])
     if "fork_floor_ms" in report:
         print_table("the floor: a bare process per item, same preload and formula (ms)",
                     ["forked by", "median", "min"],

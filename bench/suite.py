@@ -66,7 +66,7 @@ class Measurements:
     dry_run_s: list[float] = field(default_factory=list)
     item_start_ms: dict[str, list[float]] = field(default_factory=dict)
     fork_floor_ms: dict[str, list[float]] = field(default_factory=dict)
-    driver_floor: list[float] = field(default_factory=list)  # sleep efficiency, top k
+    sleep_floors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # top k
 
 
 def job_key(kind: str, n: int, k: int) -> str:
@@ -85,18 +85,27 @@ def measure_retrainer(work: Path, universe: dict[int, Universe], sizes: Sizes,
                 {"command_s": timing.command_s, "batch_s": timing.batch_s})
             print(f"  retrainer {kind} n={n} k={k} repeat {repeat + 1}: "
                   f"command {timing.command_s:.2f} s, batch {timing.batch_s:.2f} s", flush=True)
-            if kind == "sleep" and k == sizes.ks_sleep[-1]:  # its floor, side by side
-                out.driver_floor.append(driver_floor_efficiency(n, k))
-                print(f"  driver floor sleep n={n} k={k}: {out.driver_floor[-1]:.1%}",
-                      flush=True)
+            if kind == "sleep" and k == sizes.ks_sleep[-1]:  # its floors, side by side
+                for name, floor in sleep_floors(work, n, k).items():
+                    out.sleep_floors.setdefault(name, []).append(floor)
+                    print(f"  {name} floor sleep n={n} k={k}: {floor['efficiency']:.1%}, "
+                          f"per item {floor.get('per_item')}", flush=True)
 
 
-def driver_floor_efficiency(n: int, k: int) -> float:
-    """retrainer's local driver alone, no bookkeeping (bench/driver_floor.py)."""
-    command = [sys.executable, "-c", "from bench.driver_floor import main; main()",
-               "--n", str(n), "--k", str(k)]
-    result = _floor_result(command)
-    return float(result["efficiency"])
+# Run through -c, as a module's main: nothing of the suite is imported into the floors.
+SLEEP_FLOORS = {
+    "driver": ["-c", "from bench.driver_floor import main; main()"],
+    "process": ["-c", "from bench.process_floor import main; main()"],
+    "process_files": ["-c", "from bench.process_floor import main; main()", "--files"],
+}
+
+
+def sleep_floors(work: Path, n: int, k: int) -> dict[str, dict[str, Any]]:
+    """Efficiencies (and each process's cost) at the top k: retrainer's local driver alone,
+    without the scheduler's bookkeeping (bench/driver_floor.py), and a bare process per
+    item, with and without the files an attempt writes (bench/process_floor.py)."""
+    return {name: _floor_result([sys.executable, *args, "--n", str(n), "--k", str(k)], work)
+            for name, args in SLEEP_FLOORS.items()}
 
 
 def measure_dry_run(work: Path, universe: Universe, sizes: Sizes, out: Measurements) -> None:
@@ -133,8 +142,11 @@ def measure_fork_floor(sizes: Sizes, out: Measurements) -> None:
     print(f"  fork floor ms/item: {out.fork_floor_ms}", flush=True)
 
 
-def _floor_result(command: list[str]) -> dict[str, Any]:
-    done = subprocess.run(command, cwd=REPO, env=_base_env(), capture_output=True, text=True,
+def _floor_result(command: list[str], work: Path | None = None) -> dict[str, Any]:
+    """A floor's result; its files go under work, removed with the suite's tree at the
+    end (not between two measurements, see driver_floor.py)."""
+    env = {**_base_env(), **({"TMPDIR": str(work)} if work else {})}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     line = next((x for x in done.stdout.splitlines() if x.startswith("FLOOR_RESULT ")), None)
     if line is None:
@@ -225,7 +237,7 @@ def run_suite(sizes: Sizes, results_dir: Path) -> dict[str, Any]:
     raw = {"sizes": asdict(sizes), "cpu_item_s": out.cpu_item_s, "retrainer": out.retrainer,
            "peers": out.peers, "ledger_update_s": out.ledger_s, "dry_run_s": out.dry_run_s,
            "item_start_ms": out.item_start_ms, "fork_floor_ms": out.fork_floor_ms,
-           "driver_floor": out.driver_floor}
+           "sleep_floors": out.sleep_floors}
     return report_from_raw(raw, results_dir)
 
 
@@ -238,7 +250,7 @@ def report_from_raw(raw: dict[str, Any], results_dir: Path,
     report = figures.build_report(sizes, raw["cpu_item_s"], SLEEP_S, raw["retrainer"],
                                   raw["peers"], raw["ledger_update_s"], raw["dry_run_s"],
                                   raw["item_start_ms"], raw["fork_floor_ms"],
-                                  raw.get("driver_floor", []))
+                                  _sleep_floors(raw))
     figures.print_report(report)
     write_results("suite", {"report": report, "raw": raw}, results_dir, meta)
     try:
@@ -248,6 +260,13 @@ def report_from_raw(raw: dict[str, Any], results_dir: Path,
     except ImportError:  # matplotlib is in the bench extra
         print("no chart: matplotlib not installed: pip install -e '.[bench]'")
     return report
+
+
+def _sleep_floors(raw: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    if "sleep_floors" in raw:
+        return dict(raw["sleep_floors"])
+    # Runs before the process floor kept the driver's efficiencies alone.
+    return {"driver": [{"efficiency": e} for e in raw.get("driver_floor", [])]}
 
 
 def main() -> None:

@@ -26,6 +26,9 @@ def test_the_suite_measures_every_figure_and_writes_json_and_chart(tmp_path: Pat
     for system in (retrainer, pool):
         assert set(system) >= {"noop_overhead_ms", "cpu_speedup", "sleep", "isolation"}
     assert retrainer["isolation"].startswith("yes")
+    floors = report["sleep_floors"]  # the floors under the sleep figure, same run
+    assert set(floors) == {"driver", "process", "process_files"}
+    assert floors["driver"]["per_item"]["children_faults"] > 0  # read from the zygote
     written = json.loads((tmp_path / "suite.json").read_text())
     assert written["raw"]["retrainer"]["noop:4:k2"][0]["command_s"] > 0
     if importlib.util.find_spec("matplotlib") is not None:  # the chart is a bench extra
