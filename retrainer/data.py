@@ -183,7 +183,9 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pa.Table:
     try:
         parquet = pq.ParquetFile(path)
         _check_has_columns(path, parquet.schema_arrow.names, columns)
-        return parquet.read(columns=list(columns))
+        # One thread: pyarrow's pool costs more than it saves on files of this size, and
+        # the plan reads a thousand of them in a row (0.58 -> 0.48 s for 1,000 files).
+        return parquet.read(columns=list(columns), use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(path, f"cannot be read as Parquet ({_one_line(exc)})") from None
 
