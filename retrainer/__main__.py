@@ -1,9 +1,7 @@
 """`python -m retrainer` and the `retrainer` console script.
 
-multiprocessing re-runs the main module in every child it starts (as __mp_main__), so this
-one imports the CLI only when called: the children never import typer, pydantic or the
-rest of the CLI, and the forkserver need not hold them (a smaller forkserver forks, and
-its children exit, faster).
+The CLI is imported when called, not when this module is: nothing that imports the
+package (the zygote, which forks the attempts, among others) pays for typer and pydantic.
 """
 
 

@@ -59,7 +59,7 @@ def run_job(settings: Settings, *, force: bool, dry_run: bool, console: Console)
         become_subreaper()  # what an item leaves behind when it dies is ours to kill
         driver = make_driver(settings.run.driver, _preload(settings),
                              likely_threads_per_item(settings))
-        driver.start()  # the forkserver imports torch while the plan reads the data
+        driver.start()  # the zygote imports torch while the plan reads the data
         try:
             plan = build_plan(settings, detect_resources(), now, force)
             return _execute(settings, plan, driver, run_id, force, console)
@@ -73,7 +73,7 @@ DEFAULT_PRELOAD = ("torch", "pandas", "pyarrow.parquet")
 
 def _preload(settings: Settings) -> list[str]:
     """The trainer's module and the heavy modules it declares, imported once in the
-    forkserver; torch too if importing the trainer pulled it in."""
+    zygote; torch too if importing the trainer pulled it in."""
     trainer = load_trainer(settings.trainer.plugin)
     module = settings.trainer.plugin.partition(":")[0]
     heavy = list(getattr(trainer, "preload_modules", DEFAULT_PRELOAD))

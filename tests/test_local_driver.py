@@ -139,7 +139,7 @@ def test_a_run_sizes_the_forkservers_blas_for_its_items_so_none_is_rebuilt_at_st
 @pytest.mark.parametrize("launcher", ["python -m retrainer", "console script"])
 def test_attempts_never_load_the_cli_however_retrainer_was_started(
         launcher: str, tmp_path: Path, small_data: Path) -> None:
-    # multiprocessing re-runs the main module in each child: it must not pull in the CLI.
+    # However retrainer was started, an attempt (forked by the zygote) never loads the CLI.
     symbol = symbols_of(small_data)[0]
     config = faulty_config(tmp_path, small_data, {symbol: "modules"})
     command = ([sys.executable, "-m", "retrainer"] if launcher == "python -m retrainer"

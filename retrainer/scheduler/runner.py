@@ -43,7 +43,7 @@ from retrainer.training.contract import read_partials
 from retrainer.uploads import UploadBatch, Uploader
 
 MAX_IDLE_WAIT_S = 0.5
-# The first one waits for the forkserver's imports; a forkserver slower than this starts
+# The first one waits for the zygote's imports; a zygote slower than this starts
 # the first items with fewer processes ready (each then forked when it starts).
 FIRST_WAVE_WAIT_S = 60.0
 
@@ -210,7 +210,7 @@ class Runner:
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
             spec = self._spec(item, number, out_dir, device, reuse_dir)
             supervisor = self.driver.submit(spec, self._limits)
-        except (OSError, EOFError) as exc:  # disk full, fork failed, forkserver gone
+        except (OSError, EOFError) as exc:  # disk full, fork failed, zygote gone
             self._free_slots.append(slot)
             outcome = Outcome(ItemState.FAILED, f"could not start the attempt: {exc}",
                               error_type=type(exc).__name__)
@@ -218,7 +218,7 @@ class Runner:
                          iso(now_utc()), 0.0)
             return
         # From the hand-over on, as the deadline: the fork, and the first one's wait for
-        # the forkserver's imports, are not this item's time.
+        # the zygote's imports, are not this item's time.
         started = supervisor.started_monotonic
         attempt = replace(attempt, pid=supervisor.pid, started_at=iso(now_utc()))
         self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
@@ -244,7 +244,7 @@ class Runner:
     # -- finishing -----------------------------------------------------------------
     def _free_ended_slots(self) -> bool:
         """An item whose process ended frees its slot at once. It is recorded when its exit
-        status arrives from the forkserver (busy forking for the next items, it may take
+        status arrives from the zygote (busy forking for the next items, it may take
         tens of milliseconds), and nothing waits for that."""
         freed = False
         for slot, running in list(self._running.items()):

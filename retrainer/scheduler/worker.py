@@ -5,7 +5,7 @@ child subreaper (so whatever the trainer starts stays its descendant, even after
 or a double fork), watches a lifeline to the scheduler (so neither it nor anything it
 started outlives the scheduler), applies its thread budget, loads the
 data, calls the trainer, and leaves a result file that the supervisor classifies. This
-module is preloaded in the forkserver together with torch, so an attempt starts by fork
+module is preloaded in the zygote together with torch, so an attempt starts by fork
 in milliseconds instead of a fresh interpreter importing torch.
 """
 
@@ -53,7 +53,7 @@ THREAD_ENV_VARS = (
 
 @dataclass(frozen=True)
 class AttemptSpec:
-    """Everything a child needs for one attempt; pickled to the forkserver."""
+    """Everything a child needs for one attempt; pickled to it over its inbox."""
 
     run_id: str
     symbol: str
@@ -83,7 +83,7 @@ class AttemptSpec:
 
 
 def run_when_handed(inbox: Connection, lifeline: Connection) -> None:
-    """multiprocessing target of a process forked ahead of need: it waits for the one
+    """The entry of a process forked ahead of need: it waits for the one
     attempt it will run, then runs it (one process per attempt, as ever; only the fork
     and the interpreter's start are paid while the slot's previous item still runs)."""
     # What does not depend on the attempt is done before it arrives.
@@ -172,8 +172,8 @@ def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
 
 
 def _load_bars(spec: AttemptSpec) -> Any:
-    # Imported here: pandas and pyarrow are in the forkserver only for trainers that read
-    # bars, and a forkserver without them forks a few milliseconds faster.
+    # Imported here: pandas and pyarrow are in the zygote only for trainers that read
+    # bars, and a zygote without them forks a few milliseconds faster.
     from retrainer.data import load_ohlcv
 
     return load_ohlcv(spec.data_path, spec.min_rows)
@@ -287,7 +287,7 @@ def _limit_threads(threads: int) -> None:
             pass  # already fixed for this process; intra-op threads are what matter
     # Only pools of another size: setting OpenBLAS's rebuilds its pool at once, and a new
     # pool's threads busy-wait for their first work (about 0.1 s of a core each) even in
-    # an item that never calls BLAS. One of the forkserver's size is built on first use.
+    # an item that never calls BLAS. One of the zygote's size is built on first use.
     for pool in blas_threadpools().lib_controllers:
         if pool.num_threads != threads:
             pool.set_num_threads(threads)
@@ -298,7 +298,7 @@ _THREADPOOLS: Any = None
 
 def blas_threadpools() -> Any:
     """threadpoolctl's view of the loaded BLAS/OpenMP libraries. Building it scans every
-    loaded library (about 1.3 ms), so the forkserver builds it once for all its forks."""
+    loaded library (about 1.3 ms), so the zygote builds it once for all its forks."""
     global _THREADPOOLS
     if _THREADPOOLS is None:
         from threadpoolctl import ThreadpoolController

@@ -16,7 +16,7 @@ scheduler then hashes every artifact into sha256.txt.
 A trainer may carry a `params_model` attribute (a pydantic model class): the scheduler then
 validates `[trainer.params]` against it before anything starts. It may carry
 `preload_modules`, the heavy modules it needs (e.g. ("torch",)): they are imported once in
-the forkserver that forks every attempt. Without it, torch, pandas and pyarrow are.
+the zygote that forks every attempt. Without it, torch, pandas and pyarrow are.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def train(ctx: TrainContext) -> dict[str, Any]:
 
 
 train.params_model = TrainerParams  # type: ignore[attr-defined]
-# Imported once in the forkserver, so an attempt does not pay for torch.nn on each start.
+# Imported once in the zygote, so an attempt does not pay for torch.nn on each start.
 train.preload_modules = ("torch", "retrainer.training.model")  # type: ignore[attr-defined]
 
 

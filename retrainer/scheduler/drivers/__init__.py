@@ -11,7 +11,7 @@ from retrainer.scheduler.worker import AttemptSpec
 
 class Driver(Protocol):
     def start(self) -> None:
-        """Get ready to run attempts (e.g. start a preloaded forkserver)."""
+        """Get ready to run attempts (e.g. start a preloaded zygote)."""
 
     def keep_warm(self, count: int, wait_s: float = 0.0) -> bool:
         """Keep count attempts' processes prepared ahead of need. Waits up to wait_s for

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from retrainer.scheduler.drivers.zygote import Zygote, ZygoteChild
 
 DISMISS_WAIT_S = 2.0
-FORK_RETRY_S = 1.0  # after a failed fork (forkserver gone): submit() reports the error
+FORK_RETRY_S = 1.0  # after a failed fork (zygote gone): submit() reports the error
 
 
 class WarmProcess(NamedTuple):
