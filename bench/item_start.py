@@ -40,9 +40,7 @@ def _spec(folder: Path, symbol: str, n: int) -> AttemptSpec:
 def measure_forked(folder: Path, n: int) -> dict[str, list[float]]:
     """Start and round-trip times (ms) of items forked on demand and handed to a process
     that was forked ahead of need, alternately."""
-    # bench.common: each child re-imports this main module (multiprocessing's fix-up), and
-    # with it bench.common's pandas, which must come preloaded as in a real run.
-    driver = LocalDriver(["bench.trainers", "bench.common"])
+    driver = LocalDriver(["bench.trainers"])  # as a run of the bench trainers preloads
     driver.start()
     samples: dict[str, list[float]] = {}
     try:
