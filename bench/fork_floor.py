@@ -25,7 +25,6 @@ from multiprocessing.process import BaseProcess
 
 from retrainer.scheduler.drivers.local import BASE_PRELOAD
 from retrainer.scheduler.drivers.zygote import Zygote, ZygoteChild
-from retrainer.scheduler.supervisor import _open_pidfd
 
 PRELOAD = [*BASE_PRELOAD, "bench.trainers"]
 
@@ -62,41 +61,42 @@ def zygote_ms(n: int, k: int) -> float:
     zygote.start(PRELOAD, {}, lifeline_r)
     os.close(lifeline_r)
     try:
-        _run_one(zygote)  # waits for the zygote's imports
+        _reap(*_fork_handed_nothing(zygote))  # waits for the zygote's imports
         began = time.perf_counter()
         running: dict[int, ZygoteChild] = {}  # by pidfd
         started = 0
         while started < n or running:
             while started < n and len(running) < k:
-                child = _run_one(zygote, wait_for_it=False)
-                pidfd = _open_pidfd(child.pid)
-                assert pidfd is not None, "needs Linux 5.3+ (pidfd_open)"
+                child, pidfd = _fork_handed_nothing(zygote)
                 running[pidfd] = child
                 started += 1
             ended, _, _ = select.select(list(running), [], [])
             for pidfd in ended:
-                child = running.pop(pidfd)
-                os.close(pidfd)
-                child.join()
-                child.close()
+                _reap(running.pop(pidfd), pidfd)
         return (time.perf_counter() - began) / n * k * 1000
     finally:
         zygote.close()
         os.close(lifeline_w)
 
 
-def _run_one(zygote: Zygote, wait_for_it: bool = True) -> ZygoteChild:
-    """A process handed nothing: its inbox closes at once, so it exits."""
+def _fork_handed_nothing(zygote: Zygote) -> tuple[ZygoteChild, int]:
+    """A process and its pidfd (Linux 5.3+), opened before its inbox closes: it then exits
+    at once, handed nothing."""
     inbox_r, inbox_w = os.pipe()
     try:
         child = zygote.fork(inbox_r)
+        assert child.pid is not None
+        return child, os.pidfd_open(child.pid)
     finally:
         os.close(inbox_r)
         os.close(inbox_w)
-    if wait_for_it:
-        child.join()
-        child.close()
-    return child
+
+
+def _reap(child: ZygoteChild, pidfd: int) -> None:
+    select.select([pidfd], [], [])
+    os.close(pidfd)
+    child.join()
+    child.close()
 
 
 def main() -> None:
