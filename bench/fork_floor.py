@@ -61,40 +61,36 @@ def zygote_ms(n: int, k: int) -> float:
     zygote.start(PRELOAD, {}, lifeline_r)
     os.close(lifeline_r)
     try:
-        _reap(*_fork_handed_nothing(zygote))  # waits for the zygote's imports
+        _reap(_fork_handed_nothing(zygote))  # waits for the zygote's imports
         began = time.perf_counter()
         running: dict[int, ZygoteChild] = {}  # by pidfd
         started = 0
         while started < n or running:
             while started < n and len(running) < k:
-                child, pidfd = _fork_handed_nothing(zygote)
-                running[pidfd] = child
+                child = _fork_handed_nothing(zygote)
+                assert child.pidfd is not None, "needs pidfds (Linux 5.3+)"
+                running[child.pidfd] = child
                 started += 1
             ended, _, _ = select.select(list(running), [], [])
             for pidfd in ended:
-                _reap(running.pop(pidfd), pidfd)
+                _reap(running.pop(pidfd))
         return (time.perf_counter() - began) / n * k * 1000
     finally:
         zygote.close()
         os.close(lifeline_w)
 
 
-def _fork_handed_nothing(zygote: Zygote) -> tuple[ZygoteChild, int]:
-    """A process and its pidfd (Linux 5.3+), opened before its inbox closes: it then exits
-    at once, handed nothing."""
+def _fork_handed_nothing(zygote: Zygote) -> ZygoteChild:
+    """A process whose inbox closes at once: it exits, handed nothing."""
     inbox_r, inbox_w = os.pipe()
     try:
-        child = zygote.fork(inbox_r)
-        assert child.pid is not None
-        return child, os.pidfd_open(child.pid)
+        return zygote.fork(inbox_r)
     finally:
         os.close(inbox_r)
         os.close(inbox_w)
 
 
-def _reap(child: ZygoteChild, pidfd: int) -> None:
-    select.select([pidfd], [], [])
-    os.close(pidfd)
+def _reap(child: ZygoteChild) -> None:
     child.join()
     child.close()
 

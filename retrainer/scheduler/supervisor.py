@@ -43,6 +43,11 @@ class AttemptProcess(Protocol):
     def pid(self) -> int | None: ...
 
     @property
+    def pidfd(self) -> int | None:
+        """Readable once the process has ended (Linux 5.3+), owned and closed by the
+        handle; None without pidfds."""
+
+    @property
     def sentinel(self) -> int:
         """Readable when the exit status may have arrived."""
 
@@ -73,7 +78,6 @@ class Supervisor:
         # An item that ends within the first poll interval never pays for a /proc scan.
         self._next_memory_poll = self.started_monotonic + MEMORY_POLL_S
         self._next_tree_refresh = 0.0
-        self._pidfd = _open_pidfd(process.pid)
         self._ended = False
 
     @property
@@ -83,8 +87,9 @@ class Supervisor:
     @property
     def sentinel(self) -> int:
         """Readable when there is news: first that the process ended, then its status."""
-        if self._pidfd is not None and not self._ended:
-            return self._pidfd
+        pidfd = self.process.pidfd
+        if pidfd is not None and not self._ended:
+            return pidfd
         return self.process.sentinel
 
     # -- monitor ---------------------------------------------------------------
@@ -92,10 +97,11 @@ class Supervisor:
         """The process is gone, seen by the kernel's pidfd at once. Its exit status comes
         later, from the zygote (its parent), which may be busy forking."""
         if not self._ended:
-            if self._pidfd is None:
+            pidfd = self.process.pidfd
+            if pidfd is None:
                 self._ended = self.process.exitcode is not None
             else:
-                self._ended = bool(select.select([self._pidfd], [], [], 0)[0])
+                self._ended = bool(select.select([pidfd], [], [], 0)[0])
         return self._ended
 
     def is_done(self) -> bool:
@@ -184,9 +190,6 @@ class Supervisor:
         exit_code = self.process.exitcode
         self._sweep_group()
         self.process.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
         if self._memory_exceeded:
             return Outcome(ItemState.FAILED, self._memory_exceeded, exit_code=exit_code,
                            error_type="MemoryLimit")
@@ -199,16 +202,6 @@ class Supervisor:
         for target in (pid, *self._known_tree):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(target, signal.SIGKILL)
-
-
-def _open_pidfd(pid: int | None) -> int | None:
-    """A descriptor that becomes readable when pid ends (Linux 5.3+); None without one."""
-    if pid is None or not hasattr(os, "pidfd_open"):
-        return None
-    try:
-        return os.pidfd_open(pid)
-    except OSError:  # an older kernel, or already gone (then the status pipe tells)
-        return None
 
 
 def classify(

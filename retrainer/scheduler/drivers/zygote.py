@@ -138,16 +138,6 @@ class Statuses:
         self._drain()
         return self._codes.get(serial)
 
-    def wait(self, serial: int, timeout_s: float | None) -> int | None:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while (code := self.poll(serial)) is None and not self.gone:
-            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if left <= 0:
-                break
-            with contextlib.suppress(OSError, ValueError):  # closed meanwhile: loop ends
-                select.select([self.fd], [], [], left)
-        return code
-
     def forget(self, serial: int) -> None:
         with self._lock:
             self._codes.pop(serial, None)
@@ -183,8 +173,10 @@ class ZygoteChild:
         self.serial = serial
         self._statuses = statuses
         self._code: int | None = None
-        # Only for telling its end should the zygote die before reporting it.
-        self._pidfd = _open_pidfd(pid)
+        # Opened at once, while the pid is surely this child's (the zygote only forks on
+        # our requests, and this one still waits for its inbox): the supervisor sees its
+        # end through it, and so does this handle should the zygote die first.
+        self.pidfd = _open_pidfd(pid)
 
     @property
     def sentinel(self) -> int:
@@ -206,10 +198,12 @@ class ZygoteChild:
             if left <= 0:
                 return
             if self._statuses.gone:  # no status pipe to wait on: its own end, or a poll
-                waitable = [self._pidfd] if self._pidfd is not None else []
-                select.select(waitable, [], [], min(left, 0.05))
+                waitable = [self.pidfd] if self.pidfd is not None else []
+                left = min(left, 0.05)
             else:
-                self._statuses.wait(self.serial, left)
+                waitable = [self._statuses.fd]
+            with contextlib.suppress(OSError, ValueError):  # closed meanwhile: loop again
+                select.select(waitable, [], [], left)
 
     def kill(self) -> None:
         if self.pid is not None and self._statuses.poll(self.serial) is None:
@@ -218,9 +212,9 @@ class ZygoteChild:
 
     def close(self) -> None:
         self._statuses.forget(self.serial)
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def _status_without_zygote(self) -> int | None:
         """The zygote died: its children were reparented, to the scheduler if it is a
@@ -233,9 +227,9 @@ class ZygoteChild:
         return os.waitstatus_to_exitcode(status) if pid else None
 
     def _ended(self) -> bool:
-        if self._pidfd is None:
+        if self.pidfd is None:
             return True
-        return bool(select.select([self._pidfd], [], [], 0)[0])
+        return bool(select.select([self.pidfd], [], [], 0)[0])
 
 
 def _open_pidfd(pid: int) -> int | None:
