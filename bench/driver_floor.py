@@ -25,10 +25,10 @@ from pathlib import Path
 
 from bench.item_start import SETTLE_S
 from bench.workloads import SLEEP_S
-from retrainer.costs import SymbolCosts
-from retrainer.scheduler.drivers.local import LocalDriver
-from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
-from retrainer.scheduler.worker import AttemptSpec
+from retrainer.base.costs import SymbolCosts
+from retrainer.engine.drivers.local import LocalDriver
+from retrainer.engine.supervisor import AttemptLimits, Supervisor
+from retrainer.engine.worker import AttemptSpec
 
 LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
 

@@ -23,8 +23,8 @@ import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
-from retrainer.scheduler.drivers.local import BASE_PRELOAD
-from retrainer.scheduler.drivers.zygote import Zygote, ZygoteChild
+from retrainer.engine.drivers.local import BASE_PRELOAD
+from retrainer.engine.drivers.zygote import Zygote, ZygoteChild
 
 PRELOAD = [*BASE_PRELOAD, "bench.trainers"]
 

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from bench.common import print_table, summarise, write_results, write_tiny_universe
-from retrainer.costs import SymbolCosts
-from retrainer.scheduler.drivers.local import LocalDriver
-from retrainer.scheduler.supervisor import AttemptLimits
-from retrainer.scheduler.worker import AttemptSpec
+from retrainer.base.costs import SymbolCosts
+from retrainer.engine.drivers.local import LocalDriver
+from retrainer.engine.supervisor import AttemptLimits
+from retrainer.engine.worker import AttemptSpec
 
 HEAVY_IMPORTS = "import torch, pandas, pyarrow.parquet"
 SETTLE_S = 0.2

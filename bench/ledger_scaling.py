@@ -13,9 +13,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from retrainer.artifacts import iso, now_utc
-from retrainer.scheduler.items import Attempt, ItemState, LedgerEntry
-from retrainer.scheduler.ledger import Ledger
+from retrainer.base.artifacts import iso, now_utc
+from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
+from retrainer.ledger.journal import Ledger
 
 
 def _entry(symbol: str, state: ItemState = ItemState.SUCCESS) -> LedgerEntry:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from typing import NoReturn
 
-import retrainer.scheduler.worker  # noqa: F401  (the zygote's size: what every fork copies)
+import retrainer.engine.worker  # noqa: F401  (the zygote's size: what every fork copies)
 from bench.workloads import SLEEP_S
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.common import print_table, summarise, write_results
 from bench.seaweed import SeaweedServer
-from retrainer.storage.s3 import MB, S3Options, S3Storage
+from retrainer.mirror.storage.s3 import MB, S3Options, S3Storage
 
 
 def _plain_client(server: SeaweedServer) -> Any:

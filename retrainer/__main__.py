@@ -6,7 +6,7 @@ package (the zygote, which forks the attempts, among others) pays for typer and 
 
 
 def main() -> None:
-    from retrainer.cli import main as cli_main
+    from retrainer.cli.app import main as cli_main
 
     cli_main()
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from retrainer.costs import SymbolCosts
+from retrainer.base.costs import SymbolCosts
 from retrainer.training.contract import EventSink, TrainContext
 
 # Small enough for a test to train in well under a second.

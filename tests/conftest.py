@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from retrainer.demo_data import write_demo_universe
+from retrainer.base.demo_data import write_demo_universe
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny network and a few epochs: end-to-end runs take seconds.

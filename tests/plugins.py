@@ -168,7 +168,7 @@ def _threads(ctx: TrainContext) -> Any:
 
 def _modules(ctx: TrainContext) -> Any:
     """Which of the scheduler's own modules the item's process holds."""
-    return {name: name in sys.modules for name in ("retrainer.cli", "typer", "pydantic")}
+    return {name: name in sys.modules for name in ("retrainer.cli.app", "typer", "pydantic")}
 
 
 BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from bench.seaweed import SeaweedServer
-from retrainer.storage.dropbox import DropboxCredentials, DropboxOptions, DropboxStorage
-from retrainer.storage.s3 import S3Options, S3Storage
+from retrainer.mirror.storage.dropbox import DropboxCredentials, DropboxOptions, DropboxStorage
+from retrainer.mirror.storage.s3 import S3Options, S3Storage
 from tests.dropbox_server import APP_KEY, APP_SECRET, REFRESH_TOKEN, DropboxTestServer
 
 

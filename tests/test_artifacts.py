@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.artifacts import (
+from retrainer.base.artifacts import (
     MANIFEST_NAME,
     Layout,
     atomic_write_bytes,
@@ -19,8 +19,8 @@ from retrainer.artifacts import (
     verify_manifest,
     write_manifest,
 )
-from retrainer.plan import Action, decide
-from retrainer.scheduler.items import Attempt, ItemState, LedgerEntry
+from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
+from retrainer.plan.planner import Action, decide
 
 NIGHT = datetime(2026, 11, 23, 2, 0, 5, tzinfo=UTC)
 

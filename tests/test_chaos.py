@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.artifacts import Layout, now_utc, run_day, verify_manifest
-from retrainer.scheduler.ledger import read_ledger
+from retrainer.base.artifacts import Layout, now_utc, run_day, verify_manifest
+from retrainer.ledger.journal import read_ledger
 from tests.conftest import RunCli
 from tests.test_item_faults import (
     assert_all_dead,

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from retrainer.cli import app
-from retrainer.exitcodes import ExitCode
+from retrainer.base.exitcodes import ExitCode
+from retrainer.cli.app import app
 from tests.conftest import write_config
 
 # A dry run plans without writing, and a plan is either made (0) or refused as bad input (2).

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.config import Mode, Settings, load_settings, read_config_file
-from retrainer.errors import BadInputError
+from retrainer.base.config import Mode, Settings, load_settings, read_config_file
+from retrainer.base.errors import BadInputError
 
 
 def write(path: Path, text: str) -> Path:

@@ -9,8 +9,8 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
-from retrainer.config import CostSettings, FeeOverride
-from retrainer.costs import SymbolCosts, corwin_schultz_half_spread_bps, resolve_costs
+from retrainer.base.config import CostSettings, FeeOverride
+from retrainer.base.costs import SymbolCosts, corwin_schultz_half_spread_bps, resolve_costs
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrainer.data import (
+from retrainer.base.data import (
     data_fingerprint,
     find_data_file,
     last_days,
@@ -26,7 +26,7 @@ from retrainer.data import (
     load_tail,
     read_tail,
 )
-from retrainer.errors import BadInputError, DataError
+from retrainer.base.errors import BadInputError, DataError
 from tests.conftest import REPO
 
 START = pd.Timestamp("2026-01-01T00:00:00Z")
@@ -446,7 +446,7 @@ def test_the_plans_read_of_a_file_with_nulls_never_imports_pandas(tmp_path: Path
     path = tmp_path / "NULLS.parquet"
     pq.write_table(pa.Table.from_pandas(bars, preserve_index=False).slice(1), path)
     probe = (
-        "import sys\nfrom pathlib import Path\nfrom retrainer.data import read_columns, "
+        "import sys\nfrom pathlib import Path\nfrom retrainer.base.data import read_columns, "
         "float_column, timestamps_ns\n"
         f"table = read_columns(Path({str(path)!r}), ['timestamp', 'high'])\n"
         f"print(float_column(table.column('high'), 'high', Path('x')).tolist(), "

@@ -11,13 +11,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import retrainer.demo_data as demo_data
-from retrainer.artifacts import atomic_write_bytes
-from retrainer.config import CostSettings
-from retrainer.costs import resolve_costs
-from retrainer.data import load_ohlcv
-from retrainer.demo_data import COMPLETE_MARKER, DEMO_END, is_complete, write_demo_universe
-from retrainer.symbols import median_daily_quote_volume, resolve_symbols
+import retrainer.base.demo_data as demo_data
+from retrainer.base.artifacts import atomic_write_bytes
+from retrainer.base.config import CostSettings
+from retrainer.base.costs import resolve_costs
+from retrainer.base.data import load_ohlcv
+from retrainer.base.demo_data import COMPLETE_MARKER, DEMO_END, is_complete, write_demo_universe
+from retrainer.base.symbols import median_daily_quote_volume, resolve_symbols
 
 
 @pytest.fixture(scope="module")

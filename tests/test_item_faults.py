@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from retrainer.artifacts import Layout, now_utc, run_day
-from retrainer.lock import RunLock
+from retrainer.base.artifacts import Layout, now_utc, run_day
+from retrainer.base.lock import RunLock
 from tests.conftest import RunCli, cli_env, read_json, write_config
 
 

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from retrainer.scheduler.items import Attempt, ItemState, LedgerEntry
-from retrainer.scheduler.ledger import Ledger, read_ledger
+from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
+from retrainer.ledger.journal import Ledger, read_ledger
 
 
 def entry(symbol: str, state: ItemState = ItemState.SUCCESS, attempts: int = 1) -> LedgerEntry:

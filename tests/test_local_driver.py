@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.artifacts import now_utc, run_day
-from retrainer.costs import SymbolCosts
-from retrainer.resources import usable_cpu_count
-from retrainer.scheduler.drivers.local import LocalDriver
-from retrainer.scheduler.items import ItemState, Outcome
-from retrainer.scheduler.supervisor import AttemptLimits, Supervisor
-from retrainer.scheduler.worker import AttemptSpec
+from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.costs import SymbolCosts
+from retrainer.base.resources import usable_cpu_count
+from retrainer.engine.drivers.local import LocalDriver
+from retrainer.engine.supervisor import AttemptLimits, Supervisor
+from retrainer.engine.worker import AttemptSpec
+from retrainer.ledger.entries import ItemState, Outcome
 from tests.conftest import RunCli, cli_env, read_json
 from tests.test_item_faults import assert_all_dead, faulty_config, symbols_of
 
@@ -149,4 +149,4 @@ def test_attempts_never_load_the_cli_however_retrainer_was_started(
     assert done.returncode == 0, done.stderr
     status = read_json(tmp_path / "root" / "runs" / run_day(now_utc()) / "status.json")
     assert status["symbols"][symbol]["metrics"] == {
-        "retrainer.cli": False, "typer": False, "pydantic": False}
+        "retrainer.cli.app": False, "typer": False, "pydantic": False}

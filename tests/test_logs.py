@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import structlog
 
-from retrainer import logs
-from retrainer.errors import BadInputError
-from retrainer.logs import (
+from retrainer.base import logs
+from retrainer.base.errors import BadInputError
+from retrainer.base.logs import (
     COIN_STARTED,
     COIN_SUCCEEDED,
     JOB_COMPLETED,
@@ -157,7 +157,7 @@ class TestEngineLog:
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from retrainer.logs import configure_logging, get_logger
+    from retrainer.base.logs import configure_logging, get_logger
 
     engine_log, ready, go, name = sys.argv[1:]
     configure_logging(Path(engine_log), "info", console="off")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from retrainer.errors import BadInputError
-from retrainer.notifiers import NOTIFIER_BACKENDS, Notifier, NullNotifier, make_notifier
+from retrainer.base.errors import BadInputError
+from retrainer.notify import NOTIFIER_BACKENDS, Notifier, NullNotifier, make_notifier
 
 
 class RecordingNotifier:

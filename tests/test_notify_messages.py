@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from retrainer.notifiers.batching import FailureBatcher
-from retrainer.notifiers.messages import (
+from retrainer.notify.batching import FailureBatcher
+from retrainer.notify.messages import (
     MESSAGE_LIMIT,
     finished_text,
     split_text,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from retrainer.artifacts import now_utc, run_day
-from retrainer.notifiers.credentials import CHAT_ID_ENV, TOKEN_ENV
+from retrainer.base.artifacts import now_utc, run_day
+from retrainer.notify.credentials import CHAT_ID_ENV, TOKEN_ENV
 from tests.conftest import TINY_TRAINER, RunCli, cli_env, read_json, write_config
 from tests.telegram_server import FakeBotApi
 

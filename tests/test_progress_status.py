@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from retrainer.artifacts import iso, now_utc, run_day
-from retrainer.runview import build_view
-from retrainer.scheduler.items import Attempt, ItemState, LedgerEntry
+from retrainer.base.artifacts import iso, now_utc, run_day
+from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
+from retrainer.views.runview import build_view
 from tests.conftest import RunCli, cli_env
 from tests.test_item_faults import faulty_config as fault_config
 

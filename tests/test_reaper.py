@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from retrainer.scheduler.reaper import descendant_pids, kill_descendants
+from retrainer.engine.reaper import descendant_pids, kill_descendants
 
 # A child with two children of its own, one of them in a session of its own.
 TREE = """

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bench.seaweed import SeaweedServer
-from retrainer.artifacts import (
+from retrainer.base.artifacts import (
     MANIFEST_NAME,
     Layout,
     now_utc,
@@ -25,8 +25,8 @@ from retrainer.artifacts import (
     run_day,
     sha256_bytes,
 )
-from retrainer.config import DEFAULT_TRAINER
-from retrainer.scheduler.ledger import read_ledger
+from retrainer.base.config import DEFAULT_TRAINER
+from retrainer.ledger.journal import read_ledger
 from tests.conftest import TINY_TRAINER, RunCli, cli_env, read_json, write_config
 from tests.dropbox_server import DropboxTestServer
 from tests.storage_fixtures import DROPBOX_ENV, new_bucket, raw_s3

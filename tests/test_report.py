@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retrainer.artifacts import now_utc, run_day
-from retrainer.report.charts import STATE_COLOURS
-from retrainer.report.data import _lanes, gather
-from retrainer.scheduler.items import Attempt, ItemState
+from retrainer.base.artifacts import now_utc, run_day
+from retrainer.ledger.entries import Attempt, ItemState
+from retrainer.views.report.charts import STATE_COLOURS
+from retrainer.views.report.data import _lanes, gather
 from tests.conftest import TINY_TRAINER, RunCli, cli_env, write_config
 from tests.test_progress_status import faulty_config
 

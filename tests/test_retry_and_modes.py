@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from retrainer.config import Mode
-from retrainer.resources import Resources, detect_gpu_count
-from retrainer.scheduler.modes import window_size
-from retrainer.scheduler.retry import backoff_s
+from retrainer.base.config import Mode
+from retrainer.base.resources import Resources, detect_gpu_count
+from retrainer.engine.retry import backoff_s
+from retrainer.plan.windows import window_size
 
 
 def test_backoff_stays_under_a_doubling_ceiling_up_to_the_cap() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.artifacts import now_utc, run_day
-from retrainer.errors import BadInputError
-from retrainer.schedule import parse_at
+from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.errors import BadInputError
+from retrainer.job.timers import parse_at
 from tests.conftest import REPO, RunCli, read_json, write_config
 
 VENV_RETRAINER = Path(sys.executable).absolute().parent / "retrainer"
@@ -205,7 +205,7 @@ def test_the_cron_line_passes_crontab_n_and_names_absolute_paths(
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert line.startswith("7 3 * * * ")
     root = (tmp_path / "root").resolve()
-    assert f"{tool('flock')} -n -E 75 {root}/.retrainer.lock.cron {VENV_RETRAINER} run " \
+    assert f"{tool('flock')} -n -E 75 {root}/.retrainer.base.lock.cron {VENV_RETRAINER} run " \
            f"--config {config.resolve()} >> {root}/logs/cron.log 2>&1" in line
 
 
@@ -233,7 +233,7 @@ def test_a_night_that_finds_the_last_one_running_does_not_start_and_says_so(
     root = tmp_path / "root"
     root.mkdir()
 
-    with open(root / ".retrainer.lock.cron", "w") as held:
+    with open(root / ".retrainer.base.lock.cron", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as the previous night's flock holds it
         done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env=_cron_env(),
                               timeout=60)

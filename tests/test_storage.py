@@ -24,10 +24,10 @@ from typing import IO
 import pytest
 
 from bench.seaweed import SeaweedServer
-from retrainer.artifacts import sha256_bytes, sha256_file
-from retrainer.config import StorageSettings
-from retrainer.errors import BadInputError
-from retrainer.storage import (
+from retrainer.base.artifacts import sha256_bytes, sha256_file
+from retrainer.base.config import StorageSettings
+from retrainer.base.errors import BadInputError
+from retrainer.mirror.storage import (
     MissingExtraError,
     StorageClient,
     UploadError,
@@ -36,8 +36,8 @@ from retrainer.storage import (
     make_storage,
     validate_key,
 )
-from retrainer.storage import local as local_backend_module
-from retrainer.storage.local import LocalStorage
+from retrainer.mirror.storage import local as local_backend_module
+from retrainer.mirror.storage.local import LocalStorage
 from tests.dropbox_server import DropboxTestServer
 from tests.storage_fixtures import dropbox_client, new_bucket, raw_s3, s3_client
 from tests.tcp_proxy import CuttingProxy
@@ -334,7 +334,7 @@ class TestLocalStorage:
         script = textwrap.dedent(f"""
             import os, signal
             from pathlib import Path
-            from retrainer.storage import local
+            from retrainer.mirror.storage import local
 
             def write_half_then_die(source):
                 def write(out):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from dropbox.content_hash import DropboxContentHasher
 
-from retrainer.config import StorageSettings
-from retrainer.errors import BadInputError
-from retrainer.storage import UploadError, make_storage
-from retrainer.storage.dropbox import DropboxCredentials, DropboxStorage, load_credentials
+from retrainer.base.config import StorageSettings
+from retrainer.base.errors import BadInputError
+from retrainer.mirror.storage import UploadError, make_storage
+from retrainer.mirror.storage.dropbox import DropboxCredentials, DropboxStorage, load_credentials
 from tests.dropbox_server import (
     APP_KEY,
     APP_SECRET,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from bench.seaweed import SECRET_KEY, SeaweedServer
-from retrainer.config import StorageSettings, load_settings
-from retrainer.errors import BadInputError
-from retrainer.storage import UploadError, make_storage
-from retrainer.storage.s3 import S3Storage
+from retrainer.base.config import StorageSettings, load_settings
+from retrainer.base.errors import BadInputError
+from retrainer.mirror.storage import UploadError, make_storage
+from retrainer.mirror.storage.s3 import S3Storage
 from tests.storage_fixtures import raw_s3, s3_client
 from tests.tcp_proxy import CuttingProxy
 

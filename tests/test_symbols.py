@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from retrainer.errors import BadInputError
-from retrainer.symbols import median_daily_quote_volume, resolve_symbols
+from retrainer.base.errors import BadInputError
+from retrainer.base.symbols import median_daily_quote_volume, resolve_symbols
 
 END = pd.Timestamp("2026-06-01T00:00:00Z")
 

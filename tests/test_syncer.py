@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.artifacts import now_utc, run_day
-from retrainer.scheduler.syncer import Syncer
+from retrainer.base.artifacts import now_utc, run_day
+from retrainer.ledger.fsync import Syncer
 from tests.conftest import cli_env, read_json
 from tests.test_item_faults import faulty_config, symbols_of
 

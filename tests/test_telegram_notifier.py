@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from retrainer.config import NotifySettings
-from retrainer.notifiers import Notifier, NullNotifier, notifier_for_run
-from retrainer.notifiers.credentials import CHAT_ID_ENV, TOKEN_ENV
-from retrainer.notifiers.messages import MESSAGE_LIMIT, utf16_len
-from retrainer.notifiers.telegram import TelegramNotifier
+from retrainer.base.config import NotifySettings
+from retrainer.notify import Notifier, NullNotifier, notifier_for_run
+from retrainer.notify.credentials import CHAT_ID_ENV, TOKEN_ENV
+from retrainer.notify.messages import MESSAGE_LIMIT, utf16_len
+from retrainer.notify.telegram import TelegramNotifier
 from tests.telegram_server import FakeBotApi
 
 TOKEN = "987654321:AAHsecretSecretSecretSecretSecret12"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from retrainer.artifacts import FINAL_ARTIFACTS, PARTIAL_ARTIFACTS
-from retrainer.errors import BadInputError
+from retrainer.base.artifacts import FINAL_ARTIFACTS, PARTIAL_ARTIFACTS
+from retrainer.base.errors import BadInputError
 from retrainer.training.contract import load_trainer, validate_trainer_params
 from retrainer.training.params import TrainerParams
 from retrainer.training.trainer import ohlcv_values_sha256, train

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from retrainer.scheduler.drivers.zygote import LOST_STATUS, Zygote, ZygoteChild, ZygoteGone
-from retrainer.scheduler.reaper import sweep_adopted_orphans
+from retrainer.engine.drivers.zygote import LOST_STATUS, Zygote, ZygoteChild, ZygoteGone
+from retrainer.engine.reaper import sweep_adopted_orphans
 from tests.conftest import cli_env
 from tests.test_item_faults import assert_all_dead
 
@@ -24,7 +24,7 @@ from tests.test_item_faults import assert_all_dead
 def zygote() -> Iterator[Zygote]:
     lifeline_r, lifeline_w = os.pipe()
     started = Zygote()
-    started.start(["retrainer.scheduler.worker"], {}, lifeline_r)
+    started.start(["retrainer.engine.worker"], {}, lifeline_r)
     os.close(lifeline_r)
     yield started
     started.close()
@@ -137,10 +137,10 @@ def test_a_subreaper_scheduler_reaps_the_children_of_a_dead_zygote_with_their_st
     # As a run does: the scheduler is a subreaper, so the orphans come to it.
     script = (
         "import os, signal, time\n"
-        "from retrainer.scheduler.drivers.zygote import Zygote\n"
-        "from retrainer.scheduler.reaper import become_subreaper\n"
+        "from retrainer.engine.drivers.zygote import Zygote\n"
+        "from retrainer.engine.reaper import become_subreaper\n"
         "assert become_subreaper()\n"
-        "r, w = os.pipe(); z = Zygote(); z.start(['retrainer.scheduler.worker'], {}, r)\n"
+        "r, w = os.pipe(); z = Zygote(); z.start(['retrainer.engine.worker'], {}, r)\n"
         "inbox_r, inbox_w = os.pipe(); child = z.fork(inbox_r); os.close(inbox_r)\n"
         "os.kill(z.pid, signal.SIGKILL); time.sleep(0.5)\n"
         "os.kill(child.pid, signal.SIGTERM); child.join(10)\n"

@@ -30,9 +30,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from retrainer.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from retrainer.costs import SymbolCosts
-from retrainer.errors import BadInputError
+from retrainer.base.artifacts import (
+    atomic_write_bytes,
+    atomic_write_json,
+    sha256_bytes,
+    sha256_file,
+)
+from retrainer.base.costs import SymbolCosts
+from retrainer.base.errors import BadInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -142,7 +147,7 @@ def validate_trainer_params(trainer: Trainer, params: Mapping[str, Any]) -> dict
         return dict(params)
     from pydantic import ValidationError
 
-    from retrainer.config import describe_validation_error
+    from retrainer.base.config import describe_validation_error
 
     try:
         return dict(model.model_validate(dict(params)).model_dump(mode="json"))

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import retrainer
-from retrainer.artifacts import atomic_write_bytes, atomic_write_json
+from retrainer.base.artifacts import atomic_write_bytes, atomic_write_json
 from retrainer.training.contract import TrainContext
 from retrainer.training.evaluate import bars_per_year, evaluate_test_span
 from retrainer.training.features import (

@@ -1,0 +1,210 @@
+"""The output layout (a contract), atomic writes and sha256 manifests.
+
+Every file retrainer writes goes through `atomic_write_bytes`: a temp file in the same
+folder, fsync, rename. A kill -9 at any instant leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "sha256.txt"
+PARTIAL_ARTIFACTS = ("features.parquet", "split_indices.json", "training_log.json")
+FINAL_ARTIFACTS = ("model.bin", "config.json", "metrics.json")
+_CHUNK = 1 << 20
+
+
+def run_day(now: datetime) -> str:
+    """The UTC day a run belongs to, as used in folder names: 20261123Z."""
+    return now.astimezone(UTC).strftime("%Y%m%dZ")
+
+
+def attempt_stamp(now: datetime) -> str:
+    """The name of one attempt's model folder: 20261123_020000Z."""
+    return now.astimezone(UTC).strftime("%Y%m%d_%H%M%SZ")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives under one root; see the README's output layout."""
+
+    root: Path
+
+    def run_dir(self, day: str) -> Path:
+        return self.root / "runs" / day
+
+    def status_path(self, day: str) -> Path:
+        return self.run_dir(day) / "status.json"
+
+    def journal_path(self, day: str) -> Path:
+        return self.run_dir(day) / "ledger.jsonl"
+
+    def costs_path(self, day: str) -> Path:
+        return self.run_dir(day) / "costs.json"
+
+    def log_dir(self, day: str) -> Path:
+        return self.root / "logs" / day
+
+    def engine_log(self, day: str) -> Path:
+        return self.log_dir(day) / "engine.log"
+
+    def symbol_log_dir(self, day: str, symbol: str) -> Path:
+        return self.log_dir(day) / symbol
+
+    def summary_path(self, day: str) -> Path:
+        return self.root / "summary" / day / "engine_summary.json"
+
+    def model_dir(self, symbol: str) -> Path:
+        return self.root / "models" / symbol
+
+    def lock_path(self) -> Path:
+        return self.root / ".retrainer.base.lock"
+
+    def new_attempt_dir(self, symbol: str, now: datetime) -> Path:
+        """Create a fresh, empty attempt folder; never reuse one that exists."""
+        base = self.model_dir(symbol)
+        base.mkdir(parents=True, exist_ok=True)
+        stamp = attempt_stamp(now)
+        candidate, n = base / stamp, 1
+        while True:
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                # Two attempts in the same second (a fast retry): suffix, never overwrite.
+                candidate, n = base / f"{stamp}-{n}", n + 1
+
+    def relative(self, path: Path) -> str:
+        """A path as stored in the ledger and summary: relative to the root."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write a file so that readers see either the old content or the new, never a mix.
+
+    durable=False skips the fsyncs: still atomic for every process, but a power cut may
+    lose it. Only for files that matter no longer than the process that reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable)
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    atomic_write_text(path, to_json(obj), durable)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def format_manifest(hashes: Mapping[str, str]) -> str:
+    """sha256sum's format, so `sha256sum -c sha256.txt` works inside the folder."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(hashes.items()))
+
+
+def parse_manifest(text: str) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise ValueError(f"malformed manifest line: {line!r}")
+        hashes[name.lstrip("*")] = digest
+    return hashes
+
+
+def artifact_files(folder: Path) -> list[Path]:
+    """The artifacts of an attempt: every plain file but the manifest and temp files."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".")
+    )
+
+
+def write_manifest(folder: Path, files: Iterable[Path] | None = None,
+                   durable: bool = True) -> str:
+    """Hash the attempt's artifacts into sha256.txt; return the manifest's own sha256."""
+    chosen = artifact_files(folder) if files is None else list(files)
+    text = format_manifest({p.name: sha256_file(p) for p in chosen})
+    atomic_write_text(folder / MANIFEST_NAME, text, durable)
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def verify_manifest(folder: Path, manifest_sha256: str | None = None) -> list[str]:
+    """Re-hash an attempt's artifacts; return the problems found (empty: it verifies)."""
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        return [f"{manifest}: missing"]
+    raw = manifest.read_bytes()
+    if manifest_sha256 is not None and sha256_bytes(raw) != manifest_sha256:
+        return [f"{manifest}: differs from the one recorded in the ledger"]
+    try:
+        expected = parse_manifest(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return [f"{manifest}: {exc}"]
+    problems: list[str] = []
+    if not expected:
+        problems.append(f"{manifest}: lists no artifact")
+    for name, digest in sorted(expected.items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path}: sha256 mismatch")
+    return problems
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

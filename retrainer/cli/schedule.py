@@ -1,0 +1,63 @@
+"""`retrainer schedule systemd|cron`: settings in, files or a line out, next steps said."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from retrainer.base.artifacts import atomic_write_text
+from retrainer.base.config import CONFIG_ENV, load_settings
+from retrainer.base.errors import BadInputError
+from retrainer.base.resources import detect_resources
+from retrainer.job.timers import (
+    SYSTEM_UNIT_DIR,
+    Schedule,
+    build_schedule,
+    cron_line,
+    systemd_units,
+    user_unit_dir,
+)
+
+
+def _schedule(at: str, config: Path | None, name: str = "retrainer") -> Schedule:
+    if config is None and os.environ.get(CONFIG_ENV):
+        config = Path(os.environ[CONFIG_ENV])
+    if config is not None and not config.is_file():
+        raise BadInputError(f"config file {config} does not exist")
+    settings = load_settings(config, {})
+    return build_schedule(settings, config, at, detect_resources(), name)
+
+
+def write_systemd(at: str, *, user: bool, config: Path | None, output: Path | None,
+                  name: str, print_only: bool) -> None:
+    schedule = _schedule(at, config, name)
+    units = systemd_units(schedule, user)
+    if print_only:
+        for filename, text in units.items():
+            typer.echo(f"# {filename}\n{text}")
+        return
+    folder = output or (user_unit_dir() if user else SYSTEM_UNIT_DIR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        schedule.working_dir.mkdir(parents=True, exist_ok=True)  # systemd must chdir there
+        for filename, text in units.items():
+            atomic_write_text(folder / filename, text)
+    except OSError as exc:
+        raise BadInputError(f"cannot write the units into {folder} ({exc.strerror}); "
+                            "use --user, or --output DIR, or run as root") from None
+    for filename in units:
+        typer.echo(f"wrote {folder / filename}")
+    systemctl = "systemctl --user" if user else "systemctl"
+    typer.echo(f"start timeout {schedule.start_timeout_s} s, stop timeout "
+               f"{schedule.stop_timeout_s} s; to enable:\n"
+               f"  {systemctl} daemon-reload && {systemctl} enable --now {name}.timer")
+    if user:
+        typer.echo("  loginctl enable-linger \"$USER\"   # so that it runs while you are "
+                   "logged out")
+
+
+def print_cron(at: str, *, config: Path | None) -> None:
+    schedule = _schedule(at, config)
+    typer.echo(cron_line(schedule))

@@ -1,0 +1,307 @@
+"""The child's entry: one attempt of one symbol, in a process of its own.
+
+It starts its own session (so the supervisor can kill its whole process group), becomes a
+child subreaper (so whatever the trainer starts stays its descendant, even after a setsid
+or a double fork), watches a lifeline to the scheduler (so neither it nor anything it
+started outlives the scheduler), applies its thread budget, loads the
+data, calls the trainer, and leaves a result file that the supervisor classifies. This
+module is preloaded in the zygote together with torch, so an attempt starts by fork
+in milliseconds instead of a fresh interpreter importing torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from retrainer.base.artifacts import atomic_write_json, sha256_bytes
+from retrainer.base.costs import SymbolCosts
+from retrainer.base.logs import configure_worker_logging
+from retrainer.engine.reaper import become_subreaper, kill_descendants
+from retrainer.training.contract import (
+    PARTIALS_MANIFEST,
+    TrainContext,
+    load_trainer,
+    read_partials,
+)
+
+STACK_FRAMES_KEPT = 8
+# EX_CANTCREAT (sysexits.h): the attempt ended but its result file could not be written.
+RESULT_NOT_WRITTEN_EXIT = 73
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class AttemptSpec:
+    """Everything a child needs for one attempt; pickled to it over its inbox."""
+
+    run_id: str
+    symbol: str
+    attempt: int
+    data_path: Path
+    min_rows: int
+    costs: dict[str, Any]
+    out_dir: Path
+    log_dir: Path
+    engine_log: Path
+    trainer: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    threads: int
+    log_level: str = "info"
+    reuse_dir: Path | None = None
+    submitted_at: float = field(default_factory=time.time)
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_dir / f"attempt-{self.attempt}.log"
+
+    @property
+    def result_path(self) -> Path:
+        return self.log_dir / f"attempt-{self.attempt}.result.json"
+
+
+def run_when_handed(inbox: Connection, lifeline: Connection) -> None:
+    """The entry of a process forked ahead of need: it waits for the one
+    attempt it will run, then runs it (one process per attempt, as ever; only the fork
+    and the interpreter's start are paid while the slot's previous item still runs)."""
+    # What does not depend on the attempt is done before it arrives.
+    os.setsid()  # own session and process group: the supervisor kills the whole tree
+    become_subreaper()
+    _watch_lifeline(lifeline)
+    try:
+        spec = inbox.recv()
+    except (EOFError, OSError):  # not needed after all, or the scheduler is gone
+        os._exit(0)
+    inbox.close()
+    run_attempt(spec)
+
+
+def run_attempt(spec: AttemptSpec) -> None:
+    """Exit 0 with an ok result, or exit 1 with an error result."""
+    startup_ms = (time.time() - spec.submitted_at) * 1000.0
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    _redirect_output(spec.stdout_path)
+    _limit_threads(spec.threads)
+    configure_worker_logging(spec.engine_log, spec.log_dir / "worker.log", spec.log_level)
+    structlog.contextvars.bind_contextvars(
+        run_id=spec.run_id, symbol=spec.symbol, attempt=spec.attempt, pid=os.getpid()
+    )
+    log = structlog.get_logger()
+    log.info("worker_ready", startup_ms=round(startup_ms, 2), threads=spec.threads,
+             device=spec.device)
+    try:
+        metrics = _train(spec, log)
+    except BaseException as exc:  # everything, so the supervisor learns what happened
+        _end_leftovers(log)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            _free_disk(spec.out_dir, log)
+        _write_result(spec, _error_result(exc, startup_ms))
+        log.error("worker_error", error_type=type(exc).__name__, error=_short(str(exc)))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    _end_leftovers(log)
+    _write_result(spec, {"ok": True, "metrics": metrics, "startup_ms": startup_ms})
+
+
+def _free_disk(out_dir: Path, log: Any) -> None:
+    """A full disk: the half-written outputs of this failed attempt must not keep it full
+    for the other items. Saved partial outputs stay, for the retry to reuse."""
+    keep = {PARTIALS_MANIFEST, *read_partials(out_dir).get("files", {})}
+    freed = 0
+    for path in list(out_dir.rglob("*")):
+        if path.is_file() and path.relative_to(out_dir).as_posix() not in keep:
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+    log.warning("disk_full_outputs_removed", bytes=freed)
+
+
+def _end_leftovers(log: Any) -> None:
+    """The attempt is over: nothing the trainer started (a data loader, a helper it
+    daemonised) may live on."""
+    killed = kill_descendants()
+    if killed:
+        log.warning("leftover_processes_killed", pids=killed)
+
+
+def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
+    trainer = load_trainer(spec.trainer)
+    ctx = TrainContext(
+        symbol=spec.symbol,
+        data_source=lambda: _load_bars(spec),
+        costs=SymbolCosts.from_dict(spec.costs),
+        out_dir=spec.out_dir,
+        seed=spec.seed,
+        device=spec.device,
+        threads=spec.threads,
+        params=spec.params,
+        partial_key_source=lambda: _partial_key(spec),
+        reuse_dir=spec.reuse_dir,
+        emit=lambda event, **fields: log.info(event, **fields),
+    )
+    returned = trainer(ctx)
+    metrics = checked_metrics(returned)
+    metrics_path = spec.out_dir / "metrics.json"
+    if not metrics_path.exists():  # fsynced by the scheduler with the other artifacts
+        atomic_write_json(metrics_path, metrics, durable=False)
+    return metrics
+
+
+def _load_bars(spec: AttemptSpec) -> Any:
+    # Imported here: pandas and pyarrow are in the zygote only for trainers that read
+    # bars, and a zygote without them forks a few milliseconds faster.
+    from retrainer.base.data import load_ohlcv
+
+    return load_ohlcv(spec.data_path, spec.min_rows)
+
+
+def _partial_key(spec: AttemptSpec) -> str:
+    """Partial outputs are reusable only for the same data, trainer and params."""
+    from retrainer.base.data import data_fingerprint
+
+    identity = json.dumps(
+        {"data": data_fingerprint(spec.data_path), "trainer": spec.trainer,
+         "params": spec.params, "seed": spec.seed},
+        sort_keys=True,
+    )
+    return sha256_bytes(identity.encode("utf-8"))
+
+
+class GarbageResultError(TypeError):
+    """The trainer returned something that is not a mapping of JSON-safe metrics."""
+
+
+def checked_metrics(returned: object) -> dict[str, Any]:
+    if not isinstance(returned, Mapping):
+        raise GarbageResultError(
+            f"trainer returned {type(returned).__name__}, expected a mapping of metrics"
+        )
+    metrics = {str(k): v for k, v in returned.items()}
+    try:
+        json.dumps(metrics, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise GarbageResultError(
+            f"trainer returned metrics that are not JSON-safe: {exc}"
+        ) from None
+    return metrics
+
+
+# I/O errors a person fixes on the machine, not in the code: say so first.
+_IO_ERRNO_HINTS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EIO: "I/O error",
+}
+
+
+def _error_result(exc: BaseException, startup_ms: float) -> dict[str, Any]:
+    frames = traceback.extract_tb(exc.__traceback__)[-STACK_FRAMES_KEPT:]
+    message = str(exc)
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in _IO_ERRNO_HINTS:
+        message = f"{_IO_ERRNO_HINTS[code]} ({errno.errorcode[code]}): {exc}"
+    return {
+        "ok": False,
+        "error_type": type(exc).__name__,
+        "message": _short(message),
+        "stack": [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames],
+        "startup_ms": startup_ms,
+    }
+
+
+def _short(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _write_result(spec: AttemptSpec, result: dict[str, Any]) -> None:
+    try:  # read by the supervisor as soon as we exit: no need to survive a power cut
+        atomic_write_json(spec.result_path, result, durable=False)
+    except OSError:  # a full or read-only run folder: the exit code is all we can leave
+        os._exit(RESULT_NOT_WRITTEN_EXIT)
+
+
+def _watch_lifeline(lifeline: Connection) -> None:
+    """When the scheduler dies its end of the pipe closes: take our whole group down."""
+
+    def watch() -> None:
+        try:
+            lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        kill_descendants()  # those that left our group too: we are their subreaper
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def _redirect_output(path: Path) -> None:
+    """The trainer's prints and C-level output go to the attempt's log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _limit_threads(threads: int) -> None:
+    budget = str(threads)
+    for name in THREAD_ENV_VARS:  # for anything the trainer starts; the zygote has the
+        if os.environ.get(name) != budget:  # driver's likely budget set already
+            os.environ[name] = budget
+    # Deterministic cuBLAS must be asked for before CUDA is first touched in this process.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch = sys.modules.get("torch")  # preloaded if the trainer needs it; else it reads
+    if torch is not None:             # the variables above when it imports torch itself
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:
+            pass  # already fixed for this process; intra-op threads are what matter
+    # Only pools of another size: setting OpenBLAS's rebuilds its pool at once, and a new
+    # pool's threads busy-wait for their first work (about 0.1 s of a core each) even in
+    # an item that never calls BLAS. One of the zygote's size is built on first use.
+    for pool in blas_threadpools().lib_controllers:
+        if pool.num_threads != threads:
+            pool.set_num_threads(threads)
+
+
+_THREADPOOLS: Any = None
+
+
+def blas_threadpools() -> Any:
+    """threadpoolctl's view of the loaded BLAS/OpenMP libraries. Building it scans every
+    loaded library (about 1.3 ms), so the zygote builds it once for all its forks."""
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS

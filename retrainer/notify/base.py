@@ -1,0 +1,84 @@
+"""What every notifier offers, and the registry of notifier backends.
+
+A notifier tells people about a run (a Telegram chat, later others). Backends live one per
+module and are imported only when configured, so that their SDK is needed only by those who
+use them (`retrainer.mirror.storage.import_optional` names the pip extra when it is missing).
+
+Implementations must not raise when a message cannot be delivered: they log it and carry
+on, because a notifier failing never fails a training item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+
+from retrainer.base.config import NotifySettings
+from retrainer.base.errors import BadInputError
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    def run_started(self, info: Mapping[str, Any]) -> None:
+        """The run began: info holds run_id, mode, symbols and the like."""
+        ...
+
+    def item_failed(self, symbol: str, reason: str) -> None:
+        """One item ended failed for good (after its retries)."""
+        ...
+
+    def run_finished(self, summary: Mapping[str, Any]) -> None:
+        """The run ended: summary is engine_summary.json's content."""
+        ...
+
+    def close(self) -> None:
+        """Flush what is pending and release connections."""
+        ...
+
+
+# A backend's factory takes its options (the [notify] table of the config, secrets aside:
+# those it reads from the environment itself).
+NotifierFactory = Callable[[Mapping[str, Any]], Notifier]
+
+
+def _null(options: Mapping[str, Any]) -> Notifier:
+    from retrainer.notify.null import NullNotifier
+
+    return NullNotifier()
+
+
+def _telegram(options: Mapping[str, Any]) -> Notifier:
+    from retrainer.notify.telegram import TelegramNotifier
+
+    return TelegramNotifier(options)
+
+
+# kind → factory. Each factory imports its backend module only when called.
+NOTIFIER_BACKENDS: dict[str, NotifierFactory] = {
+    "null": _null,
+    "telegram": _telegram,
+}
+
+
+def make_notifier(kind: str = "null", options: Mapping[str, Any] | None = None) -> Notifier:
+    """The notifier of the given kind, built from its options."""
+    factory = NOTIFIER_BACKENDS.get(kind)
+    if factory is None:
+        known = ", ".join(sorted(NOTIFIER_BACKENDS))
+        raise BadInputError(f"notifier kind {kind!r} is unknown (known: {known})")
+    return factory(options or {})
+
+
+def notifier_for_run(settings: NotifySettings) -> Notifier:
+    """The run's notifier. One that cannot be built (no token, no SDK) is logged and
+    replaced by the null one: a notifier never fails a run."""
+    if not settings.enabled:
+        return make_notifier("null")
+    try:
+        return make_notifier(settings.kind, settings.model_dump())
+    except BadInputError as exc:
+        structlog.get_logger().error("notify_failed", what="setup", kind=settings.kind,
+                                     reason=str(exc))
+        return make_notifier("null")

@@ -1,0 +1,72 @@
+"""What the terminal shows: the plan table (dry run) and the closing lines of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from retrainer.plan.planner import Plan
+
+
+def make_console(stderr: bool = False) -> Console:
+    # Off a terminal (cron, systemd, a pipe) rich writes no control characters; give it a
+    # wide line so reasons are not cut.
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, width=None if probe.is_terminal else 200)
+
+
+def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
+    res = plan.resources
+    device = f"{res.gpu_count} GPU(s)" if res.has_gpu else "CPU only"
+    title = "Plan (dry run: nothing is written)" if dry_run else "Plan"
+    console.print(
+        f"{title} for {plan.day}: mode {plan.mode.value}, {plan.window} at a time "
+        f"(max_concurrent {plan.max_concurrent}), {plan.threads_per_item} thread(s) and "
+        f"{plan.memory_cap_mb} MB per item, "
+        f"{res.cpu_count} cores, {device}; root {plan.layout.root}"
+    )
+    headers = ("symbol", "action", "why", "taker bps", "maker bps", "half-spread bps",
+               "cost/turnover bps")
+    rows = [(item.symbol, item.action.value, item.why, f"{item.costs.taker_fee_bps:.2f}",
+             f"{item.costs.maker_fee_bps:.2f}", f"{item.costs.half_spread_bps:.2f}",
+             f"{item.costs.cost_per_turnover_bps:.2f}") for item in plan.items]
+    right = [("bps" in name) for name in headers]
+    if console.is_terminal:
+        table = Table(show_lines=False)
+        for name, align_right in zip(headers, right, strict=True):
+            table.add_column(name, justify="right" if align_right else "left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:  # a log file: plain aligned columns, and ~50x cheaper than rich's layout for 1k rows
+        console.file.write(plain_table(headers, rows, right))
+    console.print(f"{len(plan.to_run)} to run, {len(plan.to_skip)} to skip")
+
+
+def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+                right: Sequence[bool]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows,
+                                                                       strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.rjust(width) if align else cell.ljust(width)
+                         for cell, width, align in zip(cells, widths, right, strict=True))
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)]) + "\n"
+
+
+def print_result(summary: dict[str, Any], summary_path: Path, console: Console) -> None:
+    console.print(
+        f"retrainer {summary['day']}: {summary['total_symbols']} symbols: "
+        f"{summary['succeeded']} succeeded, {summary['failed']} failed, "
+        f"{summary['skipped']} skipped, {summary['interrupted']} interrupted "
+        f"in {summary['total_wall_minutes']:.2f} min (exit {summary['exit_code']})"
+    )
+    for symbol, reason in summary["failures"].items():
+        console.print(f"  {symbol}: {reason}")
+    console.print(f"summary: {summary_path}")

@@ -1,0 +1,74 @@
+"""`retrainer history SYMBOL`: every attempt of one symbol, from every day's ledger."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from retrainer.base.artifacts import Layout
+from retrainer.ledger.journal import read_ledger
+from retrainer.views.runview import days_under
+
+# The metrics an operator looks at first; others stay in metrics.json and the ledger.
+KEY_METRICS = ("net_sharpe", "gross_sharpe", "net_total_return", "test_accuracy")
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    day: str
+    attempt: int
+    started_at: str
+    status: str
+    minutes: float | None
+    reason: str | None
+    metrics: dict[str, Any]  # the key metrics of the attempt whose artifacts were kept
+
+
+def symbol_history(root: Path, symbol: str) -> list[HistoryRow]:
+    layout = Layout(root)
+    rows: list[HistoryRow] = []
+    for day in days_under(root):
+        entry = read_ledger(layout.status_path(day), layout.journal_path(day)).entries.get(
+            symbol)
+        if entry is None:
+            continue
+        for a in entry.attempts:
+            kept = entry.artifact_dir is not None and a.artifact_dir == entry.artifact_dir
+            rows.append(HistoryRow(
+                day=day, attempt=a.number, started_at=a.started_at, status=a.state.value,
+                minutes=None if a.seconds is None else round(a.seconds / 60.0, 3),
+                reason=None if a.state.value == "success" else a.reason,
+                metrics=key_metrics(entry.metrics) if kept else {}))
+    return rows
+
+
+def key_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: metrics[k] for k in KEY_METRICS if metrics and k in metrics}
+
+
+def print_history(symbol: str, rows: list[HistoryRow], as_json: bool, console: Console) -> None:
+    if as_json:
+        print(json.dumps({"symbol": symbol, "attempts": [asdict(r) for r in rows]}), flush=True)
+        return
+    if not rows:
+        console.print(f"{symbol}: no attempts in any ledger")
+        return
+    table = Table(title=f"{symbol}: {len(rows)} attempts", title_justify="left")
+    for name in ("day", "attempt", "started", "status", "minutes", *KEY_METRICS, "reason"):
+        table.add_column(name, overflow="fold",
+                         justify="right" if name in ("minutes", *KEY_METRICS) else "left")
+    for r in rows:
+        table.add_row(r.day, str(r.attempt), r.started_at[11:19], r.status,
+                      "" if r.minutes is None else f"{r.minutes:.2f}",
+                      *(_number(r.metrics.get(k)) for k in KEY_METRICS), r.reason or "")
+    console.print(table)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else ""
