@@ -12,24 +12,16 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from retrainer.base.clock import attempt_stamp
 
 MANIFEST_NAME = "sha256.txt"
 PARTIAL_ARTIFACTS = ("features.parquet", "split_indices.json", "training_log.json")
 FINAL_ARTIFACTS = ("model.bin", "config.json", "metrics.json")
 _CHUNK = 1 << 20
-
-
-def run_day(now: datetime) -> str:
-    """The UTC day a run belongs to, as used in folder names: 20261123Z."""
-    return now.astimezone(UTC).strftime("%Y%m%dZ")
-
-
-def attempt_stamp(now: datetime) -> str:
-    """The name of one attempt's model folder: 20261123_020000Z."""
-    return now.astimezone(UTC).strftime("%Y%m%d_%H%M%SZ")
 
 
 @dataclass(frozen=True)
@@ -200,11 +192,3 @@ def verify_manifest(folder: Path, manifest_sha256: str | None = None) -> list[st
         elif sha256_file(path) != digest:
             problems.append(f"{path}: sha256 mismatch")
     return problems
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

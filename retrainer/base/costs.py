@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # Type-only: every attempt's process imports this module for SymbolCosts, and need not
-    # import pydantic, pandas or numpy (numpy alone makes each fork and exit ~1.4 ms dearer).
+    # import pydantic, pandas or numpy (numpy alone makes each fork and exit dearer).
     import numpy as np
     import numpy.typing as npt
     import pandas as pd

@@ -9,7 +9,8 @@ from types import TracebackType
 
 from filelock import FileLock, Timeout
 
-from retrainer.base.artifacts import atomic_write_json, iso, now_utc
+from retrainer.base.artifacts import atomic_write_json
+from retrainer.base.clock import iso, now_utc
 from retrainer.base.errors import LockedError
 
 

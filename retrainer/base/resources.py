@@ -12,7 +12,7 @@ import psutil
 GPU_DEFAULT_CONCURRENCY = 12
 CPU_DEFAULT_CONCURRENCY = 2
 # Device nodes a CUDA (or ROCm) build of torch needs; without one, no GPU can be visible,
-# and the scheduler need not import torch (1.5 s) to find that out.
+# and the scheduler need not import torch (seconds) to find that out.
 MEMORY_SHARE = 0.8
 MIN_MEMORY_CAP_MB = 256
 _GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
@@ -33,9 +33,6 @@ class Resources:
     def machine_slots(self) -> int:
         """How many items the machine itself can run at once (parallel mode's bound)."""
         return max(self.cpu_count, self.gpu_count)
-
-    def default_concurrency(self) -> int:
-        return GPU_DEFAULT_CONCURRENCY if self.has_gpu else CPU_DEFAULT_CONCURRENCY
 
     def threads_per_item(self, window: int) -> int:
         """Cores ÷ concurrency, at least 1: parallel items never oversubscribe the CPU."""
@@ -73,7 +70,7 @@ def detect_gpu_count(environ: dict[str, str] | None = None) -> int:
 
 
 def gpu_device_present() -> bool:
-    """A GPU device node exists: found without importing torch (1.5 s)."""
+    """A GPU device node exists: found without importing torch."""
     return any(Path(node).exists() for node in _GPU_DEVICE_NODES)
 
 

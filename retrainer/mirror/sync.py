@@ -16,26 +16,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
-import typer
 
 from retrainer.base.artifacts import (
     MANIFEST_NAME,
     Layout,
     artifact_files,
     atomic_write_text,
-    attempt_stamp,
-    iso,
-    now_utc,
-    run_day,
     verify_manifest,
 )
+from retrainer.base.clock import attempt_stamp, iso, now_utc, run_day
 from retrainer.base.config import Settings
 from retrainer.base.errors import BadInputError
 from retrainer.base.lock import RunLock
 from retrainer.base.logs import configure_logging
 from retrainer.ledger.entries import ItemState, LedgerEntry, UploadState
 from retrainer.ledger.journal import Ledger, read_ledger
-from retrainer.mirror.storage.base import StorageClient
+from retrainer.mirror.storage.protocol import StorageClient
 from retrainer.mirror.uploads import PENDING_MARKER, UploadBatch, upload_files
 
 NEEDS_UPLOAD = (UploadState.PENDING, UploadState.FAILED)
@@ -49,9 +45,18 @@ class SyncReport:
     unsyncable: list[str] = field(default_factory=list)  # local artifacts no longer verify
     errors: list[str] = field(default_factory=list)
 
+    destination: str = ""
+
     @property
     def ok(self) -> bool:
         return not (self.still_pending or self.unsyncable or self.errors)
+
+    def lines(self) -> list[str]:
+        days = ", ".join(self.days) or "none"
+        return [*(f"uploaded {line}" for line in self.uploaded),
+                *(f"problem: {line}" for line in [*self.unsyncable, *self.errors]),
+                f"days synced: {days}; {len(self.uploaded)} symbols uploaded, "
+                f"{len(self.still_pending)} still pending, to {self.destination}"]
 
 
 def marker_path(layout: Layout, day: str) -> Path:
@@ -153,8 +158,8 @@ def finish_run_uploads(layout: Layout, day: str, batches: list[UploadBatch]) -> 
         marker_path(layout, day).unlink(missing_ok=True)
 
 
-def run_sync(settings: Settings, storage: StorageClient, day: str | None) -> bool:
-    """`retrainer sync`: under the run lock, log to today's engine log, print a report."""
+def run_sync(settings: Settings, storage: StorageClient, day: str | None) -> SyncReport:
+    """`retrainer sync`: under the run lock, logged to today's engine log."""
     layout = Layout(settings.run.root.resolve())
     if day is not None and not (layout.status_path(day).exists()
                                 or layout.journal_path(day).exists()):
@@ -164,11 +169,5 @@ def run_sync(settings: Settings, storage: StorageClient, day: str | None) -> boo
         configure_logging(layout.engine_log(run_day(now_utc())), settings.logging.level)
         structlog.contextvars.bind_contextvars(run_id=run_id)
         report = sync_pending(layout.root, storage, day)
-    for line in report.uploaded:
-        typer.echo(f"uploaded {line}")
-    for line in [*report.unsyncable, *report.errors]:
-        typer.echo(f"problem: {line}")
-    days = ", ".join(report.days) or "none"
-    typer.echo(f"days synced: {days}; {len(report.uploaded)} symbols uploaded, "
-               f"{len(report.still_pending)} still pending, to {storage.describe()}")
-    return report.ok
+    report.destination = storage.describe()
+    return report

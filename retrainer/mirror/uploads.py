@@ -18,7 +18,7 @@ import structlog
 
 from retrainer.base.artifacts import Layout
 from retrainer.base.logs import UPLOAD_FAILED, UPLOAD_SUCCEEDED
-from retrainer.mirror.storage.base import StorageClient, UploadError
+from retrainer.mirror.storage.protocol import StorageClient, UploadError
 
 # Written under runs/<day>/ while any upload of that day may be pending; removed once
 # everything of the day is stored. A sync looks only at days that carry it.

@@ -4,33 +4,48 @@ check the stored copies' checksums against it instead (HEAD / metadata, no re-up
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import typer
 
 from retrainer.base.artifacts import (
     MANIFEST_NAME,
     Layout,
-    now_utc,
     parse_manifest,
-    run_day,
     sha256_bytes,
     verify_manifest,
 )
+from retrainer.base.clock import now_utc, run_day
 from retrainer.base.errors import BadInputError
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
-from retrainer.mirror.storage.base import StorageClient, UploadError
+from retrainer.mirror.storage.protocol import StorageClient, UploadError
 
 
-def verify_run(root: Path, day: str | None) -> bool:
+@dataclass
+class VerifyReport:
+    day: str
+    where: str  # "" for the local files, else " against <storage>"
+    checked: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (item id, problem)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        bad = len({item_id for item_id, _ in self.problems})
+        return [*(f"{item_id}: {problem}" for item_id, problem in self.problems),
+                f"{self.day}: {self.checked} symbols checked{self.where}, {bad} with problems"]
+
+
+def verify_run(root: Path, day: str | None) -> VerifyReport:
     """Re-hash each successful symbol's artifacts against its sha256.txt."""
     return _check_each_success(
         root, day, lambda folder, _key, entry: verify_manifest(folder, entry.manifest_sha256),
         "")
 
 
-def verify_remote(root: Path, day: str | None, storage: StorageClient) -> bool:
+def verify_remote(root: Path, day: str | None, storage: StorageClient) -> VerifyReport:
     """Check each successful symbol's stored objects against its local sha256.txt."""
     return _check_each_success(
         root, day, lambda folder, key, _entry: remote_problems(folder, key, storage),
@@ -39,25 +54,22 @@ def verify_remote(root: Path, day: str | None, storage: StorageClient) -> bool:
 
 def _check_each_success(root: Path, day: str | None,
                         problems_of: Callable[[Path, str, LedgerEntry], list[str]],
-                        where: str) -> bool:
-    """Print every problem of every symbol that succeeded that day; True if none.
-    problems_of gets the artifact folder, its key (relative path) and the ledger entry."""
+                        where: str) -> VerifyReport:
+    """Every problem of every symbol that succeeded that day. problems_of gets the
+    artifact folder, its key (relative path) and the ledger entry."""
     layout = Layout(root)
     day = day or run_day(now_utc())
     if not layout.status_path(day).exists() and not layout.journal_path(day).exists():
         raise BadInputError(f"no run ledger for {day} under {root}/runs")
     entries = read_ledger(layout.status_path(day), layout.journal_path(day)).entries
-    checked = bad = 0
-    for symbol, entry in sorted(entries.items()):
+    report = VerifyReport(day, where)
+    for item_id, entry in sorted(entries.items()):
         if entry.state is not ItemState.SUCCESS or entry.artifact_dir is None:
             continue
-        checked += 1
+        report.checked += 1
         problems = problems_of(root / entry.artifact_dir, entry.artifact_dir, entry)
-        for problem in problems:
-            typer.echo(f"{symbol}: {problem}")
-        bad += bool(problems)
-    typer.echo(f"{day}: {checked} symbols checked{where}, {bad} with problems")
-    return bad == 0
+        report.problems.extend((item_id, problem) for problem in problems)
+    return report
 
 
 def remote_problems(folder: Path, prefix: str, storage: StorageClient) -> list[str]:

@@ -33,7 +33,7 @@ import structlog
 
 from retrainer.base.config import NotifySettings
 from retrainer.base.logs import MASK
-from retrainer.mirror.storage.base import import_optional
+from retrainer.base.optional import import_optional
 from retrainer.notify.batching import FailureBatcher
 from retrainer.notify.credentials import TelegramCredentials, load_credentials
 from retrainer.notify.messages import finished_text, split_text, started_text

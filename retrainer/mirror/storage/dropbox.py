@@ -31,10 +31,10 @@ from typing import Any
 
 from retrainer.base.config import StorageSettings
 from retrainer.base.errors import BadInputError
-from retrainer.mirror.storage.base import (
+from retrainer.base.optional import import_optional
+from retrainer.mirror.storage.protocol import (
     UploadError,
     UploadResult,
-    import_optional,
     json_bytes,
     validate_key,
 )

@@ -18,7 +18,7 @@ from typing import IO, Any
 from retrainer.base.artifacts import fsync_dir, sha256_bytes, sha256_file
 from retrainer.base.config import StorageSettings
 from retrainer.base.errors import BadInputError
-from retrainer.mirror.storage.base import UploadError, UploadResult, json_bytes, validate_key
+from retrainer.mirror.storage.protocol import UploadError, UploadResult, json_bytes, validate_key
 
 # Mirrored objects are meant to be read by other tools and users, not only by us.
 OBJECT_MODE = 0o644

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.base.config import StorageSettings
-from retrainer.mirror.storage.base import (
+from retrainer.base.optional import import_optional
+from retrainer.mirror.storage.protocol import (
     UploadError,
     UploadResult,
-    import_optional,
     json_bytes,
     validate_key,
 )

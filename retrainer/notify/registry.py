@@ -1,42 +1,19 @@
-"""What every notifier offers, and the registry of notifier backends.
+"""The registry of notifier backends: kind → factory.
 
-A notifier tells people about a run (a Telegram chat, later others). Backends live one per
-module and are imported only when configured, so that their SDK is needed only by those who
-use them (`retrainer.mirror.storage.import_optional` names the pip extra when it is missing).
-
-Implementations must not raise when a message cannot be delivered: they log it and carry
-on, because a notifier failing never fails a training item.
+Backends live one per module and are imported only when configured, so that their SDK is
+needed only by those who use them (retrainer.base.optional names the pip extra).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import structlog
 
 from retrainer.base.config import NotifySettings
 from retrainer.base.errors import BadInputError
-
-
-@runtime_checkable
-class Notifier(Protocol):
-    def run_started(self, info: Mapping[str, Any]) -> None:
-        """The run began: info holds run_id, mode, symbols and the like."""
-        ...
-
-    def item_failed(self, symbol: str, reason: str) -> None:
-        """One item ended failed for good (after its retries)."""
-        ...
-
-    def run_finished(self, summary: Mapping[str, Any]) -> None:
-        """The run ended: summary is engine_summary.json's content."""
-        ...
-
-    def close(self) -> None:
-        """Flush what is pending and release connections."""
-        ...
-
+from retrainer.notify.protocol import Notifier
 
 # A backend's factory takes its options (the [notify] table of the config, secrets aside:
 # those it reads from the environment itself).

@@ -1,0 +1,1 @@
+"""Test helpers: fake servers, trainer plug-ins, fixtures and synthetic data."""
