@@ -106,8 +106,9 @@ def run(
         "none. (default: [notify] enabled)")] = None,
 ) -> None:
     """Run the nightly retraining job."""
-    from retrainer.job.nightly import run_job
+    from retrainer.job.nightly import run_night
     from retrainer.views.display import make_console
+    from retrainer.views.night_console import NightConsole
 
     flags: dict[str, dict[str, Any]] = {
         "run": {"mode": mode, "max_concurrent": max_concurrent, "symbols": symbols,
@@ -118,7 +119,8 @@ def run(
     }
     with _exit_codes():
         settings = load_settings(config, flags)
-        code = run_job(settings, force=force, dry_run=dry_run, console=make_console())
+        code = run_night(settings, force=force, dry_run=dry_run,
+                         reporter=NightConsole(make_console()))
     raise typer.Exit(code)
 
 
@@ -138,10 +140,12 @@ def verify(
     with _exit_codes():
         settings = load_settings(config, {"run": {"root": root}})
         if remote:
-            ok = verify_remote(settings.run.root.resolve(), run_day, _storage(settings))
+            report = verify_remote(settings.run.root.resolve(), run_day, _storage(settings))
         else:
-            ok = verify_run(settings.run.root.resolve(), run_day)
-    raise typer.Exit(ExitCode.OK if ok else ExitCode.SOME_FAILED)
+            report = verify_run(settings.run.root.resolve(), run_day)
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.SOME_FAILED)
 
 
 RunDayOpt = Annotated[
@@ -220,12 +224,14 @@ def sync(
 
     with _exit_codes():
         settings = load_settings(config, {"run": {"root": root}})
-        ok = run_sync(settings, _storage(settings), run_day)
-    raise typer.Exit(ExitCode.OK if ok else ExitCode.SOME_FAILED)
+        report = run_sync(settings, _storage(settings), run_day)
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.SOME_FAILED)
 
 
 def _storage(settings: Any) -> Any:
-    from retrainer.mirror.storage.base import make_storage
+    from retrainer.mirror.storage.registry import make_storage
 
     storage = make_storage(settings.storage)
     if storage is None:

@@ -1,9 +1,10 @@
 """The one outer loop: start what may start, wait, reap, enforce deadlines, record.
 
-Modes chose the window (how many at once), the driver runs attempts, the supervisor owns
-each process; this loop only moves items between the queue, the running set and the
-ledger. Each pass of the loop body does one step (huey's Worker.loop); signal handlers
-only set a flag that the loop reads.
+The plan's policy chose the window (how many at once), the driver runs attempts and hands
+back a handle each; this loop only moves items between the queue, the running set and the
+ledger, and tells its listeners (uploads, notifications) what happened. Each pass of the
+loop body does one step (huey's Worker.loop); signal handlers only set a flag that the
+loop reads.
 """
 
 from __future__ import annotations
@@ -13,21 +14,21 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, iso, now_utc, write_manifest
-from retrainer.base.config import Settings
+from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, write_manifest
+from retrainer.base.clock import iso, now_utc
 from retrainer.base.logs import COIN_FAILED, COIN_RETRY_SCHEDULED, COIN_STARTED, COIN_SUCCEEDED
-from retrainer.engine.drivers import Driver
+from retrainer.engine.attempt import AttemptSpec
+from retrainer.engine.drivers.protocol import AttemptHandle, Driver
+from retrainer.engine.events import ItemListener, Listeners
 from retrainer.engine.reaper import sweep_adopted_orphans
 from retrainer.engine.retry import backoff_s
-from retrainer.engine.supervisor import AttemptLimits, Supervisor
-from retrainer.engine.worker import AttemptSpec
+from retrainer.engine.supervisor import AttemptLimits
 from retrainer.ledger.entries import (
     FAILED_STATES,
     Attempt,
@@ -38,9 +39,7 @@ from retrainer.ledger.entries import (
 )
 from retrainer.ledger.fsync import Syncer
 from retrainer.ledger.journal import Ledger
-from retrainer.mirror.uploads import UploadBatch, Uploader
 from retrainer.plan.planner import Plan, PlanItem
-from retrainer.training.contract import read_partials
 
 MAX_IDLE_WAIT_S = 0.5
 # The first one waits for the zygote's imports; a zygote slower than this starts
@@ -79,13 +78,12 @@ class _Retry:
 @dataclass
 class _Running:
     item: PlanItem
-    supervisor: Supervisor
+    handle: AttemptHandle
     attempt: Attempt
     out_dir: Path
     slot: int
     started: float
     stopped: bool = False  # terminated because the scheduler is stopping
-    partials_sent: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -103,36 +101,37 @@ class RunTally:
     startup_ms: list[float] = field(default_factory=list)
 
 
-class Runner:
+class Engine:
+    """Runs a plan's items through a driver; the head's only writer of their ledger entries."""
+
     def __init__(
-        self, settings: Settings, plan: Plan, ledger: Ledger, driver: Driver,
-        uploader: Uploader | None, run_id: str, stop: StopFlag, syncer: Syncer,
-        on_final_failure: Callable[[str, str], None] | None = None,
+        self, plan: Plan, ledger: Ledger, driver: Driver, run_id: str, stop: StopFlag,
+        syncer: Syncer, listeners: list[ItemListener] | None = None, log_level: str = "info",
     ) -> None:
-        self.settings = settings
         self.plan = plan
+        self.policy = plan.policy
         self.ledger = ledger
         self.driver = driver
-        self.uploader = uploader
         self.run_id = run_id
         self.stop = stop
         self.syncer = syncer  # the ledger's too: a manifest's fsync comes before its line's
-        self.on_final_failure = on_final_failure  # (symbol, reason): failed for good
+        self.listeners = Listeners(listeners or [])
+        self.log_level = log_level
         self.tally = RunTally()
         self.log = structlog.get_logger()
         self._fresh: deque[PlanItem] = deque(plan.to_run)
         self._retries: list[_Retry] = []
         self._running: dict[int, _Running] = {}  # by slot
         self._ended: list[_Ended] = []
-        self._free_slots = list(range(plan.window - 1, -1, -1))
-        self._rng = random.Random(settings.run.seed)
+        self._free_slots = list(range(self.policy.window - 1, -1, -1))
+        self._rng = random.Random(self.policy.seed)
         self._seq = 0
         self._stopping_since: float | None = None
-        self._limits = AttemptLimits(settings.run.timeout_minutes * 60.0,
-                                     settings.run.kill_grace_s, plan.memory_cap_mb)
+        self._limits = AttemptLimits(self.policy.timeout_s, self.policy.kill_grace_s,
+                                     self.policy.memory_cap_mb)
 
     # -- the loop ----------------------------------------------------------------
-    def execute(self) -> RunTally:
+    def run_items(self) -> RunTally:
         self.ledger.record_many([self._pending_entry(item) for item in self.plan.to_run])
         self.ledger.flush()
         # The first wave's processes, forked before it starts (as a peer starts its pool).
@@ -143,7 +142,7 @@ class Runner:
         while self._running or self._ended or (
                 not self.stop.requested and (self._fresh or self._retries)):
             self._step()
-        self._record_uploads(self.uploader.drain() if self.uploader else [])
+        self.listeners.drain()
         self._mark_unstarted_after_stop()
         self._sweep_orphans()
         self.syncer.drain()  # the summary describes what is on disk
@@ -156,30 +155,28 @@ class Runner:
         else:
             self._start_ready(now)
         self.driver.keep_warm(self._warm_wanted())
-        watched = [r.supervisor for r in [*self._running.values(),
-                                           *(e.running for e in self._ended)]]
+        watched = [r.handle for r in [*self._running.values(),
+                                       *(e.running for e in self._ended)]]
         self.driver.wait(watched, self._next_wakeup(now) - now)
         self._turn_over()
         self._record_ended()
         now = time.monotonic()
         for running in self._running.values():
-            running.supervisor.enforce_limits(now)
-        if self.uploader:
-            self._upload_new_partials()
-            self._record_uploads(self.uploader.finished())
+            running.handle.enforce_limits(now)
+        self.listeners.poll()
         self.ledger.maybe_flush()
 
     def _warm_wanted(self) -> int:
         """A warm process for each slot that will start another item, none when stopping."""
         if self.stop.requested:
             return 0
-        return min(self.plan.window, len(self._fresh) + len(self._retries))
+        return min(self.policy.window, len(self._fresh) + len(self._retries))
 
     def _next_wakeup(self, now: float) -> float:
         wakeups = [now + MAX_IDLE_WAIT_S]
-        wakeups += [r.supervisor.next_wakeup() for r in self._running.values()]
+        wakeups += [r.handle.next_wakeup() for r in self._running.values()]
         if self._stopping_since is not None:
-            wakeups.append(self._stopping_since + self.settings.run.stop_grace_s)
+            wakeups.append(self._stopping_since + self.policy.stop_grace_s)
         if self._retries and self._free_slots and not self.stop.requested:
             wakeups.append(self._retries[0].not_before)
         return min(wakeups)
@@ -198,18 +195,18 @@ class Runner:
     def _start(self, item: PlanItem, reuse_dir: Path | None) -> None:
         slot = self._free_slots.pop()
         layout = self.plan.layout
-        entry = self.ledger.get(item.symbol) or self._new_entry(item)
+        entry = self.ledger.get(item.item_id) or self._new_entry(item)
         number = len(entry.attempts) + 1
-        self.tally.attempts[item.symbol] = self.tally.attempts.get(item.symbol, 0) + 1
+        self.tally.attempts[item.item_id] = self.tally.attempts.get(item.item_id, 0) + 1
         device = self.plan.resources.device_for_slot(slot)
+        threads = self.policy.threads_per_item
         attempt = Attempt(number=number, state=ItemState.RUNNING, started_at=iso(now_utc()),
-                          artifact_dir="", device=device, threads=self.plan.threads_per_item,
-                          slot=slot)
+                          artifact_dir="", device=device, threads=threads, slot=slot)
         try:
             out_dir = layout.new_attempt_dir(item.symbol, now_utc())
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
             spec = self._spec(item, number, out_dir, device, reuse_dir)
-            supervisor = self.driver.submit(spec, self._limits)
+            handle = self.driver.submit(spec, self._limits)
         except (OSError, EOFError) as exc:  # disk full, fork failed, zygote gone
             self._free_slots.append(slot)
             outcome = Outcome(ItemState.FAILED, f"could not start the attempt: {exc}",
@@ -219,26 +216,27 @@ class Runner:
             return
         # From the hand-over on, as the deadline: the fork, and the first one's wait for
         # the zygote's imports, are not this item's time.
-        started = supervisor.started_monotonic
-        attempt = replace(attempt, pid=supervisor.pid, started_at=iso(now_utc()))
+        started = handle.started_monotonic
+        attempt = replace(attempt, pid=handle.pid, started_at=iso(now_utc()))
         self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
                                               why=item.why, run_id=self.run_id), durable=False)
-        self.log.info(COIN_STARTED, symbol=item.symbol, attempt=number, pid=supervisor.pid,
-                      device=device, threads=self.plan.threads_per_item, slot=slot,
+        self.log.info(COIN_STARTED, symbol=item.symbol, attempt=number, pid=handle.pid,
+                      device=device, threads=threads, slot=slot,
                       artifact_dir=attempt.artifact_dir)
-        self._running[slot] = _Running(item, supervisor, attempt, out_dir, slot, started)
+        self._running[slot] = _Running(item, handle, attempt, out_dir, slot, started)
+        self.listeners.attempt_started(item.item_id, out_dir)
 
     def _spec(self, item: PlanItem, number: int, out_dir: Path, device: str,
               reuse_dir: Path | None) -> AttemptSpec:
-        layout, settings = self.plan.layout, self.settings
+        plan, layout = self.plan, self.plan.layout
         return AttemptSpec(
             run_id=self.run_id, symbol=item.symbol, attempt=number, data_path=item.data_path,
-            min_rows=settings.data.min_rows, costs=item.costs.to_dict(), out_dir=out_dir,
-            log_dir=layout.symbol_log_dir(self.plan.day, item.symbol),
-            engine_log=layout.engine_log(self.plan.day), trainer=settings.trainer.plugin,
-            params=self.plan.trainer_params, seed=item.seed, device=device,
-            threads=self.plan.threads_per_item, log_level=settings.logging.level,
-            reuse_dir=reuse_dir,
+            min_rows=plan.min_rows, costs=item.costs.to_dict(), out_dir=out_dir,
+            log_dir=layout.symbol_log_dir(plan.day, item.symbol),
+            engine_log=layout.engine_log(plan.day), trainer=plan.trainer,
+            params=plan.trainer_params, seed=item.seed, device=device,
+            threads=self.policy.threads_per_item, log_level=self.log_level,
+            reuse_dir=reuse_dir, item_id=item.item_id,
         )
 
     # -- finishing -----------------------------------------------------------------
@@ -248,11 +246,12 @@ class Runner:
         tens of milliseconds), and nothing waits for that."""
         freed = False
         for slot, running in list(self._running.items()):
-            if running.supervisor.has_ended():
+            if running.handle.has_exited():
                 del self._running[slot]
                 self._free_slots.append(slot)
                 self._ended.append(_Ended(running, iso(now_utc()),
                                           time.monotonic() - running.started))
+                self.listeners.attempt_ended(running.item.item_id, running.out_dir)
                 freed = True
         return freed
 
@@ -262,11 +261,11 @@ class Runner:
             self._start_ready(time.monotonic())
 
     def _record_ended(self) -> None:
-        for ended in [e for e in self._ended if e.running.supervisor.is_done()]:
+        for ended in [e for e in self._ended if e.running.handle.outcome_ready()]:
             self._turn_over()  # one that ended meanwhile does not wait for this record
             self._ended.remove(ended)
             running = ended.running
-            outcome = running.supervisor.reap()
+            outcome = running.handle.outcome()
             if outcome.state is not ItemState.SUCCESS:
                 self._sweep_orphans()  # what a dying item left behind was adopted by us
             if running.stopped and outcome.state is not ItemState.SUCCESS:
@@ -277,9 +276,9 @@ class Runner:
                          ended.ended_at, ended.seconds)
 
     def _sweep_orphans(self) -> None:
-        spare = {r.supervisor.pid for r in [*self._running.values(),
-                                            *(e.running for e in self._ended)]
-                 if r.supervisor.pid}
+        spare = {r.handle.pid for r in [*self._running.values(),
+                                        *(e.running for e in self._ended)]
+                 if r.handle.pid} | set(self.driver.helper_pids())
         killed = sweep_adopted_orphans(spare)
         if killed:
             self.log.warning("orphans_killed", pids=killed,
@@ -300,7 +299,7 @@ class Runner:
                 outcome = Outcome(ItemState.FAILED, f"could not write {MANIFEST_NAME}: {exc}",
                                   exit_code=outcome.exit_code, error_type=type(exc).__name__)
         ended = attempt.ended(outcome, ended_at, seconds)
-        entry = (self.ledger.get(item.symbol) or self._new_entry(item)).with_attempt(
+        entry = (self.ledger.get(item.item_id) or self._new_entry(item)).with_attempt(
             ended, updated_at=ended.ended_at, run_id=self.run_id)
         if outcome.state is ItemState.SUCCESS:
             self._succeeded(item, entry, ended, out_dir, manifest_sha, outcome, seconds)
@@ -310,7 +309,7 @@ class Runner:
 
     def _succeeded(self, item: PlanItem, entry: LedgerEntry, attempt: Attempt, out_dir: Path,
                    manifest_sha: str | None, outcome: Outcome, seconds: float) -> None:
-        upload = UploadState.PENDING if self.uploader else UploadState.NONE
+        upload = UploadState.PENDING if self.policy.mirrored else UploadState.NONE
         self.ledger.record(replace(
             entry, artifact_dir=attempt.artifact_dir, manifest_sha256=manifest_sha,
             train_minutes=round(seconds / 60.0, 4), metrics=outcome.metrics, upload=upload,
@@ -318,22 +317,22 @@ class Runner:
         self.log.info(COIN_SUCCEEDED, symbol=item.symbol, attempt=attempt.number,
                       minutes=round(seconds / 60.0, 4), artifact_dir=attempt.artifact_dir,
                       metrics=_headline(outcome.metrics))
-        if self.uploader:
-            self.uploader.submit([*artifact_files(out_dir), out_dir / MANIFEST_NAME], item.symbol)
+        self.listeners.item_succeeded(item.item_id, out_dir,
+                                      [*artifact_files(out_dir), out_dir / MANIFEST_NAME])
 
     def _failed(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome) -> None:
-        tries = self.tally.attempts.get(item.symbol, 0)
+        tries = self.tally.attempts.get(item.item_id, 0)
         will_retry = (outcome.state in FAILED_STATES and not self.stop.requested
-                      and tries <= self.settings.run.retries)
+                      and tries <= self.policy.retries)
         self.log.warning(COIN_FAILED, symbol=item.symbol, attempt=attempt.number,
                          state=outcome.state.value, reason=outcome.reason,
                          error_type=outcome.error_type, exit_code=outcome.exit_code,
                          stack=list(outcome.stack), will_retry=will_retry)
         if not will_retry:
-            if outcome.state in FAILED_STATES and self.on_final_failure is not None:
-                self.on_final_failure(item.symbol, outcome.reason)
+            if outcome.state in FAILED_STATES:
+                self.listeners.item_failed(item.item_id, outcome.reason)
             return
-        delay = backoff_s(tries, self.settings.run.backoff_base_s, self.settings.run.backoff_cap_s,
+        delay = backoff_s(tries, self.policy.backoff_base_s, self.policy.backoff_cap_s,
                           self._rng)
         self._seq += 1
         heapq.heappush(self._retries, _Retry(time.monotonic() + delay, self._seq, item, out_dir))
@@ -344,7 +343,7 @@ class Runner:
     def _stop_running(self, now: float) -> None:
         """Start nothing new; running items get stop_grace_s to finish, then are killed
         (SIGTERM, kill_grace_s, SIGKILL). A second signal kills them at once."""
-        grace_s = self.settings.run.stop_grace_s
+        grace_s = self.policy.stop_grace_s
         if self._stopping_since is None:
             self._stopping_since = now
             self.log.warning("job_stopping", signal=self.stop.signal_name,
@@ -354,15 +353,15 @@ class Runner:
             return
         for running in self._running.values():
             running.stopped = True
-            running.supervisor.terminate()
+            running.handle.terminate()
             if self.stop.immediate:
-                running.supervisor.kill()
+                running.handle.kill()
 
     def _mark_unstarted_after_stop(self) -> None:
         if not self.stop.requested:
             return
         for item in [*self._fresh, *(r.item for r in self._retries)]:
-            entry = self.ledger.get(item.symbol)
+            entry = self.ledger.get(item.item_id)
             if entry is not None and entry.state is ItemState.PENDING:
                 self.ledger.record(replace(entry, updated_at=iso(now_utc()),
                                            why=f"not started: {self.stop.signal_name}"))
@@ -370,40 +369,18 @@ class Runner:
     # -- ledger helpers --------------------------------------------------------------
     def _new_entry(self, item: PlanItem) -> LedgerEntry:
         return LedgerEntry(symbol=item.symbol, state=ItemState.PENDING,
-                           updated_at=iso(now_utc()), why=item.why, run_id=self.run_id)
+                           updated_at=iso(now_utc()), why=item.why, run_id=self.run_id,
+                           item_id=item.item_id)
 
     def _pending_entry(self, item: PlanItem) -> LedgerEntry:
         """Queued. A symbol that succeeded earlier keeps that state until it really reruns:
         its verified artifacts are still the truth if this run is stopped first."""
-        previous = self.ledger.get(item.symbol)
+        previous = self.ledger.get(item.item_id)
         if previous is None:
             return self._new_entry(item)
         state = ItemState.SUCCESS if previous.state is ItemState.SUCCESS else ItemState.PENDING
         return replace(previous, state=state, why=item.why, updated_at=iso(now_utc()),
                        run_id=self.run_id)
-
-    def _record_uploads(self, batches: list[UploadBatch]) -> None:
-        for batch in batches:
-            if batch.symbol is None or not batch.record:
-                continue
-            entry = self.ledger.get(batch.symbol)
-            if entry is None:
-                continue
-            # A failed upload leaves the item `success` and its files pending for a sync.
-            state = UploadState.UPLOADED if batch.ok else UploadState.PENDING
-            self.ledger.record(replace(entry, upload=state, upload_error=batch.error))
-
-    def _upload_new_partials(self) -> None:
-        """With storage.upload_partials, each partial output goes up as soon as it is saved."""
-        if self.uploader is None or not self.settings.storage.upload_partials:
-            return
-        for running in self._running.values():
-            saved = read_partials(running.out_dir).get("files", {})
-            new = sorted(set(saved) - running.partials_sent)
-            if new:
-                running.partials_sent.update(new)
-                self.uploader.submit([running.out_dir / n for n in new], running.item.symbol,
-                                     record=False)
 
 
 def _headline(metrics: dict[str, Any] | None) -> dict[str, Any]:

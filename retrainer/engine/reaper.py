@@ -20,8 +20,6 @@ from typing import Any
 import psutil
 
 _PR_SET_CHILD_SUBREAPER = 36
-# The scheduler's own helper, the zygote that forks the attempts.
-_OWN_HELPERS = ("from retrainer.engine.drivers.zygote import",)
 
 
 def _libc_prctl() -> Any:
@@ -43,9 +41,9 @@ def become_subreaper() -> bool:
 def child_pids(pid: int) -> list[int]:
     """pid's children, from the kernel's list for each of its threads: what a supervisor
     polls several times a second per item. psutil's children() reads the status of
-    every process on the machine instead (3 ms with a hundred of them, and 16 items
-    polled together cost 50 ms of the scheduler's time). psutil where the kernel lacks
-    the lists (CONFIG_PROC_CHILDREN)."""
+    every process on the machine instead, a cost that grows with the machine's process
+    count and the number of items polled. psutil where the kernel lacks the lists
+    (CONFIG_PROC_CHILDREN)."""
     try:
         threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -96,21 +94,13 @@ def kill_descendants(pid: int | None = None) -> list[int]:
 
 def sweep_adopted_orphans(spare: Collection[int] = ()) -> list[int]:
     """Kill the children this process did not start on purpose: orphans it adopted as a
-    subreaper. The scheduler's helpers and the pids in spare are left alone."""
+    subreaper. The pids in spare (the driver's helpers, running attempts) are left alone."""
     orphans = [child for child in _processes(child_pids(os.getpid()))
-               if child.pid not in spare and not _is_own_helper(child)]
+               if child.pid not in spare]
     victims = list(orphans)
     for orphan in orphans:
         victims.extend(_processes(descendant_pids(orphan.pid)))
     return _kill_and_reap(victims)
-
-
-def _is_own_helper(process: psutil.Process) -> bool:
-    try:
-        cmdline = " ".join(process.cmdline())
-    except psutil.Error:
-        return False
-    return any(marker in cmdline for marker in _OWN_HELPERS)
 
 
 def _kill_and_reap(victims: list[psutil.Process], wait_s: float = 2.0) -> list[int]:

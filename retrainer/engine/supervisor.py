@@ -9,19 +9,17 @@ person can act on.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import psutil
 
+from retrainer.engine.attempt import EXIT_OK, EXIT_RESULT_NOT_WRITTEN, AttemptResult, AttemptSpec
 from retrainer.engine.reaper import descendant_pids
-from retrainer.engine.worker import RESULT_NOT_WRITTEN_EXIT, AttemptSpec
 from retrainer.ledger.entries import ItemState, Outcome
 
 # RSS is sampled this often; the tree's membership (which costs a /proc scan) less often.
@@ -93,7 +91,7 @@ class Supervisor:
         return self.process.sentinel
 
     # -- monitor ---------------------------------------------------------------
-    def has_ended(self) -> bool:
+    def has_exited(self) -> bool:
         """The process is gone, seen by the kernel's pidfd at once. Its exit status comes
         later, from the zygote (its parent), which may be busy forking."""
         if not self._ended:
@@ -104,9 +102,9 @@ class Supervisor:
                 self._ended = bool(select.select([pidfd], [], [], 0)[0])
         return self._ended
 
-    def is_done(self) -> bool:
-        """Ended, with its exit status known: reap() does not block."""
-        return self.has_ended() and self.process.exitcode is not None  # polls, no block
+    def outcome_ready(self) -> bool:
+        """Ended, with its exit status known: outcome() does not block."""
+        return self.has_exited() and self.process.exitcode is not None  # polls, no block
 
     def next_wakeup(self) -> float:
         """The monotonic time at which this attempt next needs attention."""
@@ -184,7 +182,7 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(target, sig)
 
-    def reap(self) -> Outcome:
+    def outcome(self) -> Outcome:
         """Once the process has ended: sweep what is left of its tree, then classify."""
         self.process.join()
         exit_code = self.process.exitcode
@@ -207,21 +205,18 @@ class Supervisor:
 def classify(
     spec: AttemptSpec, exit_code: int | None, timed_out: bool, timeout_s: float
 ) -> Outcome:
-    result = _read_result(spec.result_path)
-    startup_ms = result.get("startup_ms") if result else None
+    result = AttemptResult.read(spec.result_path)
+    startup_ms = result.startup_ms if result else None
     if timed_out:
         return Outcome(ItemState.TIMEOUT, f"timed out after {_duration(timeout_s)}; process "
                        "tree killed", exit_code=exit_code, startup_ms=startup_ms)
-    if exit_code == 0 and result and result.get("ok"):
-        return Outcome(ItemState.SUCCESS, "ok", exit_code=0, metrics=result.get("metrics"),
+    if exit_code == EXIT_OK and result and result.ok:
+        return Outcome(ItemState.SUCCESS, "ok", exit_code=0, metrics=result.metrics,
                        startup_ms=startup_ms)
-    if result and not result.get("ok"):
-        error_type = str(result.get("error_type", "Error"))
-        return Outcome(
-            ItemState.FAILED, f"{error_type}: {result.get('message', '')}".rstrip(": "),
-            exit_code=exit_code, error_type=error_type,
-            stack=tuple(result.get("stack", ())), startup_ms=startup_ms,
-        )
+    if result and not result.ok:
+        return Outcome(ItemState.FAILED, result.reason, exit_code=exit_code,
+                       error_type=result.error_type, stack=result.stack,
+                       startup_ms=startup_ms)
     return Outcome(ItemState.FAILED, _describe_exit(exit_code, spec), exit_code=exit_code,
                    error_type="ProcessDied" if exit_code and exit_code < 0 else "ProcessExited")
 
@@ -238,18 +233,10 @@ def _describe_exit(exit_code: int | None, spec: AttemptSpec) -> str:
         return f"killed by {name} (exit status {exit_code}); {where}"
     if exit_code == 0:
         return f"exited with code 0 but left no result; {where}"
-    if exit_code == RESULT_NOT_WRITTEN_EXIT:
+    if exit_code == EXIT_RESULT_NOT_WRITTEN:
         return (f"could not write its result file {spec.result_path} (disk full or "
                 "read-only?)")
     return f"exited with code {exit_code} without a result; {where}"
-
-
-def _read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def _duration(seconds: float) -> str:

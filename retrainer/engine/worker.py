@@ -21,7 +21,6 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,12 @@ import structlog
 from retrainer.base.artifacts import atomic_write_json, sha256_bytes
 from retrainer.base.costs import SymbolCosts
 from retrainer.base.logs import configure_worker_logging
+from retrainer.engine.attempt import (
+    EXIT_FAILED,
+    EXIT_RESULT_NOT_WRITTEN,
+    AttemptResult,
+    AttemptSpec,
+)
 from retrainer.engine.reaper import become_subreaper, kill_descendants
 from retrainer.training.contract import (
     PARTIALS_MANIFEST,
@@ -40,8 +45,6 @@ from retrainer.training.contract import (
 )
 
 STACK_FRAMES_KEPT = 8
-# EX_CANTCREAT (sysexits.h): the attempt ended but its result file could not be written.
-RESULT_NOT_WRITTEN_EXIT = 73
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -49,37 +52,6 @@ THREAD_ENV_VARS = (
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
 )
-
-
-@dataclass(frozen=True)
-class AttemptSpec:
-    """Everything a child needs for one attempt; pickled to it over its inbox."""
-
-    run_id: str
-    symbol: str
-    attempt: int
-    data_path: Path
-    min_rows: int
-    costs: dict[str, Any]
-    out_dir: Path
-    log_dir: Path
-    engine_log: Path
-    trainer: str
-    params: dict[str, Any]
-    seed: int
-    device: str
-    threads: int
-    log_level: str = "info"
-    reuse_dir: Path | None = None
-    submitted_at: float = field(default_factory=time.time)
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.log_dir / f"attempt-{self.attempt}.log"
-
-    @property
-    def result_path(self) -> Path:
-        return self.log_dir / f"attempt-{self.attempt}.result.json"
 
 
 def run_when_handed(inbox: Connection, lifeline: Connection) -> None:
@@ -121,9 +93,9 @@ def run_attempt(spec: AttemptSpec) -> None:
         log.error("worker_error", error_type=type(exc).__name__, error=_short(str(exc)))
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(1)
+        os._exit(EXIT_FAILED)
     _end_leftovers(log)
-    _write_result(spec, {"ok": True, "metrics": metrics, "startup_ms": startup_ms})
+    _write_result(spec, AttemptResult.success(metrics, startup_ms))
 
 
 def _free_disk(out_dir: Path, log: Any) -> None:
@@ -220,19 +192,17 @@ _IO_ERRNO_HINTS = {
 }
 
 
-def _error_result(exc: BaseException, startup_ms: float) -> dict[str, Any]:
+def _error_result(exc: BaseException, startup_ms: float) -> AttemptResult:
     frames = traceback.extract_tb(exc.__traceback__)[-STACK_FRAMES_KEPT:]
     message = str(exc)
     code = exc.errno if isinstance(exc, OSError) else None
     if code in _IO_ERRNO_HINTS:
         message = f"{_IO_ERRNO_HINTS[code]} ({errno.errorcode[code]}): {exc}"
-    return {
-        "ok": False,
-        "error_type": type(exc).__name__,
-        "message": _short(message),
-        "stack": [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames],
-        "startup_ms": startup_ms,
-    }
+    return AttemptResult(
+        ok=False, error_type=type(exc).__name__, message=_short(message),
+        stack=tuple(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames),
+        startup_ms=startup_ms,
+    )
 
 
 def _short(text: str, limit: int = 500) -> str:
@@ -240,11 +210,11 @@ def _short(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _write_result(spec: AttemptSpec, result: dict[str, Any]) -> None:
+def _write_result(spec: AttemptSpec, result: AttemptResult) -> None:
     try:  # read by the supervisor as soon as we exit: no need to survive a power cut
-        atomic_write_json(spec.result_path, result, durable=False)
+        atomic_write_json(spec.result_path, result.to_dict(), durable=False)
     except OSError:  # a full or read-only run folder: the exit code is all we can leave
-        os._exit(RESULT_NOT_WRITTEN_EXIT)
+        os._exit(EXIT_RESULT_NOT_WRITTEN)
 
 
 def _watch_lifeline(lifeline: Connection) -> None:
@@ -286,8 +256,8 @@ def _limit_threads(threads: int) -> None:
         except RuntimeError:
             pass  # already fixed for this process; intra-op threads are what matter
     # Only pools of another size: setting OpenBLAS's rebuilds its pool at once, and a new
-    # pool's threads busy-wait for their first work (about 0.1 s of a core each) even in
-    # an item that never calls BLAS. One of the zygote's size is built on first use.
+    # pool's threads busy-wait for their first work (a share of a core each) even in an
+    # item that never calls BLAS. One of the zygote's size is built on first use.
     for pool in blas_threadpools().lib_controllers:
         if pool.num_threads != threads:
             pool.set_num_threads(threads)
@@ -298,7 +268,7 @@ _THREADPOOLS: Any = None
 
 def blas_threadpools() -> Any:
     """threadpoolctl's view of the loaded BLAS/OpenMP libraries. Building it scans every
-    loaded library (about 1.3 ms), so the zygote builds it once for all its forks."""
+    loaded library, so the zygote builds it once for all its forks."""
     global _THREADPOOLS
     if _THREADPOOLS is None:
         from threadpoolctl import ThreadpoolController

@@ -23,6 +23,7 @@ from retrainer.base.config import Settings
 from retrainer.base.errors import BadInputError
 from retrainer.base.resources import Resources
 from retrainer.base.symbols import TOP_N, parse_symbol_list, read_symbols_csv
+from retrainer.plan.policy import max_concurrent_for
 from retrainer.plan.windows import window_size
 
 AT = re.compile(r"(\d{1,2}):(\d{2})")
@@ -98,7 +99,7 @@ def start_timeout_s(settings: Settings, resources: Resources) -> int:
     """
     run = settings.run
     symbols = max(1, symbol_count(settings))
-    window = window_size(run.mode, symbols, run.max_concurrent or resources.default_concurrency(),
+    window = window_size(run.mode, symbols, max_concurrent_for(run, resources.has_gpu),
                          resources.machine_slots)
     attempts = symbols * (run.retries + 1)
     attempt_s = run.timeout_minutes * 60 + run.kill_grace_s

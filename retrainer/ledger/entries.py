@@ -74,8 +74,8 @@ class Attempt:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        # A shallow copy of the fields (asdict deep-copies every value: 30x the cost, paid
-        # for every ledger line); the values are only encoded, never changed.
+        # A shallow copy of the fields (asdict deep-copies every value, a cost paid for
+        # every ledger line); the values are only encoded, never changed.
         raw = dict(vars(self))
         raw["stack"] = list(self.stack)
         return raw
@@ -88,7 +88,10 @@ class Attempt:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One symbol's state for one UTC day: the truth about what is done."""
+    """One item's state for one UTC day: the truth about what is done.
+
+    The ledger is keyed by item_id: the symbol for a nightly item (and then not repeated in
+    the JSON); later work shapes name an item by its symbol and what else sets it apart."""
 
     symbol: str
     state: ItemState
@@ -103,6 +106,11 @@ class LedgerEntry:
     upload_error: str | None = None
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    item_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.item_id:
+            object.__setattr__(self, "item_id", self.symbol)
 
     @property
     def last_attempt(self) -> Attempt | None:
@@ -116,6 +124,8 @@ class LedgerEntry:
     def to_dict(self) -> dict[str, Any]:
         raw = dict(vars(self))  # shallow, as Attempt.to_dict
         raw["attempts"] = [a.to_dict() for a in self.attempts]
+        if self.item_id == self.symbol:
+            del raw["item_id"]
         return raw
 
     @classmethod

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import atomic_write_text, iso, now_utc
+from retrainer.base.artifacts import atomic_write_text
+from retrainer.base.clock import iso, now_utc
 from retrainer.ledger.entries import LedgerEntry
 from retrainer.ledger.fsync import Syncer
 
@@ -44,7 +45,7 @@ class LedgerState:
         self.seq = max(self.seq, int(record.get("seq", 0)))
         if "entry" in record:
             entry = LedgerEntry.from_dict(record["entry"])
-            self.entries[entry.symbol] = entry
+            self.entries[entry.item_id] = entry
         if "run" in record:
             run = dict(record["run"])
             self.runs[str(run["run_id"])] = run
@@ -123,9 +124,9 @@ class Ledger:
         with self._lock:
             return dict(self._state.entries)
 
-    def get(self, symbol: str) -> LedgerEntry | None:
+    def get(self, item_id: str) -> LedgerEntry | None:
         with self._lock:
-            return self._state.entries.get(symbol)
+            return self._state.entries.get(item_id)
 
     # -- writing ---------------------------------------------------------------
     def record(self, entry: LedgerEntry, durable: bool = True) -> None:
@@ -147,8 +148,8 @@ class Ledger:
                                      for i, (_, text) in enumerate(texts)), durable)
             self._state.seq = first + len(texts) - 1
             for entry, text in texts:
-                self._state.entries[entry.symbol] = entry
-                self._texts[entry.symbol] = text
+                self._state.entries[entry.item_id] = entry
+                self._texts[entry.item_id] = text
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         with self._lock:
@@ -179,10 +180,14 @@ class Ledger:
             self._last_flush_cost = self._last_flush - started
 
     def close(self) -> None:
+        """Flush and close; closing again does nothing."""
+        if self._fd < 0:
+            return
         self.flush()
         if self._syncer is not None:
             self._syncer.drain()  # before the descriptor it fsyncs is closed
         os.close(self._fd)
+        self._fd = -1
 
     def _snapshot_text(self) -> str:
         head = {

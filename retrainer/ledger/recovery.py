@@ -15,14 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import (
-    MANIFEST_NAME,
-    Layout,
-    iso,
-    now_utc,
-    sha256_bytes,
-    verify_manifest,
-)
+from retrainer.base.artifacts import MANIFEST_NAME, Layout, sha256_bytes, verify_manifest
+from retrainer.base.clock import iso, now_utc
 from retrainer.ledger.entries import ItemState, LedgerEntry
 
 

@@ -1,4 +1,4 @@
-"""The Plan: which symbols run or skip today, and why; their costs; the concurrency.
+"""The Plan: which items run or skip today, and why; their costs; the run's policy.
 
 Building a plan reads the data, the ledger and the machine but writes nothing, so a dry
 run is exactly this module plus printing.
@@ -13,24 +13,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import Layout, run_day, verify_manifest
-from retrainer.base.config import Mode, Settings
+from retrainer.base.artifacts import Layout, verify_manifest
+from retrainer.base.clock import run_day
+from retrainer.base.config import Settings
 from retrainer.base.costs import SymbolCosts, resolve_costs_from_arrays
 from retrainer.base.data import find_data_file, read_ohlcv
 from retrainer.base.errors import BadInputError, DataError
-from retrainer.base.resources import (
-    CPU_DEFAULT_CONCURRENCY,
-    GPU_DEFAULT_CONCURRENCY,
-    Resources,
-    gpu_device_present,
-    usable_cpu_count,
-)
+from retrainer.base.resources import Resources
 from retrainer.base.symbols import resolve_symbols
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.ledger.recovery import needs_settling, settle
-from retrainer.plan.windows import window_size
-from retrainer.training.contract import load_trainer, validate_trainer_params
+from retrainer.plan.policy import RunPolicy, resolve_policy
+from retrainer.training.contract import Trainer, validate_trainer_params
 
 
 class Action(StrEnum):
@@ -49,19 +44,22 @@ class PlanItem:
     previous: LedgerEntry | None = None
     settled: bool = False  # previous was left running by a scheduler that died: record it
 
+    @property
+    def item_id(self) -> str:
+        """The ledger's key: a nightly item is its symbol."""
+        return self.symbol
+
 
 @dataclass(frozen=True)
 class Plan:
     day: str
     layout: Layout
     items: tuple[PlanItem, ...]
-    mode: Mode
-    window: int
-    threads_per_item: int
-    max_concurrent: int
+    policy: RunPolicy
     resources: Resources
-    trainer_params: dict[str, Any]
-    memory_cap_mb: int
+    trainer: str  # "package.module:function"
+    trainer_params: dict[str, Any]  # validated by the trainer's params model
+    min_rows: int
 
     @property
     def to_run(self) -> tuple[PlanItem, ...]:
@@ -77,10 +75,11 @@ def symbol_seed(base_seed: int, symbol: str) -> int:
     return (base_seed * 1_000_003 + zlib.crc32(symbol.encode("utf-8"))) % 2**31
 
 
-def build_plan(settings: Settings, resources: Resources, now: datetime, force: bool) -> Plan:
+def build_plan(settings: Settings, trainer: Trainer, resources: Resources, now: datetime,
+               force: bool) -> Plan:
+    """trainer: the configured plug-in, loaded once by the caller."""
     layout = Layout(settings.run.root.resolve())
     day = run_day(now)
-    trainer = load_trainer(settings.trainer.plugin)
     params = validate_trainer_params(trainer, settings.trainer.params)
     symbols = resolve_symbols(settings.run.symbols,
                               settings.data.path.resolve(), settings.data.topn_window_days)
@@ -89,21 +88,16 @@ def build_plan(settings: Settings, resources: Resources, now: datetime, force: b
     items = []
     for symbol in symbols:
         data_path, symbol_costs = costs[symbol]
-        previous = ledger.entries.get(symbol)
+        previous = ledger.entries.get(symbol)  # a nightly item's id is its symbol
         settled = needs_settling(previous)
         if previous is not None and settled:
             previous = settle(previous, layout)
         action, why = decide(previous, layout, force)
         items.append(PlanItem(symbol, action, why, data_path, symbol_costs,
                               symbol_seed(settings.run.seed, symbol), previous, settled))
-    max_concurrent = settings.run.max_concurrent or resources.default_concurrency()
     runnable = sum(1 for i in items if i.action is Action.RUN)
-    window = window_size(settings.run.mode, max(1, runnable), max_concurrent,
-                         resources.machine_slots)
-    memory_cap_mb = settings.run.max_memory_mb or resources.memory_cap_mb(window)
-    return Plan(day, layout, tuple(items), settings.run.mode, window,
-                resources.threads_per_item(window), max_concurrent, resources, params,
-                memory_cap_mb)
+    return Plan(day, layout, tuple(items), resolve_policy(settings, resources, runnable),
+                resources, settings.trainer.plugin, params, settings.data.min_rows)
 
 
 def _costs_for(symbols: list[str], settings: Settings) -> dict[str, tuple[Path, SymbolCosts]]:
@@ -145,14 +139,3 @@ def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[A
     if last is not None and last.reason and previous.state is not ItemState.PENDING:
         return Action.RUN, f"earlier run today ended {previous.state.value}: {last.reason}"
     return Action.RUN, f"earlier run today left it {previous.state.value}"
-
-
-def likely_threads_per_item(settings: Settings) -> int:
-    """The thread budget items will most likely get, known before the plan sets the real
-    one (the window depends on how many items run): as many items as the window holds."""
-    cpus = usable_cpu_count()
-    max_concurrent = settings.run.max_concurrent or (
-        GPU_DEFAULT_CONCURRENCY if gpu_device_present() else CPU_DEFAULT_CONCURRENCY)
-    many = max(max_concurrent, cpus)  # items enough to fill any window
-    window = window_size(settings.run.mode, many, max_concurrent, cpus)
-    return max(1, cpus // window)

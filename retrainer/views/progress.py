@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from retrainer.base.artifacts import now_utc
+from retrainer.base.clock import now_utc
 from retrainer.base.logs import configure_logging
 from retrainer.ledger.journal import Ledger
 from retrainer.views.runview import Phase, RunView, build_view, hms

@@ -20,7 +20,8 @@ from typing import Any
 
 import psutil
 
-from retrainer.base.artifacts import Layout, now_utc
+from retrainer.base.artifacts import Layout
+from retrainer.base.clock import now_utc
 from retrainer.base.errors import BadInputError
 from retrainer.ledger.entries import FAILED_STATES, Attempt, ItemState, LedgerEntry
 from retrainer.ledger.journal import LedgerState, read_ledger

@@ -18,13 +18,15 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 
+from retrainer.engine.attempt import AttemptSpec
+from retrainer.engine.drivers.protocol import AttemptHandle
 from retrainer.engine.drivers.warm import WarmPool, dismiss
 from retrainer.engine.drivers.zygote import Zygote
 from retrainer.engine.supervisor import AttemptLimits, Supervisor
-from retrainer.engine.worker import THREAD_ENV_VARS, AttemptSpec
+from retrainer.engine.worker import THREAD_ENV_VARS
 
 # What every attempt runs. The heavy modules (torch) come from the trainer's
-# preload_modules: a zygote that holds torch forks about 7 ms slower.
+# preload_modules: a zygote that holds torch forks slower (docs/benchmarks.md).
 BASE_PRELOAD = ("retrainer.engine.worker",)
 
 
@@ -45,7 +47,7 @@ class LocalDriver:
         # 1-thread item (a quarter of all CPU in perf for no-op items). A child whose
         # budget differs resizes them (worker._limit_threads).
         try:
-            # Started now: its imports (about 1.5 s for torch) overlap the plan's work.
+            # Started now: its imports (torch's take seconds) overlap the plan's work.
             self._zygote.start(self._preload,
                                dict.fromkeys(THREAD_ENV_VARS, str(self._threads)), lifeline_r)
         finally:
@@ -71,11 +73,25 @@ class LocalDriver:
             warm.inbox.close()
             return Supervisor(spec, warm.process, limits)
 
-    def wait(self, running: Sequence[Supervisor], timeout_s: float) -> None:
-        if running:  # ended ones share one sentinel: the zygote's status pipe
-            wait(list({s.sentinel for s in running}), timeout=max(0.0, timeout_s))
+    def wait(self, running: Sequence[AttemptHandle], timeout_s: float) -> None:
+        # Ended ones share one sentinel: the zygote's status pipe.
+        sentinels = {h.sentinel for h in running if isinstance(h, Supervisor)}
+        if sentinels:
+            wait(list(sentinels), timeout=max(0.0, timeout_s))
         else:  # only retries waiting out their backoff: sleep rather than spin
             time.sleep(max(0.0, timeout_s))
+
+    @property
+    def zygote_pid(self) -> int | None:
+        return self._zygote.pid
+
+    def warm_pids(self) -> list[int]:
+        """The processes forked ahead of need, waiting for their attempt."""
+        return self._warm.pids() if self._warm is not None else []
+
+    def helper_pids(self) -> set[int]:
+        """The zygote is the scheduler's child; the warm processes are the zygote's."""
+        return {pid for pid in (self._zygote.pid, *self.warm_pids()) if pid is not None}
 
     def close(self) -> None:
         if self._warm is not None:

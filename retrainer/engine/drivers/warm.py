@@ -53,6 +53,10 @@ class WarmPool:
         dismiss(surplus)
         return done
 
+    def pids(self) -> list[int]:
+        with self._cond:
+            return [w.process.pid for w in self._ready if w.process.pid is not None]
+
     def take(self) -> tuple[WarmProcess, bool]:
         """A ready process, else one forked now; and whether it was forked now."""
         with self._cond:

@@ -2,10 +2,9 @@
 
 multiprocessing's forkserver does this job for any target: for each process it opens a
 socket connection, pickles the parent's sys.path, argv and main module, and the child
-re-runs that main module and unpickles a Process object before the target starts. On the
-2-core development VM, where a page fault costs ~5 us, that machinery was ~9 ms of CPU per
-process, four times the fork itself (bench/fork_floor.py). Here a fork is one small
-message, and the child calls the worker at once.
+re-runs that main module and unpickles a Process object before the target starts: several
+times the CPU of the fork itself (bench/fork_floor.py, docs/benchmarks.md). Here a fork is
+one small message, and the child calls the worker at once.
 
 The channels, all set up by Zygote.start() below:
   control socket (SOCK_SEQPACKET)  scheduler -> zygote: b"F" with one fd attached, the
@@ -39,7 +38,6 @@ from multiprocessing.connection import Connection
 FORK_REQUEST = b"F"
 REPLY = struct.Struct("=qq")  # pid (or -errno), serial
 STATUS = struct.Struct("=qq")  # serial, wait status
-# How the scheduler's orphan sweep recognises it (reaper._OWN_HELPERS).
 ENTRY = "from retrainer.engine.drivers.zygote import serve; serve()"
 # The exit code of a child whose status died with the zygote (multiprocessing's too).
 LOST_STATUS = 255
@@ -59,7 +57,7 @@ class Zygote:
         self._lock = threading.Lock()  # one request and its reply at a time
 
     def start(self, preload: Sequence[str], env: Mapping[str, str], lifeline_fd: int) -> None:
-        """Start it; its imports (about 1.5 s for torch) overlap the caller's work."""
+        """Start it; its imports (torch's take seconds) overlap the caller's work."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         status_r, status_w = os.pipe()
         setup = {"control": theirs.fileno(), "status": status_w, "lifeline": lifeline_fd,

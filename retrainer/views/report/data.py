@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import now_utc
+from retrainer.base.clock import now_utc
 from retrainer.base.errors import BadInputError
 from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
 from retrainer.views.runview import (
