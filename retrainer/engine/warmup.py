@@ -2,8 +2,8 @@
 
 A fork inherits imported modules but not what their first call builds: pandas' and
 pyarrow's lazy imports, abc's subclass caches behind every isinstance check, compiled
-regular expressions, structlog's bound methods. Without this every attempt rebuilt them
-(about 15 ms of CPU per attempt, measured with py-spy by bench/). Then gc.freeze(): the
+regular expressions, structlog's bound methods. Without this every attempt rebuilt them,
+a cost measured in docs/benchmarks.md. Then gc.freeze(): the
 zygote's objects (torch's among them) go to the permanent generation, so a child's
 collections neither walk them nor dirty their copy-on-write pages.
 """

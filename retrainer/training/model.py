@@ -98,8 +98,8 @@ class MLP(nn.Module):
 class Adam:
     """torch.optim.Adam's update (L2 weight decay, no amsgrad), op for op.
 
-    torch.optim imports TorchDynamo on an optimiser's first use: 1.2 s to 5 s per process,
-    several times the training itself, paid again in every item's process. The same ops in
+    torch.optim imports TorchDynamo on an optimiser's first use, which costs several times
+    the training itself, paid again in every item's process (docs/benchmarks.md). The same ops in
     the same order give the same bits (a test compares the two).
     """
 
@@ -178,7 +178,7 @@ def deterministic_torch(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         # "error" sets the flag that use_deterministic_algorithms(True) sets, without
-        # importing Inductor for its config (1.5 s to 5 s per process; we never compile).
+        # importing Inductor for its config (seconds per process; we never compile).
         torch.set_deterministic_debug_mode("error")
         try:
             yield

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from retrainer.base.artifacts import iso
+from retrainer.base.clock import iso
 
 SPAN_NAMES = ("train", "val", "test")
 
