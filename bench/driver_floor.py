@@ -26,9 +26,9 @@ from pathlib import Path
 from bench.item_start import SETTLE_S
 from bench.workloads import SLEEP_S
 from retrainer.base.costs import SymbolCosts
+from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.local import LocalDriver
 from retrainer.engine.supervisor import AttemptLimits, Supervisor
-from retrainer.engine.worker import AttemptSpec
 
 LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
 
@@ -61,7 +61,7 @@ def wall_s(folder: Path, n: int, k: int, cost: dict[str, float] | None = None) -
     try:
         driver.keep_warm(min(k, n), wait_s=60)
         time.sleep(SETTLE_S)  # as a run's first wave: forked while the plan was recorded
-        zygote = driver._zygote.pid
+        zygote = driver.zygote_pid
         assert zygote is not None
         before = zygote_counters(zygote)
         running: list[Supervisor] = []
@@ -74,13 +74,13 @@ def wall_s(folder: Path, n: int, k: int, cost: dict[str, float] | None = None) -
                 started += 1
             driver.keep_warm(min(k, n - started))
             driver.wait([*running, *ending], 1.0)
-            for supervisor in [s for s in running if s.has_ended()]:
+            for supervisor in [s for s in running if s.has_exited()]:
                 running.remove(supervisor)
                 ending.append(supervisor)
                 last_end = time.perf_counter()  # as a run's ended_at: when the end is seen
-            for supervisor in [s for s in ending if s.is_done()]:
+            for supervisor in [s for s in ending if s.outcome_ready()]:
                 ending.remove(supervisor)
-                supervisor.reap()
+                supervisor.outcome()
         if cost is not None:
             driver.keep_warm(0)  # the last warm ones reaped too, then counted per item
             after = zygote_counters(zygote)

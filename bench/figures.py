@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.common import print_table, summarise
 from bench.peers import ISOLATION, LABELS
-
-if TYPE_CHECKING:
-    from bench.suite import Sizes
+from bench.sizes import Sizes
 
 COMMAND = "make bench  (python -m bench.suite)"
 FLOOR_LABELS = {

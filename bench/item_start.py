@@ -19,9 +19,9 @@ from pathlib import Path
 
 from bench.common import print_table, summarise, write_results, write_tiny_universe
 from retrainer.base.costs import SymbolCosts
+from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.local import LocalDriver
 from retrainer.engine.supervisor import AttemptLimits
-from retrainer.engine.worker import AttemptSpec
 
 HEAVY_IMPORTS = "import torch, pandas, pyarrow.parquet"
 SETTLE_S = 0.2
@@ -54,9 +54,9 @@ def measure_forked(folder: Path, n: int) -> dict[str, list[float]]:
             began = time.perf_counter()
             supervisor = driver.submit(spec, AttemptLimits(timeout_s=60, kill_grace_s=1))
             driver.keep_warm(0)
-            while not supervisor.is_done():
+            while not supervisor.outcome_ready():
                 driver.wait([supervisor], 1.0)
-            outcome = supervisor.reap()
+            outcome = supervisor.outcome()
             elapsed_ms = (time.perf_counter() - began) * 1000
             assert outcome.startup_ms is not None, outcome.reason
             if i >= 6:

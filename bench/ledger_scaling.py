@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from retrainer.base.artifacts import iso, now_utc
+from retrainer.base.clock import iso, now_utc
 from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
 from retrainer.ledger.journal import Ledger
 

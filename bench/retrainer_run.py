@@ -62,9 +62,11 @@ def write_config(path: Path, universe: Universe, root: Path, kind: str, k: int) 
     return path
 
 
-def bench_env() -> dict[str, str]:
+def bench_env(tree: Path = REPO) -> dict[str, str]:
+    """tree: the source tree whose retrainer (and bench.trainers) runs; another checkout
+    than this one puts its code first on the path, before the installed package."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAINER_")}
-    env["PYTHONPATH"] = str(REPO)  # the forkserver imports bench.trainers
+    env["PYTHONPATH"] = str(tree)  # the zygote imports bench.trainers
     return env
 
 
@@ -72,13 +74,14 @@ def retrainer_command(config: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "retrainer", "run", "--config", str(config), *extra]
 
 
-def run_once(workdir: Path, universe: Universe, kind: str, k: int) -> RunTiming:
+def run_once(workdir: Path, universe: Universe, kind: str, k: int, tree: Path = REPO
+             ) -> RunTiming:
     """A fresh root each time: every symbol runs, none is skipped as done."""
     root = workdir / f"root-{kind}-{universe.n}-{k}-{time.monotonic_ns()}"
     root.mkdir(parents=True)
     config = write_config(root / "bench.toml", universe, root, kind, k)
     began = time.perf_counter()
-    done = subprocess.run(retrainer_command(config), env=bench_env(), capture_output=True,
+    done = subprocess.run(retrainer_command(config), env=bench_env(tree), capture_output=True,
                           text=True, timeout=3600)
     command_s = time.perf_counter() - began
     if done.returncode != 0:
@@ -87,12 +90,12 @@ def run_once(workdir: Path, universe: Universe, kind: str, k: int) -> RunTiming:
     return RunTiming(command_s, batch_seconds(ledger), _count_success(ledger), done.returncode)
 
 
-def dry_run_once(workdir: Path, universe: Universe) -> float:
+def dry_run_once(workdir: Path, universe: Universe, tree: Path = REPO) -> float:
     root = workdir / f"root-dry-{time.monotonic_ns()}"
     root.mkdir(parents=True)
     config = write_config(root / "bench.toml", universe, root, "noop", 2)
     began = time.perf_counter()
-    done = subprocess.run(retrainer_command(config, "--dry_run"), env=bench_env(),
+    done = subprocess.run(retrainer_command(config, "--dry_run"), env=bench_env(tree),
                           capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - began
     if done.returncode != 0:
