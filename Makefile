@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 RETRAINER := $(VENV)/bin/retrainer
 
-.PHONY: install run demo-data test test-tools lint bench clean
+.PHONY: install run demo-data test test-tools lint docs bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,9 @@ test-tools:
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	if [ -z "$$missing" ]; then echo "system tools for the tests: all present"; fi; \
 	if [ -n "$$missing" ]; then \
+	  echo "system tools for the tests: installing the missing$$missing (apt)"; \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install \
 	    -y -qq --no-install-recommends $$missing; \
@@ -46,9 +48,17 @@ test-tools:
 test: $(STAMP) test-tools
 	$(PY) -m pytest
 
+# ruff, mypy (strict; tests too), the layers of the package, and the docs site (strict:
+# a broken link or anchor fails).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check retrainer tests bench
 	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
+# The docs site under site/ (mkdocs serve for a live preview).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 # Peers (joblib, Dask, Ray) and the chart need the bench extra; without it they are
 # skipped with a note: $(PY) -m pip install -c constraints.txt -e '.[bench]'
