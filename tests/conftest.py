@@ -79,4 +79,4 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 # Remote storage fixtures (SeaweedFS, the Dropbox wire-format server).
-pytest_plugins = ["tests.storage_fixtures"]
+pytest_plugins = ["tests.support.storage_fixtures"]

@@ -14,11 +14,10 @@ from retrainer.base.artifacts import (
     MANIFEST_NAME,
     Layout,
     atomic_write_bytes,
-    attempt_stamp,
-    run_day,
     verify_manifest,
     write_manifest,
 )
+from retrainer.base.clock import attempt_stamp, run_day
 from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
 from retrainer.plan.planner import Action, decide
 

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from bench.figures import system_figures
-from bench.suite import Sizes, run_suite
+from bench.sizes import Sizes
+from bench.suite import run_suite
 
 TINY = Sizes(n_noop=4, n_cpu=2, ks_cpu=(1, 2), n_sleep=2, ks_sleep=(1, 2),
              ledger_symbols=(10, 50), ledger_updates=20, n_dry=4, item_start_n=2, repeats=1,

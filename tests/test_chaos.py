@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.base.artifacts import Layout, now_utc, run_day, verify_manifest
+from retrainer.base.artifacts import Layout, verify_manifest
+from retrainer.base.clock import now_utc, run_day
 from retrainer.ledger.journal import read_ledger
 from tests.conftest import RunCli
 from tests.test_item_faults import (

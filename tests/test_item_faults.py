@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from retrainer.base.artifacts import Layout, now_utc, run_day
+from retrainer.base.artifacts import Layout
+from retrainer.base.clock import now_utc, run_day
 from retrainer.base.lock import RunLock
 from tests.conftest import RunCli, cli_env, read_json, write_config
 
@@ -24,7 +26,7 @@ def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
                 "retries": 0, "backoff_base_s": 0.05, "backoff_cap_s": 0.1,
                 "kill_grace_s": 0.5, "stop_grace_s": 0.5, "timeout_minutes": 0.05, **run},
         "data": {"path": str(small_data)},
-        "trainer": {"plugin": "tests.plugins:faulty",
+        "trainer": {"plugin": "tests.support.plugins:faulty",
                     "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours,
                                "slow_s": slow_s}},
     })
@@ -44,8 +46,10 @@ def assert_all_dead(pids: list[int], within_s: float = 5.0) -> None:
     assert not alive, f"still alive: {alive}"
 
 
-def summary_of(tmp_path: Path) -> dict:  # type: ignore[type-arg]
-    return read_json(tmp_path / "root" / "summary" / run_day(now_utc()) / "engine_summary.json")
+def summary_of(tmp_path: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = read_json(
+        tmp_path / "root" / "summary" / run_day(now_utc()) / "engine_summary.json")
+    return summary
 
 
 def symbols_of(small_data: Path) -> list[str]:

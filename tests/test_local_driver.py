@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.clock import now_utc, run_day
 from retrainer.base.costs import SymbolCosts
 from retrainer.base.resources import usable_cpu_count
+from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.local import LocalDriver
 from retrainer.engine.supervisor import AttemptLimits, Supervisor
-from retrainer.engine.worker import AttemptSpec
 from retrainer.ledger.entries import ItemState, Outcome
 from tests.conftest import RunCli, cli_env, read_json
 from tests.test_item_faults import assert_all_dead, faulty_config, symbols_of
@@ -28,7 +28,7 @@ LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
 @pytest.fixture(scope="module")
 def driver() -> Iterator[LocalDriver]:
     # numpy in the forkserver, as with any real trainer: its OpenBLAS comes preloaded.
-    local = LocalDriver(["tests.plugins", "numpy"])
+    local = LocalDriver(["tests.support.plugins", "numpy"])
     local.start()
     yield local
     local.close()
@@ -42,15 +42,15 @@ def spec_for(tmp_path: Path, behaviour: str, threads: int = 1, attempt: int = 1)
         run_id="test", symbol=symbol, attempt=attempt, data_path=tmp_path / "none.parquet",
         min_rows=1, costs=SymbolCosts(symbol, 10.0, 2.0, 1.0, 100).to_dict(),
         out_dir=out_dir, log_dir=tmp_path / "logs", engine_log=tmp_path / "engine.log",
-        trainer="tests.plugins:faulty",
+        trainer="tests.support.plugins:faulty",
         params={"pid_dir": str(tmp_path / "pids"), "behaviours": {symbol: behaviour}},
         seed=1, device="cpu", threads=threads)
 
 
 def run_to_end(driver: LocalDriver, supervisor: Supervisor) -> Outcome:
-    while not supervisor.is_done():
+    while not supervisor.outcome_ready():
         driver.wait([supervisor], 1.0)
-    return supervisor.reap()
+    return supervisor.outcome()
 
 
 def test_an_item_given_one_thread_runs_without_a_blas_pool_beside_it(
@@ -72,9 +72,7 @@ def test_an_item_given_two_threads_gets_them_from_its_blas(
 
 def warm_pids(driver: LocalDriver, count: int) -> list[int]:
     assert driver.keep_warm(count, wait_s=60)
-    pool = driver._warm
-    assert pool is not None
-    return [warm.process.pid for warm in pool._ready if warm.process.pid]
+    return driver.warm_pids()
 
 
 def test_each_attempt_gets_a_fresh_process_forked_before_it_was_needed(
@@ -105,7 +103,7 @@ def test_a_warm_process_killed_while_it_waited_is_replaced_and_the_attempt_runs(
 def test_warm_processes_beyond_the_count_and_at_close_end_without_running_anything(
         tmp_path: Path) -> None:
     # A second driver on the same forkserver, closed by the test itself.
-    local = LocalDriver(["tests.plugins", "numpy"])
+    local = LocalDriver(["tests.support.plugins", "numpy"])
     local.start()
     kept: list[int] = []
     try:

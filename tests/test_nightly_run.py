@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.clock import now_utc, run_day
 from tests.conftest import TINY_TRAINER, RunCli, read_json, write_config
 
 FINAL = {"model.bin", "config.json", "metrics.json", "sha256.txt"}

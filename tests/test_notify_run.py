@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.clock import now_utc, run_day
 from retrainer.notify.credentials import CHAT_ID_ENV, TOKEN_ENV
 from tests.conftest import TINY_TRAINER, RunCli, cli_env, read_json, write_config
-from tests.telegram_server import FakeBotApi
+from tests.support.telegram_server import FakeBotApi
 
 TOKEN = "555000111:AAFrunRunRunRunRunRunRunRunRunRun99"
 ENV = {TOKEN_ENV: TOKEN, CHAT_ID_ENV: "4242"}
@@ -40,7 +40,7 @@ def config_for(tmp_path: Path, small_data: Path, api: FakeBotApi, behaviours: di
                 "retries": 0, "kill_grace_s": 0.5, "stop_grace_s": 0.5, "timeout_minutes": 10,
                 **run},
         "data": {"path": str(small_data)},
-        "trainer": {"plugin": "tests.plugins:faulty",
+        "trainer": {"plugin": "tests.support.plugins:faulty",
                     "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours}},
         "notify": {"kind": "telegram", "api_url": api.api_url, "batch_window_s": 60,
                    "close_timeout_s": 10, "request_timeout_s": 5, **(notify or {})},

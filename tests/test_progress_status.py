@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from retrainer.base.artifacts import iso, now_utc, run_day
+from retrainer.base.clock import iso, now_utc, run_day
 from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
 from retrainer.views.runview import build_view
 from tests.conftest import RunCli, cli_env
@@ -30,8 +30,9 @@ POLL_DEADLINE_S = 90.0
 def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
                   **run: object) -> Path:
     """Three at a time, and no deadline to speak of: the hung item runs until stopped."""
-    return fault_config(tmp_path, small_data, behaviours,
-                        **{"max_concurrent": 3, "timeout_minutes": 45, **run})
+    # Any: `run` may also carry fault_config's own slow_s, which mypy cannot tell apart.
+    settings: dict[str, Any] = {"max_concurrent": 3, "timeout_minutes": 45, **run}
+    return fault_config(tmp_path, small_data, behaviours, **settings)
 
 
 def start_run(tmp_path: Path, config: Path) -> subprocess.Popen[str]:

@@ -17,19 +17,13 @@ from typing import Any
 import pytest
 
 from bench.seaweed import SeaweedServer
-from retrainer.base.artifacts import (
-    MANIFEST_NAME,
-    Layout,
-    now_utc,
-    parse_manifest,
-    run_day,
-    sha256_bytes,
-)
+from retrainer.base.artifacts import MANIFEST_NAME, Layout, parse_manifest, sha256_bytes
+from retrainer.base.clock import now_utc, run_day
 from retrainer.base.config import DEFAULT_TRAINER
 from retrainer.ledger.journal import read_ledger
 from tests.conftest import TINY_TRAINER, RunCli, cli_env, read_json, write_config
-from tests.dropbox_server import DropboxTestServer
-from tests.storage_fixtures import DROPBOX_ENV, new_bucket, raw_s3
+from tests.support.dropbox_server import DropboxTestServer
+from tests.support.storage_fixtures import DROPBOX_ENV, new_bucket, raw_s3
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 PREFIX = "nightly"
@@ -52,7 +46,7 @@ def background_run(config: Path, cwd: Path, env: dict[str, str],
 
 def config_for(tmp_path: Path, data: Path, storage: dict[str, Any],
                params: dict[str, Any] | None = None,
-               plugin: str = "tests.remote_plugins:gated") -> Path:
+               plugin: str = "tests.support.remote_plugins:gated") -> Path:
     return write_config(tmp_path / "retrainer.toml", {
         "run": {"root": str(tmp_path / "root"), "symbols": ",".join(SYMBOLS), "retries": 0,
                 "mode": "sequential"},

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.clock import now_utc, run_day
 from retrainer.ledger.entries import Attempt, ItemState
 from retrainer.views.report.charts import STATE_COLOURS
 from retrainer.views.report.data import _lanes, gather

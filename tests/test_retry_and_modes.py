@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from retrainer.base.config import Mode
+from retrainer.base.config import Mode, RunSettings, Settings
 from retrainer.base.resources import Resources, detect_gpu_count
 from retrainer.engine.retry import backoff_s
+from retrainer.plan.policy import max_concurrent_for, resolve_policy
 from retrainer.plan.windows import window_size
 
 
@@ -46,9 +47,19 @@ def test_hybrid_is_a_window_of_max_concurrent() -> None:
 
 
 def test_default_concurrency_is_12_with_a_gpu_and_2_without() -> None:
-    gpu = Resources(cpu_count=16, gpu_count=1, memory_mb=1, cuda_visible_devices=None)
-    cpu = Resources(cpu_count=16, gpu_count=0, memory_mb=1, cuda_visible_devices=None)
-    assert gpu.default_concurrency() == 12 and cpu.default_concurrency() == 2
+    assert max_concurrent_for(RunSettings(), has_gpu=True) == 12
+    assert max_concurrent_for(RunSettings(), has_gpu=False) == 2
+    assert max_concurrent_for(RunSettings(max_concurrent=5), has_gpu=True) == 5
+
+
+def test_the_policy_is_resolved_once_from_settings_machine_and_plan_size() -> None:
+    settings = Settings.model_validate({"run": {"mode": "hybrid", "max_concurrent": 4,
+                                                "timeout_minutes": 2, "retries": 3}})
+    machine = Resources(cpu_count=16, gpu_count=0, memory_mb=10_000, cuda_visible_devices=None)
+    policy = resolve_policy(settings, machine, runnable=3)
+    assert (policy.window, policy.threads_per_item, policy.timeout_s) == (3, 5, 120.0)
+    assert policy.memory_cap_mb == 10_000 * 8 // 10 // 3
+    assert policy.retries == 3 and not policy.mirrored
 
 
 def test_each_item_gets_an_equal_share_of_the_cores_and_at_least_one() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.clock import now_utc, run_day
 from retrainer.base.errors import BadInputError
 from retrainer.job.timers import parse_at
 from tests.conftest import REPO, RunCli, read_json, write_config
@@ -32,7 +32,7 @@ def nightly_config(tmp_path: Path, small_data: Path, **run: object) -> Path:
         "run": {"root": "../root", "symbols": symbol, "retries": 1, "timeout_minutes": 10,
                 "kill_grace_s": 5, "stop_grace_s": 30, "max_concurrent": 2, **run},
         "data": {"path": str(small_data)},
-        "trainer": {"plugin": "tests.plugins:faulty",
+        "trainer": {"plugin": "tests.support.plugins:faulty",
                     "params": {"pid_dir": str(tmp_path / "pids")}},
         "notify": {"close_timeout_s": 20},
     })
@@ -246,6 +246,6 @@ def test_a_night_that_finds_the_last_one_running_does_not_start_and_says_so(
 
 def _cron_env() -> dict[str, str]:
     # cron's own environment: a bare PATH, HOME, no venv; PYTHONPATH only so that the
-    # test plug-in (tests.plugins) can be imported by the run.
+    # test plug-in (tests.support.plugins) can be imported by the run.
     return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
             "SHELL": "/bin/sh", "PYTHONPATH": str(REPO)}

@@ -38,9 +38,9 @@ from retrainer.mirror.storage import (
 )
 from retrainer.mirror.storage import local as local_backend_module
 from retrainer.mirror.storage.local import LocalStorage
-from tests.dropbox_server import DropboxTestServer
-from tests.storage_fixtures import dropbox_client, new_bucket, raw_s3, s3_client
-from tests.tcp_proxy import CuttingProxy
+from tests.support.dropbox_server import DropboxTestServer
+from tests.support.storage_fixtures import dropbox_client, new_bucket, raw_s3, s3_client
+from tests.support.tcp_proxy import CuttingProxy
 
 KEY = "models/BTCUSDT/20261123_020000Z/model.bin"
 BAD_KEYS = ["", "/models/a.bin", "models/../a.bin", "../a.bin", "models//a.bin",

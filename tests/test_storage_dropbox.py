@@ -15,14 +15,14 @@ from retrainer.base.config import StorageSettings
 from retrainer.base.errors import BadInputError
 from retrainer.mirror.storage import UploadError, make_storage
 from retrainer.mirror.storage.dropbox import DropboxCredentials, DropboxStorage, load_credentials
-from tests.dropbox_server import (
+from tests.support.dropbox_server import (
     APP_KEY,
     APP_SECRET,
     REFRESH_TOKEN,
     DropboxTestServer,
     dropbox_content_hash,
 )
-from tests.storage_fixtures import DROPBOX_ENV, dropbox_client
+from tests.support.storage_fixtures import DROPBOX_ENV, dropbox_client
 
 KEY = "models/BTCUSDT/20261123_020000Z/model.bin"
 PATH = f"/nightly/{KEY}"

@@ -16,8 +16,8 @@ from retrainer.base.config import StorageSettings, load_settings
 from retrainer.base.errors import BadInputError
 from retrainer.mirror.storage import UploadError, make_storage
 from retrainer.mirror.storage.s3 import S3Storage
-from tests.storage_fixtures import raw_s3, s3_client
-from tests.tcp_proxy import CuttingProxy
+from tests.support.storage_fixtures import raw_s3, s3_client
+from tests.support.tcp_proxy import CuttingProxy
 
 KEY = "models/BTCUSDT/20261123_020000Z/model.bin"
 MB = 1 << 20

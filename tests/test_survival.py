@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.base.artifacts import Layout, now_utc, run_day
+from retrainer.base.artifacts import Layout
+from retrainer.base.clock import now_utc, run_day
 from retrainer.ledger.journal import read_ledger
 from tests.conftest import RunCli, cli_env, read_json
 from tests.test_item_faults import (

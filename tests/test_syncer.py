@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.base.artifacts import now_utc, run_day
+from retrainer.base.clock import now_utc, run_day
 from retrainer.ledger.fsync import Syncer
 from tests.conftest import cli_env, read_json
 from tests.test_item_faults import faulty_config, symbols_of

@@ -17,7 +17,7 @@ from retrainer.notify import Notifier, NullNotifier, notifier_for_run
 from retrainer.notify.credentials import CHAT_ID_ENV, TOKEN_ENV
 from retrainer.notify.messages import MESSAGE_LIMIT, utf16_len
 from retrainer.notify.telegram import TelegramNotifier
-from tests.telegram_server import FakeBotApi
+from tests.support.telegram_server import FakeBotApi
 
 TOKEN = "987654321:AAHsecretSecretSecretSecretSecret12"
 ENV = {TOKEN_ENV: TOKEN, CHAT_ID_ENV: "-100123"}

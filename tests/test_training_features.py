@@ -17,7 +17,7 @@ from retrainer.training.features import (
     features_to_parquet,
 )
 from retrainer.training.params import TrainerParams
-from tests._training_data import make_bars
+from tests.support.training_data import make_bars
 
 PARAMS = TrainerParams()
 

@@ -16,7 +16,7 @@ from retrainer.base.errors import BadInputError
 from retrainer.training.contract import load_trainer, validate_trainer_params
 from retrainer.training.params import TrainerParams
 from retrainer.training.trainer import ohlcv_values_sha256, train
-from tests._training_data import TINY_PARAMS, EventLog, make_context
+from tests.support.training_data import TINY_PARAMS, EventLog, make_context
 
 
 @pytest.fixture(autouse=True)

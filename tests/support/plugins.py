@@ -1,7 +1,7 @@
 """A fault-injection trainer for tests: the behaviour is chosen per symbol.
 
     [trainer]
-    plugin = "tests.plugins:faulty"
+    plugin = "tests.support.plugins:faulty"
     [trainer.params]
     pid_dir = "/tmp/pids"
     behaviours = { HANG = "hang", BOOM = "raise" }

@@ -18,7 +18,7 @@ import pytest
 from bench.seaweed import SeaweedServer
 from retrainer.mirror.storage.dropbox import DropboxCredentials, DropboxOptions, DropboxStorage
 from retrainer.mirror.storage.s3 import S3Options, S3Storage
-from tests.dropbox_server import APP_KEY, APP_SECRET, REFRESH_TOKEN, DropboxTestServer
+from tests.support.dropbox_server import APP_KEY, APP_SECRET, REFRESH_TOKEN, DropboxTestServer
 
 
 def _assert_gone(pid: int | None) -> None:
