@@ -52,6 +52,7 @@ test: $(STAMP) test-tools
 # a broken link or anchor fails).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check retrainer tests bench
+	$(VENV)/bin/ruff format --check retrainer tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)

@@ -25,16 +25,26 @@ def speedup_chart(report: Mapping[str, Any], path: Path) -> Path:
         sleep_ax.plot(ks, speedups, marker="o", label=system["label"], **style)
         cpu = system.get("cpu_speedup")
         if cpu:
-            cpu_ax.plot([1, cpu["k"]], [1.0, cpu["median"]], marker="o", label=system["label"],
-                        **style)
+            cpu_ax.plot(
+                [1, cpu["k"]], [1.0, cpu["median"]], marker="o", label=system["label"], **style
+            )
     sleep_ax.plot([1, ks_max], [1, ks_max], linestyle="--", color="grey", label="ideal")
     cpu_ax.plot([1, 2], [1, 2], linestyle="--", color="grey", label="ideal")
-    sleep_ax.set(title="sleep-bound items (0.2 s each)", xlabel="k (items at once)",
-                 ylabel="speedup vs k = 1", xscale="log", yscale="log")
+    sleep_ax.set(
+        title="sleep-bound items (0.2 s each)",
+        xlabel="k (items at once)",
+        ylabel="speedup vs k = 1",
+        xscale="log",
+        yscale="log",
+    )
     sleep_ax.set_xticks([k for k in (1, 2, 4, 8, 16, 32) if k <= ks_max])
     sleep_ax.set_xticklabels([str(k) for k in (1, 2, 4, 8, 16, 32) if k <= ks_max])
-    cpu_ax.set(title="CPU-bound items (~0.25 s each), 2 cores", xlabel="k (items at once)",
-               ylabel="speedup vs k = 1", xticks=[1, 2])
+    cpu_ax.set(
+        title="CPU-bound items (~0.25 s each), 2 cores",
+        xlabel="k (items at once)",
+        ylabel="speedup vs k = 1",
+        xticks=[1, 2],
+    )
     for ax in (sleep_ax, cpu_ax):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

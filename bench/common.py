@@ -33,8 +33,16 @@ def write_tiny_universe(folder: Path, n_symbols: int, rows: int = 1100, seed: in
         high = np.maximum(opened, close) * 1.001
         low = np.minimum(opened, close) * 0.999
         volume = np.full(rows, 1000.0 * (i + 1))
-        frame = pd.DataFrame({"timestamp": stamps, "open": opened, "high": high, "low": low,
-                              "close": close, "volume": volume})
+        frame = pd.DataFrame(
+            {
+                "timestamp": stamps,
+                "open": opened,
+                "high": high,
+                "low": low,
+                "close": close,
+                "volume": volume,
+            }
+        )
         frame.to_parquet(folder / f"{symbol}.parquet", index=False)
     return symbols
 
@@ -54,23 +62,26 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
     """The first column left-aligned, the figures right-aligned, as the dry run's plan."""
     cells = [[_fmt(c) for c in row] for row in rows]
     print(f"\n{title}")
-    print(plain_table([str(h) for h in header], cells, [i > 0 for i in range(len(header))]),
-          end="")
+    print(plain_table([str(h) for h in header], cells, [i > 0 for i in range(len(header))]), end="")
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def write_results(name: str, payload: dict[str, Any], folder: Path = RESULTS,
-                  meta: dict[str, Any] | None = None) -> Path:
+def write_results(
+    name: str, payload: dict[str, Any], folder: Path = RESULTS, meta: dict[str, Any] | None = None
+) -> Path:
     """payload plus when and where it was measured (or the `meta` of an earlier run)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    meta = meta or {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "python": sys.version.split()[0], "machine": platform.machine(),
-                    "cpus": len(os.sched_getaffinity(0)),
-                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    meta = meta or {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
     path.write_text(json.dumps({"meta": meta, **payload}, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path

@@ -38,10 +38,21 @@ def _spec(folder: Path, i: int) -> AttemptSpec:
     out_dir = folder / "out" / symbol
     out_dir.mkdir(parents=True)
     return AttemptSpec(
-        run_id="floor", symbol=symbol, attempt=1, data_path=folder / "none.parquet",
-        min_rows=1, costs=SymbolCosts(symbol, 10.0, 2.0, 1.0, 100).to_dict(),
-        out_dir=out_dir, log_dir=folder / "logs" / symbol, engine_log=folder / "engine.log",
-        trainer="bench.trainers:sleep", params={}, seed=1, device="cpu", threads=1)
+        run_id="floor",
+        symbol=symbol,
+        attempt=1,
+        data_path=folder / "none.parquet",
+        min_rows=1,
+        costs=SymbolCosts(symbol, 10.0, 2.0, 1.0, 100).to_dict(),
+        out_dir=out_dir,
+        log_dir=folder / "logs" / symbol,
+        engine_log=folder / "engine.log",
+        trainer="bench.trainers:sleep",
+        params={},
+        seed=1,
+        device="cpu",
+        threads=1,
+    )
 
 
 def zygote_counters(pid: int) -> dict[str, float]:
@@ -49,9 +60,11 @@ def zygote_counters(pid: int) -> dict[str, float]:
     (ms) and minor page faults."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
-    return {"own_cpu_ms": (int(fields[11]) + int(fields[12])) * tick_ms,
-            "children_cpu_ms": (int(fields[13]) + int(fields[14])) * tick_ms,
-            "children_faults": int(fields[8])}
+    return {
+        "own_cpu_ms": (int(fields[11]) + int(fields[12])) * tick_ms,
+        "children_cpu_ms": (int(fields[13]) + int(fields[14])) * tick_ms,
+        "children_faults": int(fields[8]),
+    }
 
 
 def wall_s(folder: Path, n: int, k: int, cost: dict[str, float] | None = None) -> float:
@@ -99,11 +112,15 @@ def main() -> None:
     # two measurements slows the next one's file creations (ext4 without a journal skips
     # recently freed inodes one by one).
     cost: dict[str, float] = {}
-    wall = wall_s(Path(tempfile.mkdtemp(prefix="retrainer-driver-floor-")), args.n, args.k,
-                  cost)
+    wall = wall_s(Path(tempfile.mkdtemp(prefix="retrainer-driver-floor-")), args.n, args.k, cost)
     ideal = math.ceil(args.n / args.k) * SLEEP_S
-    result = {"n": args.n, "k": args.k, "wall_s": wall, "efficiency": ideal / wall,
-              "per_item": cost}
+    result = {
+        "n": args.n,
+        "k": args.k,
+        "wall_s": wall,
+        "efficiency": ideal / wall,
+        "per_item": cost,
+    }
     print("FLOOR_RESULT " + json.dumps(result), flush=True)
 
 

@@ -30,10 +30,20 @@ SETTLE_S = 0.2
 def _spec(folder: Path, symbol: str, n: int) -> AttemptSpec:
     costs = SymbolCosts(symbol, 10.0, 2.0, 1.0, 100)
     return AttemptSpec(
-        run_id="bench", symbol=symbol, attempt=n, data_path=folder / "data" / f"{symbol}.parquet",
-        min_rows=1000, costs=costs.to_dict(), out_dir=folder / "out" / f"{symbol}-{n}",
-        log_dir=folder / "logs" / symbol, engine_log=folder / "logs" / "engine.log",
-        trainer="bench.trainers:noop", params={}, seed=1, device="cpu", threads=1,
+        run_id="bench",
+        symbol=symbol,
+        attempt=n,
+        data_path=folder / "data" / f"{symbol}.parquet",
+        min_rows=1000,
+        costs=costs.to_dict(),
+        out_dir=folder / "out" / f"{symbol}-{n}",
+        log_dir=folder / "logs" / symbol,
+        engine_log=folder / "logs" / "engine.log",
+        trainer="bench.trainers:noop",
+        params={},
+        seed=1,
+        device="cpu",
+        threads=1,
     )
 
 
@@ -89,7 +99,8 @@ def main() -> None:
     results = {name: summarise(values) for name, values in forked.items()}
     results["fresh_interpreter_ms"] = summarise(fresh)
     print_table(
-        "Item start cost (ms)", ["what", "median", "min", "p90", "n"],
+        "Item start cost (ms)",
+        ["what", "median", "min", "p90", "n"],
         [[name, r["median"], r["min"], r["p90"], int(r["n"])] for name, r in results.items()],
     )
     speedup = results["fresh_interpreter_ms"]["median"] / results["forked_start_ms"]["median"]

@@ -20,21 +20,37 @@ from retrainer.ledger.journal import Ledger
 
 def _entry(symbol: str, state: ItemState = ItemState.SUCCESS) -> LedgerEntry:
     stamp = iso(now_utc())
-    attempt = Attempt(number=1, state=state, started_at=stamp, artifact_dir=f"models/{symbol}/x",
-                      device="cpu", threads=1, pid=1, ended_at=stamp, seconds=1.0, reason="ok",
-                      exit_code=0)
-    return LedgerEntry(symbol=symbol, state=state, updated_at=stamp, why="not trained today",
-                       attempts=(attempt,), artifact_dir=attempt.artifact_dir,
-                       manifest_sha256="0" * 64, train_minutes=0.02,
-                       metrics={"net_sharpe": 1.0, "accuracy": 0.51})
+    attempt = Attempt(
+        number=1,
+        state=state,
+        started_at=stamp,
+        artifact_dir=f"models/{symbol}/x",
+        device="cpu",
+        threads=1,
+        pid=1,
+        ended_at=stamp,
+        seconds=1.0,
+        reason="ok",
+        exit_code=0,
+    )
+    return LedgerEntry(
+        symbol=symbol,
+        state=state,
+        updated_at=stamp,
+        why="not trained today",
+        attempts=(attempt,),
+        artifact_dir=attempt.artifact_dir,
+        manifest_sha256="0" * 64,
+        train_minutes=0.02,
+        metrics={"net_sharpe": 1.0, "accuracy": 0.51},
+    )
 
 
 def _seed_ledger(folder: Path, n_symbols: int) -> tuple[Path, Path]:
     """A day's ledger holding n_symbols entries: a snapshot as an earlier run leaves it."""
     status, journal = folder / "status.json", folder / "ledger.jsonl"
     symbols = {f"S{i:05d}": _entry(f"S{i:05d}").to_dict() for i in range(n_symbols)}
-    status.write_text(json.dumps({"schema": 1, "journal_seq": 0, "runs": [],
-                                  "symbols": symbols}))
+    status.write_text(json.dumps({"schema": 1, "journal_seq": 0, "runs": [], "symbols": symbols}))
     return status, journal
 
 

@@ -68,8 +68,13 @@ class Dask:
     def start(self, k: int) -> None:
         from distributed import Client, LocalCluster
 
-        self._cluster = LocalCluster(n_workers=k, threads_per_worker=1, processes=True,
-                                     host="127.0.0.1", dashboard_address=None)
+        self._cluster = LocalCluster(
+            n_workers=k,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
         self._client = Client(self._cluster)
 
     def run(self, kind: str, n: int) -> None:
@@ -87,8 +92,13 @@ class Ray:
     def start(self, k: int) -> None:
         import ray
 
-        ray.init(num_cpus=k, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", configure_logging=False)
+        ray.init(
+            num_cpus=k,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+            configure_logging=False,
+        )
         self._task = ray.remote(num_cpus=1)(run_item)
 
     def run(self, kind: str, n: int) -> None:
@@ -103,12 +113,19 @@ class Ray:
 
 
 PEERS: dict[str, type[Loky | ProcessPool | Dask | Ray]] = {
-    "loky": Loky, "processpool": ProcessPool, "dask": Dask, "ray": Ray,
+    "loky": Loky,
+    "processpool": ProcessPool,
+    "dask": Dask,
+    "ray": Ray,
 }
 # The module a system needs, and the pip extra that brings it.
 REQUIRES = {"loky": "joblib", "processpool": "concurrent", "dask": "distributed", "ray": "ray"}
-LABELS = {"loky": "joblib/loky", "processpool": "ProcessPoolExecutor",
-          "dask": "Dask LocalCluster", "ray": "Ray"}
+LABELS = {
+    "loky": "joblib/loky",
+    "processpool": "ProcessPoolExecutor",
+    "dask": "Dask LocalCluster",
+    "ray": "Ray",
+}
 # Can one item be stopped alone, its process killed, without losing the pool's others?
 ISOLATION = {
     "retrainer": "yes: a process per item; deadline kills its whole tree",

@@ -90,8 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--files", action="store_true",
-                        help="each item writes the files an attempt leaves, with bare calls")
+    parser.add_argument(
+        "--files",
+        action="store_true",
+        help="each item writes the files an attempt leaves, with bare calls",
+    )
     args = parser.parse_args()
     # Left for the caller's temporary tree to remove (see driver_floor.py).
     folder = tempfile.mkdtemp(prefix="retrainer-process-floor-") if args.files else None
@@ -100,10 +103,17 @@ def main() -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # all reaped by now
     ideal = math.ceil(args.n / args.k) * SLEEP_S
     cpu_ms = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
-    result = {"n": args.n, "k": args.k, "files": args.files, "wall_s": wall,
-              "efficiency": ideal / wall,
-              "per_item": {"children_cpu_ms": cpu_ms / args.n,
-                           "children_faults": (after.ru_minflt - before.ru_minflt) / args.n}}
+    result = {
+        "n": args.n,
+        "k": args.k,
+        "files": args.files,
+        "wall_s": wall,
+        "efficiency": ideal / wall,
+        "per_item": {
+            "children_cpu_ms": cpu_ms / args.n,
+            "children_faults": (after.ru_minflt - before.ru_minflt) / args.n,
+        },
+    }
     print("FLOOR_RESULT " + json.dumps(result), flush=True)
 
 

@@ -22,8 +22,11 @@ from typing import Any
 
 from bench.common import REPO
 
-TRAINERS = {"noop": "bench.trainers:noop", "cpu": "bench.trainers:cpu",
-            "sleep": "bench.trainers:sleep"}
+TRAINERS = {
+    "noop": "bench.trainers:noop",
+    "cpu": "bench.trainers:cpu",
+    "sleep": "bench.trainers:sleep",
+}
 
 
 @dataclass(frozen=True)
@@ -74,15 +77,15 @@ def retrainer_command(config: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "retrainer", "run", "--config", str(config), *extra]
 
 
-def run_once(workdir: Path, universe: Universe, kind: str, k: int, tree: Path = REPO
-             ) -> RunTiming:
+def run_once(workdir: Path, universe: Universe, kind: str, k: int, tree: Path = REPO) -> RunTiming:
     """A fresh root each time: every symbol runs, none is skipped as done."""
     root = workdir / f"root-{kind}-{universe.n}-{k}-{time.monotonic_ns()}"
     root.mkdir(parents=True)
     config = write_config(root / "bench.toml", universe, root, kind, k)
     began = time.perf_counter()
-    done = subprocess.run(retrainer_command(config), env=bench_env(tree), capture_output=True,
-                          text=True, timeout=3600)
+    done = subprocess.run(
+        retrainer_command(config), env=bench_env(tree), capture_output=True, text=True, timeout=3600
+    )
     command_s = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"retrainer run exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -95,8 +98,13 @@ def dry_run_once(workdir: Path, universe: Universe, tree: Path = REPO) -> float:
     root.mkdir(parents=True)
     config = write_config(root / "bench.toml", universe, root, "noop", 2)
     began = time.perf_counter()
-    done = subprocess.run(retrainer_command(config, "--dry_run"), env=bench_env(tree),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        retrainer_command(config, "--dry_run"),
+        env=bench_env(tree),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     elapsed = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"retrainer run --dry_run exited {done.returncode}:\n{done.stderr}")

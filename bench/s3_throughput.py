@@ -32,7 +32,8 @@ def _plain_client(server: SeaweedServer) -> Any:
     import boto3
 
     return boto3.session.Session(region_name="us-east-1").client(
-        "s3", endpoint_url=server.endpoint_url)
+        "s3", endpoint_url=server.endpoint_url
+    )
 
 
 def measure(upload: Callable[[str], object], n: int, size_mb: float) -> list[float]:
@@ -59,23 +60,30 @@ def main() -> None:
         artifact.write_bytes(os.urandom(args.mb * MB))
         plain = _plain_client(server)
         plain.create_bucket(Bucket="bench")
-        ours = S3Storage(S3Options(bucket="bench", endpoint_url=server.endpoint_url,
-                                   addressing_style="path", chunk_bytes=args.chunk_mb * MB,
-                                   multipart_threshold_bytes=8 * MB,
-                                   max_concurrency=args.concurrency))
+        ours = S3Storage(
+            S3Options(
+                bucket="bench",
+                endpoint_url=server.endpoint_url,
+                addressing_style="path",
+                chunk_bytes=args.chunk_mb * MB,
+                multipart_threshold_bytes=8 * MB,
+                max_concurrency=args.concurrency,
+            )
+        )
         from boto3.s3.transfer import TransferConfig
 
-        same = TransferConfig(multipart_chunksize=args.chunk_mb * MB,
-                              max_concurrency=args.concurrency)
+        same = TransferConfig(
+            multipart_chunksize=args.chunk_mb * MB, max_concurrency=args.concurrency
+        )
         size_mb = args.mb * MB / 1e6
         # One warm-up each: connection pools, the server's first volume.
+        tuned = f"boto3 upload_file ({args.chunk_mb} MiB parts, {args.concurrency} threads)"
         uploads = {
-            "retrainer S3Storage.put_file (verified)":
-                lambda key: ours.put_file(artifact, key),
-            "boto3 upload_file (defaults)":
-                lambda key: plain.upload_file(str(artifact), "bench", key),
-            f"boto3 upload_file ({args.chunk_mb} MiB parts, {args.concurrency} threads)":
-                lambda key: plain.upload_file(str(artifact), "bench", key, Config=same),
+            "retrainer S3Storage.put_file (verified)": lambda key: ours.put_file(artifact, key),
+            "boto3 upload_file (defaults)": lambda key: plain.upload_file(
+                str(artifact), "bench", key
+            ),
+            tuned: lambda key: plain.upload_file(str(artifact), "bench", key, Config=same),
         }
         rates: dict[str, list[float]] = {name: [] for name in uploads}
         for upload in uploads.values():  # warm-up: connection pools, the first volumes
@@ -84,15 +92,24 @@ def main() -> None:
             for name, upload in uploads.items():
                 rates[name] += measure(upload, 1, size_mb)
         results = {name: summarise(samples) for name, samples in rates.items()}
-    print_table(f"Upload of a {args.mb} MiB file to SeaweedFS on loopback (MB/s, higher is "
-                "better)", ["what", "median", "min", "max", "n"],
-                [[k, r["median"], r["min"], r["max"], int(r["n"])] for k, r in results.items()])
+    print_table(
+        f"Upload of a {args.mb} MiB file to SeaweedFS on loopback (MB/s, higher is better)",
+        ["what", "median", "min", "max", "n"],
+        [[k, r["median"], r["min"], r["max"], int(r["n"])] for k, r in results.items()],
+    )
     names = list(results)
     ratio = results[names[0]]["median"] / results[names[1]]["median"]
     print(f"\nretrainer's verified upload runs at {ratio:.2f}x plain boto3's rate")
-    write_results("s3_throughput", {"size_mib": args.mb, "chunk_mib": args.chunk_mb,
-                                    "concurrency": args.concurrency, "mb_per_s": results,
-                                    "ratio_to_plain_boto3": ratio})
+    write_results(
+        "s3_throughput",
+        {
+            "size_mib": args.mb,
+            "chunk_mib": args.chunk_mb,
+            "concurrency": args.concurrency,
+            "mb_per_s": results,
+            "ratio_to_plain_boto3": ratio,
+        },
+    )
 
 
 if __name__ == "__main__":

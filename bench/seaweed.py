@@ -27,8 +27,16 @@ READONLY_ACCESS_KEY = "AKIAIOSFODNN7READONL"
 READONLY_SECRET_KEY = "rEADonlyXUtnFEMI/K7MDENG/bPxRfiCYREADONLY"
 # weed mini listens on all of these; each gets its own free port.
 PORT_FLAGS = (
-    "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
-    "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
 )
 
 
@@ -69,40 +77,70 @@ class SeaweedServer:
     @property
     def env(self) -> dict[str, str]:
         """The standard AWS chain's variables that reach this server's one identity."""
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     @property
     def readonly_env(self) -> dict[str, str]:
-        return {**self.env, "AWS_ACCESS_KEY_ID": READONLY_ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": READONLY_SECRET_KEY}
+        return {
+            **self.env,
+            "AWS_ACCESS_KEY_ID": READONLY_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": READONLY_SECRET_KEY,
+        }
 
     def start(self, timeout_s: float = 60.0) -> SeaweedServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         identities = self.folder / "identities.json"
-        identities.write_text(json.dumps({"identities": [{
-            "name": "retrainer",
-            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }, {
-            "name": "reader",
-            "credentials": [{"accessKey": READONLY_ACCESS_KEY, "secretKey": READONLY_SECRET_KEY}],
-            "actions": ["Read", "List"],
-        }]}))
+        identities.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "retrainer",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        },
+                        {
+                            "name": "reader",
+                            "credentials": [
+                                {"accessKey": READONLY_ACCESS_KEY, "secretKey": READONLY_SECRET_KEY}
+                            ],
+                            "actions": ["Read", "List"],
+                        },
+                    ]
+                }
+            )
+        )
         (self.folder / "data").mkdir(exist_ok=True)
         args = [
-            weed_binary(), "mini", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1", f"-s3.config={identities}", "-webdav=false",
-            "-admin.ui=false", "-master.telemetry=false", "-s3.port.iceberg=0",
-            "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+            weed_binary(),
+            "mini",
+            f"-dir={self.folder / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.config={identities}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-s3.autoCreateBucket=false",
             f"-filer.localSocket={self.folder / 'filer.sock'}",
             f"-s3.localSocket={self.folder / 's3.sock'}",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
         log = (self.folder / "weed.log").open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.folder,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.folder,
+            start_new_session=True,
+        )
         log.close()
         self._wait_ready(timeout_s)
         return self
@@ -111,8 +149,9 @@ class SeaweedServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.proc.returncode}: "
-                                   f"see {self.folder / 'weed.log'}")
+                raise RuntimeError(
+                    f"weed mini exited with {self.proc.returncode}: see {self.folder / 'weed.log'}"
+                )
             try:
                 # Any S3 reply (even 403 to an anonymous request) means the gateway is up.
                 urllib.request.urlopen(self.endpoint_url, timeout=1).close()
@@ -145,6 +184,10 @@ class SeaweedServer:
     def __enter__(self) -> SeaweedServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

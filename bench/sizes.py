@@ -30,5 +30,13 @@ class Sizes:
         return jobs
 
 
-QUICK = Sizes(n_noop=40, n_cpu=4, n_sleep=8, ks_sleep=(1, 2, 4), ledger_symbols=(10, 1000),
-              ledger_updates=300, n_dry=40, item_start_n=5)
+QUICK = Sizes(
+    n_noop=40,
+    n_cpu=4,
+    n_sleep=8,
+    ks_sleep=(1, 2, 4),
+    ledger_symbols=(10, 1000),
+    ledger_updates=300,
+    n_dry=40,
+    item_start_n=5,
+)

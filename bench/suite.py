@@ -46,22 +46,30 @@ def job_key(kind: str, n: int, k: int) -> str:
 
 
 # -- retrainer -------------------------------------------------------------------------
-def measure_retrainer(work: Path, universe: dict[int, Universe], sizes: Sizes,
-                      out: Measurements) -> None:
+def measure_retrainer(
+    work: Path, universe: dict[int, Universe], sizes: Sizes, out: Measurements
+) -> None:
     for repeat in range(sizes.repeats):
         for kind, n, k in sizes.jobs():
             timing = run_once(work, universe[n], kind, k)
             if timing.succeeded != n:
                 raise RuntimeError(f"{kind} n={n} k={k}: {timing.succeeded}/{n} succeeded")
             out.retrainer.setdefault(job_key(kind, n, k), []).append(
-                {"command_s": timing.command_s, "batch_s": timing.batch_s})
-            print(f"  retrainer {kind} n={n} k={k} repeat {repeat + 1}: "
-                  f"command {timing.command_s:.2f} s, batch {timing.batch_s:.2f} s", flush=True)
+                {"command_s": timing.command_s, "batch_s": timing.batch_s}
+            )
+            print(
+                f"  retrainer {kind} n={n} k={k} repeat {repeat + 1}: "
+                f"command {timing.command_s:.2f} s, batch {timing.batch_s:.2f} s",
+                flush=True,
+            )
             if kind == "sleep" and k == sizes.ks_sleep[-1]:  # its floors, side by side
                 for name, floor in sleep_floors(work, n, k).items():
                     out.sleep_floors.setdefault(name, []).append(floor)
-                    print(f"  {name} floor sleep n={n} k={k}: {floor['efficiency']:.1%}, "
-                          f"per item {floor.get('per_item')}", flush=True)
+                    print(
+                        f"  {name} floor sleep n={n} k={k}: {floor['efficiency']:.1%}, "
+                        f"per item {floor.get('per_item')}",
+                        flush=True,
+                    )
 
 
 # Run through -c, as a module's main: nothing of the suite is imported into the floors.
@@ -76,8 +84,10 @@ def sleep_floors(work: Path, n: int, k: int) -> dict[str, dict[str, Any]]:
     """Efficiencies (and each process's cost) at the top k: retrainer's local driver alone,
     without the scheduler's bookkeeping (bench/driver_floor.py), and a bare process per
     item, with and without the files an attempt writes (bench/process_floor.py)."""
-    return {name: _floor_result([sys.executable, *args, "--n", str(n), "--k", str(k)], work)
-            for name, args in SLEEP_FLOORS.items()}
+    return {
+        name: _floor_result([sys.executable, *args, "--n", str(n), "--k", str(k)], work)
+        for name, args in SLEEP_FLOORS.items()
+    }
 
 
 def measure_dry_run(work: Path, universe: Universe, sizes: Sizes, out: Measurements) -> None:
@@ -90,7 +100,8 @@ def measure_ledger(sizes: Sizes, out: Measurements) -> None:
     for _ in range(sizes.repeats):
         for n in sizes.ledger_symbols:
             out.ledger_s.setdefault(str(n), []).append(
-                ledger_scaling.time_updates(n, sizes.ledger_updates))
+                ledger_scaling.time_updates(n, sizes.ledger_updates)
+            )
     print(f"  ledger update s: {out.ledger_s}", flush=True)
 
 
@@ -107,8 +118,17 @@ def measure_fork_floor(sizes: Sizes, out: Measurements) -> None:
     retrainer's zygote and through multiprocessing's forkserver."""
     for _ in range(sizes.repeats):
         for via in ("zygote", "forkserver"):
-            command = [sys.executable, "-m", "bench.fork_floor", "--via", via,
-                       "--n", str(min(sizes.n_noop, 200)), "--k", str(sizes.k_noop)]
+            command = [
+                sys.executable,
+                "-m",
+                "bench.fork_floor",
+                "--via",
+                via,
+                "--n",
+                str(min(sizes.n_noop, 200)),
+                "--k",
+                str(sizes.k_noop),
+            ]
             result = _floor_result(command)
             out.fork_floor_ms.setdefault(via, []).append(result["per_item_ms"])
     print(f"  fork floor ms/item: {out.fork_floor_ms}", flush=True)
@@ -118,8 +138,7 @@ def _floor_result(command: list[str], work: Path | None = None) -> dict[str, Any
     """A floor's result; its files go under work, removed with the suite's tree at the
     end (not between two measurements, see driver_floor.py)."""
     env = {**_base_env(), **({"TMPDIR": str(work)} if work else {})}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     line = next((x for x in done.stdout.splitlines() if x.startswith("FLOOR_RESULT ")), None)
     if line is None:
         raise RuntimeError(f"{command[1:3]} exited {done.returncode}:\n{done.stderr}")
@@ -128,16 +147,29 @@ def _floor_result(command: list[str], work: Path | None = None) -> dict[str, Any
 
 
 def _base_env() -> dict[str, str]:
-    return {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": str(Path.home())}
+    return {
+        "PYTHONPATH": str(REPO),
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(Path.home()),
+    }
 
 
 # -- peers -----------------------------------------------------------------------------
-def peer_command(system: str, k: int, jobs: Sequence[tuple[str, int]], repeats: int
-                 ) -> list[str]:
+def peer_command(system: str, k: int, jobs: Sequence[tuple[str, int]], repeats: int) -> list[str]:
     spec = ",".join(f"{kind}:{n}" for kind, n in jobs)
-    command = [sys.executable, "-m", "bench.peers", "--system", system, "--k", str(k),
-               "--jobs", spec, "--repeats", str(repeats)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.peers",
+        "--system",
+        system,
+        "--k",
+        str(k),
+        "--jobs",
+        spec,
+        "--repeats",
+        str(repeats),
+    ]
     if system != "ray":
         return command
     # Ray binds the machine's own address otherwise: a private network namespace with only
@@ -163,9 +195,11 @@ def measure_peers(sizes: Sizes, out: Measurements) -> None:
             for job, walls in result["walls"].items():
                 kind, n = job.split(":")
                 runs["walls"][job_key(kind, int(n), k)] = walls
-            print(f"  {system} k={k}: started in {result['start_s']:.2f} s, "
-                  f"{ {j: [round(w, 2) for w in ws] for j, ws in result['walls'].items()} }",
-                  flush=True)
+            print(
+                f"  {system} k={k}: started in {result['start_s']:.2f} s, "
+                f"{ {j: [round(w, 2) for w in ws] for j, ws in result['walls'].items()} }",
+                flush=True,
+            )
         out.peers[system] = runs
 
 
@@ -177,11 +211,16 @@ def _unavailable(system: str) -> str | None:
     return None
 
 
-def _run_peer(system: str, k: int, jobs: Sequence[tuple[str, int]], repeats: int
-              ) -> dict[str, Any]:
+def _run_peer(system: str, k: int, jobs: Sequence[tuple[str, int]], repeats: int) -> dict[str, Any]:
     env = {**_base_env(), "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run(peer_command(system, k, jobs, repeats), cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        peer_command(system, k, jobs, repeats),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     for line in done.stdout.splitlines():
         if line.startswith("PEER_RESULT "):
             loaded: dict[str, Any] = json.loads(line.removeprefix("PEER_RESULT "))
@@ -206,23 +245,40 @@ def run_suite(sizes: Sizes, results_dir: Path) -> dict[str, Any]:
         measure_fork_floor(sizes, out)
         print("peers ...", flush=True)
         measure_peers(sizes, out)
-    raw = {"sizes": asdict(sizes), "cpu_item_s": out.cpu_item_s, "retrainer": out.retrainer,
-           "peers": out.peers, "ledger_update_s": out.ledger_s, "dry_run_s": out.dry_run_s,
-           "item_start_ms": out.item_start_ms, "fork_floor_ms": out.fork_floor_ms,
-           "sleep_floors": out.sleep_floors}
+    raw = {
+        "sizes": asdict(sizes),
+        "cpu_item_s": out.cpu_item_s,
+        "retrainer": out.retrainer,
+        "peers": out.peers,
+        "ledger_update_s": out.ledger_s,
+        "dry_run_s": out.dry_run_s,
+        "item_start_ms": out.item_start_ms,
+        "fork_floor_ms": out.fork_floor_ms,
+        "sleep_floors": out.sleep_floors,
+    }
     return report_from_raw(raw, results_dir)
 
 
-def report_from_raw(raw: dict[str, Any], results_dir: Path,
-                    meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def report_from_raw(
+    raw: dict[str, Any], results_dir: Path, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Figures, table, JSON and chart from the raw walls (also: --report-only)."""
-    sizes_raw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in raw["sizes"].items()}
+    sizes_raw: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in raw["sizes"].items()
+    }
     sizes = Sizes(**sizes_raw)
-    report = figures.build_report(sizes, raw["cpu_item_s"], SLEEP_S, raw["retrainer"],
-                                  raw["peers"], raw["ledger_update_s"], raw["dry_run_s"],
-                                  raw["item_start_ms"], raw["fork_floor_ms"],
-                                  _sleep_floors(raw))
+    report = figures.build_report(
+        sizes,
+        raw["cpu_item_s"],
+        SLEEP_S,
+        raw["retrainer"],
+        raw["peers"],
+        raw["ledger_update_s"],
+        raw["dry_run_s"],
+        raw["item_start_ms"],
+        raw["fork_floor_ms"],
+        _sleep_floors(raw),
+    )
     figures.print_report(report)
     write_results("suite", {"report": report, "raw": raw}, results_dir, meta)
     try:
@@ -244,13 +300,19 @@ def _sleep_floors(raw: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--systems", default=",".join(Sizes.systems),
-                        help="peers to run, comma-separated; '' for retrainer alone")
+    parser.add_argument(
+        "--systems",
+        default=",".join(Sizes.systems),
+        help="peers to run, comma-separated; '' for retrainer alone",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--report-only", action="store_true",
-                        help="rebuild the table, JSON and chart from the raw walls of the "
-                        "last run's suite.json, measuring nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the table, JSON and chart from the raw walls of the "
+        "last run's suite.json, measuring nothing",
+    )
     args = parser.parse_args()
     if args.report_only:
         previous = json.loads((args.results / "suite.json").read_text())

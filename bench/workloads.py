@@ -28,8 +28,7 @@ def sleep_work() -> float:
     return SLEEP_S
 
 
-WORK: dict[str, Callable[[], float]] = {"noop": noop_work, "cpu": cpu_work,
-                                        "sleep": sleep_work}
+WORK: dict[str, Callable[[], float]] = {"noop": noop_work, "cpu": cpu_work, "sleep": sleep_work}
 
 
 def run_item(kind: str, index: int) -> float:

@@ -65,11 +65,16 @@ RunCli = Callable[..., subprocess.CompletedProcess[str]]
 def run_cli(tmp_path: Path) -> RunCli:
     """Run `python -m retrainer ARGS` as a real child process."""
 
-    def run(*args: str, timeout: float = 180, env: Mapping[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, timeout: float = 180, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "retrainer", *args], cwd=tmp_path, env=cli_env(env),
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "retrainer", *args],
+            cwd=tmp_path,
+            env=cli_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return run
@@ -77,6 +82,7 @@ def run_cli(tmp_path: Path) -> RunCli:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
 
 # Remote storage fixtures (SeaweedFS, the Dropbox wire-format server).
 pytest_plugins = ["tests.support.storage_fixtures"]

@@ -32,11 +32,22 @@ def attempt_folder(root: Path) -> Path:
 
 
 def success(root: Path, folder: Path, manifest_sha: str) -> LedgerEntry:
-    attempt = Attempt(number=1, state=ItemState.SUCCESS, started_at="t", device="cpu",
-                      threads=1, artifact_dir=str(folder.relative_to(root)))
-    return LedgerEntry(symbol="BTCUSDT", state=ItemState.SUCCESS, updated_at="t",
-                       attempts=(attempt,), artifact_dir=attempt.artifact_dir,
-                       manifest_sha256=manifest_sha)
+    attempt = Attempt(
+        number=1,
+        state=ItemState.SUCCESS,
+        started_at="t",
+        device="cpu",
+        threads=1,
+        artifact_dir=str(folder.relative_to(root)),
+    )
+    return LedgerEntry(
+        symbol="BTCUSDT",
+        state=ItemState.SUCCESS,
+        updated_at="t",
+        attempts=(attempt,),
+        artifact_dir=attempt.artifact_dir,
+        manifest_sha256=manifest_sha,
+    )
 
 
 def test_names_follow_the_output_contract() -> None:
@@ -52,7 +63,8 @@ def test_two_attempts_in_one_second_never_share_a_folder(tmp_path: Path) -> None
 
 
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temp(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "status.json"
     target.write_text("old")
 
@@ -71,8 +83,10 @@ def test_the_manifest_lists_every_artifact_in_sha256sum_format(tmp_path: Path) -
     manifest_sha = write_manifest(folder)
     lines = (folder / MANIFEST_NAME).read_text().splitlines()
     metrics_sha = hashlib.sha256((folder / "metrics.json").read_bytes()).hexdigest()
-    assert lines == [f"{metrics_sha}  metrics.json",
-                     f"{hashlib.sha256(b'weights').hexdigest()}  model.bin"]
+    assert lines == [
+        f"{metrics_sha}  metrics.json",
+        f"{hashlib.sha256(b'weights').hexdigest()}  model.bin",
+    ]
     assert manifest_sha == hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
     assert verify_manifest(folder, manifest_sha) == []
 
@@ -101,9 +115,19 @@ def test_the_plan_skips_only_a_success_whose_artifacts_verify(tmp_path: Path) ->
 
 
 def test_the_plan_reruns_a_failure_and_says_why(tmp_path: Path) -> None:
-    failed = Attempt(number=1, state=ItemState.TIMEOUT, started_at="t", artifact_dir="x",
-                     device="cpu", threads=1, reason="timed out after 45 min")
-    entry = LedgerEntry(symbol="BTCUSDT", state=ItemState.TIMEOUT, updated_at="t",
-                        attempts=(failed,))
+    failed = Attempt(
+        number=1,
+        state=ItemState.TIMEOUT,
+        started_at="t",
+        artifact_dir="x",
+        device="cpu",
+        threads=1,
+        reason="timed out after 45 min",
+    )
+    entry = LedgerEntry(
+        symbol="BTCUSDT", state=ItemState.TIMEOUT, updated_at="t", attempts=(failed,)
+    )
     assert decide(entry, Layout(tmp_path), force=False) == (
-        Action.RUN, "earlier run today ended timeout: timed out after 45 min")
+        Action.RUN,
+        "earlier run today ended timeout: timed out after 45 min",
+    )

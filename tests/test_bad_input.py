@@ -34,27 +34,32 @@ def assert_refused(result: object, *named: str) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_bad_config_is_refused_naming_the_key(tmp_path: Path, small_data: Path,
-                                                 run_cli: RunCli, case: str) -> None:
+def test_a_bad_config_is_refused_naming_the_key(
+    tmp_path: Path, small_data: Path, run_cli: RunCli, case: str
+) -> None:
     text, named = CASES[case]
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    result = run_cli("run", "--config", str(config), "--data", str(small_data),
-                     "--root", str(tmp_path / "root"))
+    result = run_cli(
+        "run", "--config", str(config), "--data", str(small_data), "--root", str(tmp_path / "root")
+    )
     assert_refused(result, named)
     assert not (tmp_path / "root" / "runs").exists()
 
 
-@pytest.mark.parametrize("content", ["", "timestamp,open,high,low,close,volume\n",
-                                     "\x00\x01 not a table"])
+@pytest.mark.parametrize(
+    "content", ["", "timestamp,open,high,low,close,volume\n", "\x00\x01 not a table"]
+)
 def test_an_empty_or_unreadable_data_file_is_refused_naming_it(
-        tmp_path: Path, small_data: Path, run_cli: RunCli, content: str) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli, content: str
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(small_data, data)
     (data / "BROKEN.csv").write_text(content)
-    config = write_config(tmp_path / "c.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": "BROKEN"},
-        "data": {"path": str(data)}})
+    config = write_config(
+        tmp_path / "c.toml",
+        {"run": {"root": str(tmp_path / "root"), "symbols": "BROKEN"}, "data": {"path": str(data)}},
+    )
     assert_refused(run_cli("run", "--config", str(config)), "BROKEN.csv")
 
 

@@ -13,9 +13,19 @@ from bench.figures import system_figures
 from bench.sizes import Sizes
 from bench.suite import run_suite
 
-TINY = Sizes(n_noop=4, n_cpu=2, ks_cpu=(1, 2), n_sleep=2, ks_sleep=(1, 2),
-             ledger_symbols=(10, 50), ledger_updates=20, n_dry=4, item_start_n=2, repeats=1,
-             systems=("processpool",))
+TINY = Sizes(
+    n_noop=4,
+    n_cpu=2,
+    ks_cpu=(1, 2),
+    n_sleep=2,
+    ks_sleep=(1, 2),
+    ledger_symbols=(10, 50),
+    ledger_updates=20,
+    n_dry=4,
+    item_start_n=2,
+    repeats=1,
+    systems=("processpool",),
+)
 
 
 def test_the_suite_measures_every_figure_and_writes_json_and_chart(tmp_path: Path) -> None:
@@ -38,8 +48,13 @@ def test_the_suite_measures_every_figure_and_writes_json_and_chart(tmp_path: Pat
 
 def test_figures_from_walls_follow_the_definitions() -> None:
     sizes = Sizes(n_noop=100, n_cpu=16, n_sleep=64, ks_sleep=(1, 16))
-    walls = {"noop:100:k2": [1.0, 2.0, 3.0], "cpu:16:k1": [4.0], "cpu:16:k2": [2.5],
-             "sleep:64:k1": [12.8], "sleep:64:k16": [1.0]}
+    walls = {
+        "noop:100:k2": [1.0, 2.0, 3.0],
+        "cpu:16:k1": [4.0],
+        "cpu:16:k2": [2.5],
+        "sleep:64:k1": [12.8],
+        "sleep:64:k16": [1.0],
+    }
 
     figures = system_figures(walls, sizes, sleep_s=0.2)
 

@@ -41,10 +41,18 @@ def assert_journal_readable(journal: Path) -> None:
 
 @pytest.mark.parametrize("seed", range(ITERATIONS))
 def test_a_scheduler_killed_at_a_random_moment_loses_and_redoes_nothing(
-        tmp_path: Path, small_data: Path, run_cli: RunCli, seed: int) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli, seed: int
+) -> None:
     names = symbols_of(small_data)
-    config = faulty_config(tmp_path, small_data, dict.fromkeys(names, "slow"), slow_s=0.3,
-                           max_concurrent=2, mode="hybrid", timeout_minutes=5)
+    config = faulty_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "slow"),
+        slow_s=0.3,
+        max_concurrent=2,
+        mode="hybrid",
+        timeout_minutes=5,
+    )
     layout, day = Layout(tmp_path / "root"), run_day(now_utc())
     # Seeded moments spread over the whole run: during start-up (the forkserver imports
     # torch), or just after the n-th item started, anywhere in its life or its recording.
@@ -71,8 +79,9 @@ def test_a_scheduler_killed_at_a_random_moment_loses_and_redoes_nothing(
         assert after[symbol].attempts == entry.attempts
         assert after[symbol].artifact_dir == entry.artifact_dir
     for symbol in names:  # one finished set of artifacts each: the one the ledger names
-        finished = [d for d in (layout.root / "models" / symbol).iterdir()
-                    if (d / "sha256.txt").exists()]
+        finished = [
+            d for d in (layout.root / "models" / symbol).iterdir() if (d / "sha256.txt").exists()
+        ]
         assert [layout.relative(d) for d in finished] == [after[symbol].artifact_dir]
         assert verify_manifest(finished[0], after[symbol].manifest_sha256) == []
     assert_all_dead(recorded_pids(tmp_path))

@@ -12,13 +12,23 @@ from tests.conftest import TINY_TRAINER, RunCli, write_config
 def test_run_help_lists_every_flag(run_cli: RunCli) -> None:
     result = run_cli("run", "--help", env={"COLUMNS": "200"})
     assert result.returncode == 0
-    for flag in ("--mode", "--max_concurrent", "--symbols", "--timeout_minutes", "--retries",
-                 "--force", "--driver", "--dry_run", "--config", "--root", "--data"):
+    for flag in (
+        "--mode",
+        "--max_concurrent",
+        "--symbols",
+        "--timeout_minutes",
+        "--retries",
+        "--force",
+        "--driver",
+        "--dry_run",
+        "--config",
+        "--root",
+        "--data",
+    ):
         assert flag in result.stdout, flag
 
 
-def test_config_init_writes_a_commented_config_that_loads(tmp_path: Path,
-                                                          run_cli: RunCli) -> None:
+def test_config_init_writes_a_commented_config_that_loads(tmp_path: Path, run_cli: RunCli) -> None:
     target = tmp_path / "retrainer.toml"
     assert run_cli("config", "init", str(target)).returncode == 0
     text = target.read_text()
@@ -30,8 +40,17 @@ def test_data_sample_writes_a_usable_universe(tmp_path: Path, run_cli: RunCli) -
     result = run_cli("data", "sample", str(tmp_path / "bars"), "--symbols", "3", "--days", "60")
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "bars").glob("*.parquet"))) == 3
-    plan = run_cli("run", "--data", str(tmp_path / "bars"), "--root", str(tmp_path / "r"),
-                   "--symbols", "top2", "--dry_run", env={"RETRAINER_DATA__MIN_ROWS": "100"})
+    plan = run_cli(
+        "run",
+        "--data",
+        str(tmp_path / "bars"),
+        "--root",
+        str(tmp_path / "r"),
+        "--symbols",
+        "top2",
+        "--dry_run",
+        env={"RETRAINER_DATA__MIN_ROWS": "100"},
+    )
     assert plan.returncode == 0, plan.stderr
 
 
@@ -40,11 +59,17 @@ def test_an_unknown_mode_is_a_usage_error(run_cli: RunCli) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def test_verify_reports_a_tampered_artifact(tmp_path: Path, small_data: Path,
-                                            run_cli: RunCli) -> None:
-    config = write_config(tmp_path / "c.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": "top1"},
-        "data": {"path": str(small_data)}, "trainer": {"params": TINY_TRAINER}})
+def test_verify_reports_a_tampered_artifact(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": "top1"},
+            "data": {"path": str(small_data)},
+            "trainer": {"params": TINY_TRAINER},
+        },
+    )
     assert run_cli("run", "--config", str(config)).returncode == 0
     assert run_cli("verify", "--config", str(config)).returncode == 0
     metrics = next((tmp_path / "root" / "models").glob("*/*/metrics.json"))

@@ -19,14 +19,33 @@ from tests.conftest import write_config
 EXPECTED_CODES = {ExitCode.OK, ExitCode.BAD_INPUT}
 
 # Random text, plus the strings that break naive path and number handling.
-nasty = st.sampled_from(["a\x00b", "\x00", "..", "/", "~", "~nobody/x", " ", "-1", "1e999",
-                         "0x10", "NaN", "x" * 300, "a.csv", "/nonexistent/s.csv", "é"])
+nasty = st.sampled_from(
+    [
+        "a\x00b",
+        "\x00",
+        "..",
+        "/",
+        "~",
+        "~nobody/x",
+        " ",
+        "-1",
+        "1e999",
+        "0x10",
+        "NaN",
+        "x" * 300,
+        "a.csv",
+        "/nonexistent/s.csv",
+        "é",
+    ]
+)
 text = st.one_of(st.text(st.characters(exclude_categories=["Cs"]), max_size=16), nasty)
-numbers = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True))
+numbers = st.one_of(st.integers(-(10**12), 10**12), st.floats(allow_nan=True, allow_infinity=True))
 junk = st.one_of(text, numbers.map(str))
-symbols = st.one_of(st.sampled_from(["top3", "top0", "top-1", "topx", "top999", ",", ""]),
-                    st.lists(st.sampled_from(["SYM000", "SYM001", "NOPE"]), min_size=1)
-                    .map(",".join), junk)
+symbols = st.one_of(
+    st.sampled_from(["top3", "top0", "top-1", "topx", "top999", ",", ""]),
+    st.lists(st.sampled_from(["SYM000", "SYM001", "NOPE"]), min_size=1).map(",".join),
+    junk,
+)
 FLAGS: dict[str, st.SearchStrategy[str]] = {
     "--mode": st.one_of(st.sampled_from(["sequential", "parallel", "hybrid", "HYBRID"]), junk),
     "--max_concurrent": st.one_of(st.integers(-3, 10**9).map(str), junk),
@@ -37,24 +56,46 @@ FLAGS: dict[str, st.SearchStrategy[str]] = {
     "--driver": st.one_of(st.sampled_from(["local", "ray"]), junk),
 }
 SECTIONS = {
-    "run": ["mode", "max_concurrent", "symbols", "timeout_minutes", "retries", "driver", "root",
-            "seed", "kill_grace_s", "stop_grace_s", "max_memory_mb", "backoff_base_s"],
+    "run": [
+        "mode",
+        "max_concurrent",
+        "symbols",
+        "timeout_minutes",
+        "retries",
+        "driver",
+        "root",
+        "seed",
+        "kill_grace_s",
+        "stop_grace_s",
+        "max_memory_mb",
+        "backoff_base_s",
+    ],
     "data": ["path", "min_rows", "topn_window_days"],
     "costs": ["taker_fee_bps", "maker_fee_bps", "spread_window_days", "overrides"],
     "trainer": ["plugin", "params"],
     "storage": ["kind", "path"],
     "logging": ["level"],
 }
-values = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True), text, st.booleans(),
-                   st.lists(st.integers(-5, 5), max_size=3),
-                   st.dictionaries(st.sampled_from(["a", "x"]), st.integers(), max_size=2))
+values = st.one_of(
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    text,
+    st.booleans(),
+    st.lists(st.integers(-5, 5), max_size=3),
+    st.dictionaries(st.sampled_from(["a", "x"]), st.integers(), max_size=2),
+)
 config_tables = st.dictionaries(
     st.one_of(st.sampled_from(sorted(SECTIONS)), st.from_regex(r"[a-z]{1,8}", fullmatch=True)),
-    st.dictionaries(st.one_of(st.sampled_from(sorted({k for ks in SECTIONS.values()
-                                                      for k in ks})),
-                              st.from_regex(r"[a-z_]{1,10}", fullmatch=True)),
-                    values, max_size=4),
-    max_size=4)
+    st.dictionaries(
+        st.one_of(
+            st.sampled_from(sorted({k for ks in SECTIONS.values() for k in ks})),
+            st.from_regex(r"[a-z_]{1,10}", fullmatch=True),
+        ),
+        values,
+        max_size=4,
+    ),
+    max_size=4,
+)
 config_files = st.one_of(st.none(), config_tables, text)
 
 
@@ -72,11 +113,16 @@ def assert_answered_cleanly(code: int, output: str, error: BaseException | None)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(flags=st.dictionaries(st.sampled_from(sorted(FLAGS)), st.just(""), max_size=4)
-       .flatmap(lambda chosen: st.fixed_dictionaries({f: FLAGS[f] for f in chosen})),
-       config=config_files, pass_data=st.booleans())
+@given(
+    flags=st.dictionaries(st.sampled_from(sorted(FLAGS)), st.just(""), max_size=4).flatmap(
+        lambda chosen: st.fixed_dictionaries({f: FLAGS[f] for f in chosen})
+    ),
+    config=config_files,
+    pass_data=st.booleans(),
+)
 def test_random_flags_and_configs_get_a_message_and_a_documented_exit_code(
-        small_data: Path, flags: dict[str, str], config: Any, pass_data: bool) -> None:
+    small_data: Path, flags: dict[str, str], config: Any, pass_data: bool
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         args = ["run", "--dry_run", "--root", folder]
         if pass_data:

@@ -39,16 +39,19 @@ def test_relative_paths_in_a_file_are_relative_to_the_file(tmp_path: Path) -> No
     assert read_config_file(config)["data"]["path"] == tmp_path / "bars"
 
 
-@pytest.mark.parametrize(("text", "named"), [
-    ("[run]\nmax_concurrent = 0\n", "run.max_concurrent"),
-    ("[run]\ntimeout_minutes = -1\n", "run.timeout_minutes"),
-    ("[run]\nretries = -1\n", "run.retries"),
-    ("[run]\nmode = \"fastest\"\n", "run.mode"),
-    ("[run]\nbogus = 1\n", "run.bogus: unknown key"),
-    ("[nonsense]\nx = 1\n", "nonsense: unknown key"),
-    ("[run\n", "not valid TOML"),
-    ("[storage]\nkind = \"local\"\n", "storage.path is required"),
-])
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[run]\nmax_concurrent = 0\n", "run.max_concurrent"),
+        ("[run]\ntimeout_minutes = -1\n", "run.timeout_minutes"),
+        ("[run]\nretries = -1\n", "run.retries"),
+        ('[run]\nmode = "fastest"\n', "run.mode"),
+        ("[run]\nbogus = 1\n", "run.bogus: unknown key"),
+        ("[nonsense]\nx = 1\n", "nonsense: unknown key"),
+        ("[run\n", "not valid TOML"),
+        ('[storage]\nkind = "local"\n', "storage.path is required"),
+    ],
+)
 def test_a_bad_config_is_bad_input_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
     with pytest.raises(BadInputError, match=named.replace(".", r"\.")):
         load_settings(write(tmp_path / "c.toml", text), environ={})

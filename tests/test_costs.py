@@ -31,10 +31,16 @@ def simulated_high_low(
 
 def frame_from(high: FloatArray, low: FloatArray, start: str = "2026-01-01") -> pd.DataFrame:
     mid = np.sqrt(high * low)
-    return pd.DataFrame({
-        "timestamp": pd.date_range(start, periods=len(high), freq="1h", tz="UTC"),
-        "open": mid, "high": high, "low": low, "close": mid, "volume": 1.0,
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range(start, periods=len(high), freq="1h", tz="UTC"),
+            "open": mid,
+            "high": high,
+            "low": low,
+            "close": mid,
+            "volume": 1.0,
+        }
+    )
 
 
 # --- the estimator -------------------------------------------------------------------------
@@ -121,8 +127,9 @@ def test_fees_come_from_the_settings_without_an_override() -> None:
 
 def test_an_override_may_change_only_the_taker_fee() -> None:
     frame = frame_from(*simulated_high_low(100, 0.001, 10.0))
-    settings = CostSettings(taker_fee_bps=10.0, maker_fee_bps=2.0,
-                            overrides={"BTCUSDT": FeeOverride(taker_fee_bps=4.0)})
+    settings = CostSettings(
+        taker_fee_bps=10.0, maker_fee_bps=2.0, overrides={"BTCUSDT": FeeOverride(taker_fee_bps=4.0)}
+    )
     costs = resolve_costs("BTCUSDT", frame, settings)
     assert (costs.taker_fee_bps, costs.maker_fee_bps) == (4.0, 2.0)
     other = resolve_costs("ETHUSDT", frame, settings)

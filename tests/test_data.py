@@ -39,11 +39,16 @@ def make_bars(n: int, start: pd.Timestamp = START, seed: int = 0) -> pd.DataFram
     open_ = np.concatenate([[100.0], close[:-1]])[:n]
     high = np.maximum(open_, close) * (1.0 + rng.uniform(0.0, 0.005, n))
     low = np.minimum(open_, close) * (1.0 - rng.uniform(0.0, 0.005, n))
-    return pd.DataFrame({
-        "timestamp": pd.date_range(start, periods=n, freq="1h"),
-        "open": open_, "high": high, "low": low, "close": close,
-        "volume": rng.uniform(1.0, 100.0, n),
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range(start, periods=n, freq="1h"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.uniform(1.0, 100.0, n),
+        }
+    )
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
@@ -132,9 +137,11 @@ def test_csv_timestamps_may_be_naive_or_carry_any_offset(tmp_path: Path) -> None
 
 def test_csv_with_a_bom_and_crlf_line_ends_loads(tmp_path: Path) -> None:
     path = tmp_path / "X.csv"
-    path.write_bytes(b"\xef\xbb\xbftimestamp,open,high,low,close,volume\r\n"
-                     b"2026-01-01T00:00:00Z,1,2,0.5,1.5,10\r\n"
-                     b"2026-01-01T01:00:00Z,1,2,0.5,1.5,10\r\n")
+    path.write_bytes(
+        b"\xef\xbb\xbftimestamp,open,high,low,close,volume\r\n"
+        b"2026-01-01T00:00:00Z,1,2,0.5,1.5,10\r\n"
+        b"2026-01-01T01:00:00Z,1,2,0.5,1.5,10\r\n"
+    )
     assert len(load_ohlcv(path, min_rows=2)) == 2
 
 
@@ -168,16 +175,22 @@ def test_any_consistent_bars_round_trip_exactly(
     rng = np.random.default_rng(seed)
     mid = np.array(prices)
     open_, close = mid, mid * rng.uniform(0.5, 2.0, len(mid))
-    bars = pd.DataFrame({
-        "timestamp": START + pd.to_timedelta(np.cumsum(rng.integers(1, 1000, len(mid))), "s"),
-        "open": open_, "high": np.maximum(open_, close) * rng.uniform(1.0, 1.1, len(mid)),
-        "low": np.minimum(open_, close) * rng.uniform(0.9, 1.0, len(mid)), "close": close,
-        "volume": rng.uniform(0.0, 1e9, len(mid)),
-    })
+    bars = pd.DataFrame(
+        {
+            "timestamp": START + pd.to_timedelta(np.cumsum(rng.integers(1, 1000, len(mid))), "s"),
+            "open": open_,
+            "high": np.maximum(open_, close) * rng.uniform(1.0, 1.1, len(mid)),
+            "low": np.minimum(open_, close) * rng.uniform(0.9, 1.0, len(mid)),
+            "close": close,
+            "volume": rng.uniform(0.0, 1e9, len(mid)),
+        }
+    )
     path = write_parquet(tmp_path_factory.mktemp("rt") / "X.parquet", bars)
     frame = load_ohlcv(path, min_rows=1)
-    np.testing.assert_array_equal(frame[["open", "high", "low", "close", "volume"]].to_numpy(),
-                                  bars[["open", "high", "low", "close", "volume"]].to_numpy())
+    np.testing.assert_array_equal(
+        frame[["open", "high", "low", "close", "volume"]].to_numpy(),
+        bars[["open", "high", "low", "close", "volume"]].to_numpy(),
+    )
 
 
 def test_loading_is_vectorised_a_100k_row_file_loads_in_well_under_a_second(
@@ -254,7 +267,7 @@ def test_missing_csv_columns_are_all_named(tmp_path: Path) -> None:
 
 def test_unparsable_timestamp_names_the_row_and_the_text(tmp_path: Path) -> None:
     bars = write_csv(tmp_path / "X.csv", make_bars(10)).read_text().splitlines()
-    bars[4] = "yesterday" + bars[4][bars[4].index(","):]
+    bars[4] = "yesterday" + bars[4][bars[4].index(",") :]
     path = tmp_path / "X.csv"
     path.write_text("\n".join(bars) + "\n")
     assert "timestamp at row 3 is not an ISO-8601 time ('yesterday')" in problem_of(path)
@@ -270,8 +283,10 @@ def test_epoch_seconds_in_csv_are_rejected_with_a_hint(tmp_path: Path) -> None:
 
 def test_empty_timestamp_cell_names_the_row(tmp_path: Path) -> None:
     path = tmp_path / "X.csv"
-    path.write_text("timestamp,open,high,low,close,volume\n"
-                    "2026-01-01T00:00:00Z,1,2,0.5,1.5,10\n,1,2,0.5,1.5,10\n")
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2026-01-01T00:00:00Z,1,2,0.5,1.5,10\n,1,2,0.5,1.5,10\n"
+    )
     assert "timestamp at row 1 is empty" in problem_of(path)
 
 
@@ -292,8 +307,9 @@ def test_timestamps_going_back_name_the_row_and_both_times(tmp_path: Path) -> No
     bars = make_bars(10)
     bars.loc[6, "timestamp"] = START + pd.Timedelta(hours=2, minutes=30)
     message = problem_of(write_parquet(tmp_path / "X.parquet", bars))
-    assert ("timestamps not increasing at row 6: 2026-01-01T05:00:00Z then "
-            "2026-01-01T02:30:00Z") in message
+    assert (
+        "timestamps not increasing at row 6: 2026-01-01T05:00:00Z then 2026-01-01T02:30:00Z"
+    ) in message
 
 
 def test_duplicate_timestamp_is_named(tmp_path: Path) -> None:
@@ -304,10 +320,12 @@ def test_duplicate_timestamp_is_named(tmp_path: Path) -> None:
 
 
 def test_timestamps_out_of_the_nanosecond_range_are_reported(tmp_path: Path) -> None:
-    table = pa.table({
-        "timestamp": pa.array([0, 10**12], pa.timestamp("s")),
-        **{name: pa.array([1.0, 1.0]) for name in ["open", "high", "low", "close", "volume"]},
-    })
+    table = pa.table(
+        {
+            "timestamp": pa.array([0, 10**12], pa.timestamp("s")),
+            **{name: pa.array([1.0, 1.0]) for name in ["open", "high", "low", "close", "volume"]},
+        }
+    )
     pq.write_table(table, tmp_path / "X.parquet")
     assert "timestamps out of range" in problem_of(tmp_path / "X.parquet")
 
@@ -334,8 +352,10 @@ def test_empty_csv_price_cell_is_reported_as_nan(tmp_path: Path) -> None:
 
 def test_price_text_that_is_not_a_number_names_the_row(tmp_path: Path) -> None:
     path = tmp_path / "X.csv"
-    path.write_text("timestamp,open,high,low,close,volume\n"
-                    "2026-01-01T00:00:00Z,1,2,0.5,1.5,10\n2026-01-01T01:00:00Z,1,2,0.5,n/a?,10\n")
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2026-01-01T00:00:00Z,1,2,0.5,1.5,10\n2026-01-01T01:00:00Z,1,2,0.5,n/a?,10\n"
+    )
     assert "close at row 1 is not a number ('n/a?')" in problem_of(path)
 
 
@@ -389,8 +409,16 @@ def test_find_data_file_prefers_parquet_over_csv(tmp_path: Path) -> None:
 
 
 def test_list_data_symbols_gives_upper_case_stems_sorted_once(tmp_path: Path) -> None:
-    for name in ["SOLUSDT.parquet", "BTCUSDT.csv", "BTCUSDT.parquet", "ETH-PERP.csv",
-                 "btc_lower.parquet", "README.txt", ".SOLUSDT.parquet.abc.tmp", "notes.csv"]:
+    for name in [
+        "SOLUSDT.parquet",
+        "BTCUSDT.csv",
+        "BTCUSDT.parquet",
+        "ETH-PERP.csv",
+        "btc_lower.parquet",
+        "README.txt",
+        ".SOLUSDT.parquet.abc.tmp",
+        "notes.csv",
+    ]:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "DIRECTORY.parquet").mkdir()
     assert list_data_symbols(tmp_path) == ["BTCUSDT", "ETH-PERP", "SOLUSDT"]
@@ -438,11 +466,16 @@ def test_last_days_of_a_frame_counts_back_from_its_latest_bar(tmp_path: Path) ->
 
 def test_the_plans_read_of_a_file_with_nulls_never_imports_pandas(tmp_path: Path) -> None:
     # pandas costs every `retrainer run` 0.45 s of imports; the scheduler reads arrays only.
-    bars = pd.DataFrame({
-        "timestamp": pd.date_range("2026-01-01", periods=4, freq="h", tz="UTC"),
-        "open": [1.0, 1.0, 1.0, 1.0], "high": [2.0, 2.0, None, 2.0],
-        "low": [0.5, 0.5, 0.5, 0.5], "close": [1.5, 1.5, 1.5, 1.5],
-        "volume": [3.0, 3.0, 3.0, 3.0]})
+    bars = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-01-01", periods=4, freq="h", tz="UTC"),
+            "open": [1.0, 1.0, 1.0, 1.0],
+            "high": [2.0, 2.0, None, 2.0],
+            "low": [0.5, 0.5, 0.5, 0.5],
+            "close": [1.5, 1.5, 1.5, 1.5],
+            "volume": [3.0, 3.0, 3.0, 3.0],
+        }
+    )
     path = tmp_path / "NULLS.parquet"
     pq.write_table(pa.Table.from_pandas(bars, preserve_index=False).slice(1), path)
     probe = (
@@ -451,7 +484,13 @@ def test_the_plans_read_of_a_file_with_nulls_never_imports_pandas(tmp_path: Path
         f"table = read_columns(Path({str(path)!r}), ['timestamp', 'high'])\n"
         f"print(float_column(table.column('high'), 'high', Path('x')).tolist(), "
         "timestamps_ns(table.column('timestamp'), Path('x'))[:1].tolist(), "
-        "'pandas' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        "'pandas' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.stdout.split() == ["[2.0,", "nan,", "2.0]", "[1767229200000000000]", "False"]

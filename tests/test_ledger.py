@@ -11,11 +11,24 @@ from retrainer.ledger.journal import Ledger, read_ledger
 
 
 def entry(symbol: str, state: ItemState = ItemState.SUCCESS, attempts: int = 1) -> LedgerEntry:
-    tries = tuple(Attempt(number=n, state=state, started_at="2026-11-23T02:00:00Z",
-                          artifact_dir=f"models/{symbol}/x{n}", device="cpu", threads=1)
-                  for n in range(1, attempts + 1))
-    return LedgerEntry(symbol=symbol, state=state, updated_at="2026-11-23T02:00:00Z",
-                       attempts=tries, metrics={"net_sharpe": 1.5})
+    tries = tuple(
+        Attempt(
+            number=n,
+            state=state,
+            started_at="2026-11-23T02:00:00Z",
+            artifact_dir=f"models/{symbol}/x{n}",
+            device="cpu",
+            threads=1,
+        )
+        for n in range(1, attempts + 1)
+    )
+    return LedgerEntry(
+        symbol=symbol,
+        state=state,
+        updated_at="2026-11-23T02:00:00Z",
+        attempts=tries,
+        metrics={"net_sharpe": 1.5},
+    )
 
 
 def paths(tmp_path: Path) -> tuple[Path, Path]:

@@ -39,12 +39,21 @@ def spec_for(tmp_path: Path, behaviour: str, threads: int = 1, attempt: int = 1)
     out_dir = tmp_path / "out" / f"{attempt}"
     out_dir.mkdir(parents=True)
     return AttemptSpec(
-        run_id="test", symbol=symbol, attempt=attempt, data_path=tmp_path / "none.parquet",
-        min_rows=1, costs=SymbolCosts(symbol, 10.0, 2.0, 1.0, 100).to_dict(),
-        out_dir=out_dir, log_dir=tmp_path / "logs", engine_log=tmp_path / "engine.log",
+        run_id="test",
+        symbol=symbol,
+        attempt=attempt,
+        data_path=tmp_path / "none.parquet",
+        min_rows=1,
+        costs=SymbolCosts(symbol, 10.0, 2.0, 1.0, 100).to_dict(),
+        out_dir=out_dir,
+        log_dir=tmp_path / "logs",
+        engine_log=tmp_path / "engine.log",
         trainer="tests.support.plugins:faulty",
         params={"pid_dir": str(tmp_path / "pids"), "behaviours": {symbol: behaviour}},
-        seed=1, device="cpu", threads=threads)
+        seed=1,
+        device="cpu",
+        threads=threads,
+    )
 
 
 def run_to_end(driver: LocalDriver, supervisor: Supervisor) -> Outcome:
@@ -54,7 +63,8 @@ def run_to_end(driver: LocalDriver, supervisor: Supervisor) -> Outcome:
 
 
 def test_an_item_given_one_thread_runs_without_a_blas_pool_beside_it(
-        driver: LocalDriver, tmp_path: Path) -> None:
+    driver: LocalDriver, tmp_path: Path
+) -> None:
     outcome = run_to_end(driver, driver.submit(spec_for(tmp_path, "threads"), LIMITS))
     assert outcome.state is ItemState.SUCCESS, outcome.reason
     assert outcome.metrics is not None
@@ -64,9 +74,9 @@ def test_an_item_given_one_thread_runs_without_a_blas_pool_beside_it(
 
 
 def test_an_item_given_two_threads_gets_them_from_its_blas(
-        driver: LocalDriver, tmp_path: Path) -> None:
-    outcome = run_to_end(driver, driver.submit(spec_for(tmp_path, "threads", threads=2),
-                                               LIMITS))
+    driver: LocalDriver, tmp_path: Path
+) -> None:
+    outcome = run_to_end(driver, driver.submit(spec_for(tmp_path, "threads", threads=2), LIMITS))
     assert outcome.metrics is not None and outcome.metrics["blas_threads"] == 2
 
 
@@ -76,7 +86,8 @@ def warm_pids(driver: LocalDriver, count: int) -> list[int]:
 
 
 def test_each_attempt_gets_a_fresh_process_forked_before_it_was_needed(
-        driver: LocalDriver, tmp_path: Path) -> None:
+    driver: LocalDriver, tmp_path: Path
+) -> None:
     waiting = warm_pids(driver, 2)
     assert len(waiting) == 2
     first = driver.submit(spec_for(tmp_path, "ok", attempt=1), LIMITS)
@@ -91,7 +102,8 @@ def test_each_attempt_gets_a_fresh_process_forked_before_it_was_needed(
 
 
 def test_a_warm_process_killed_while_it_waited_is_replaced_and_the_attempt_runs(
-        driver: LocalDriver, tmp_path: Path) -> None:
+    driver: LocalDriver, tmp_path: Path
+) -> None:
     (victim,) = warm_pids(driver, 1)
     os.kill(victim, signal.SIGKILL)
     assert_all_dead([victim])
@@ -101,7 +113,8 @@ def test_a_warm_process_killed_while_it_waited_is_replaced_and_the_attempt_runs(
 
 
 def test_warm_processes_beyond_the_count_and_at_close_end_without_running_anything(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # A second driver on the same forkserver, closed by the test itself.
     local = LocalDriver(["tests.support.plugins", "numpy"])
     local.start()
@@ -119,11 +132,13 @@ def test_warm_processes_beyond_the_count_and_at_close_end_without_running_anythi
 
 
 def test_a_run_sizes_the_forkservers_blas_for_its_items_so_none_is_rebuilt_at_start(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
     # Whatever the machine's cores, two at a time: each item's budget is cores // 2.
     symbols = symbols_of(small_data)[:2]
-    config = faulty_config(tmp_path, small_data, dict.fromkeys(symbols, "threads"),
-                           max_concurrent=2)
+    config = faulty_config(
+        tmp_path, small_data, dict.fromkeys(symbols, "threads"), max_concurrent=2
+    )
     result = run_cli("run", "--config", str(config))
     assert result.returncode == 0, result.stderr
     status = read_json(tmp_path / "root" / "runs" / run_day(now_utc()) / "status.json")
@@ -136,15 +151,28 @@ def test_a_run_sizes_the_forkservers_blas_for_its_items_so_none_is_rebuilt_at_st
 
 @pytest.mark.parametrize("launcher", ["python -m retrainer", "console script"])
 def test_attempts_never_load_the_cli_however_retrainer_was_started(
-        launcher: str, tmp_path: Path, small_data: Path) -> None:
+    launcher: str, tmp_path: Path, small_data: Path
+) -> None:
     # However retrainer was started, an attempt (forked by the zygote) never loads the CLI.
     symbol = symbols_of(small_data)[0]
     config = faulty_config(tmp_path, small_data, {symbol: "modules"})
-    command = ([sys.executable, "-m", "retrainer"] if launcher == "python -m retrainer"
-               else [str(Path(sys.executable).parent / "retrainer")])
-    done = subprocess.run([*command, "run", "--config", str(config)], cwd=tmp_path,
-                          env=cli_env(), capture_output=True, text=True, timeout=180)
+    command = (
+        [sys.executable, "-m", "retrainer"]
+        if launcher == "python -m retrainer"
+        else [str(Path(sys.executable).parent / "retrainer")]
+    )
+    done = subprocess.run(
+        [*command, "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     status = read_json(tmp_path / "root" / "runs" / run_day(now_utc()) / "status.json")
     assert status["symbols"][symbol]["metrics"] == {
-        "retrainer.cli.app": False, "typer": False, "pydantic": False}
+        "retrainer.cli.app": False,
+        "typer": False,
+        "pydantic": False,
+    }

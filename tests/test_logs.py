@@ -115,8 +115,9 @@ class TestEngineLog:
     def test_values_json_cannot_encode_are_written_as_text(self, engine_log: Path) -> None:
         configure_logging(engine_log, "info", console="off")
 
-        get_logger().info("odd", folder=Path("/srv/models"), by_pair={("a", 1): 2},
-                          loss=float("nan"))
+        get_logger().info(
+            "odd", folder=Path("/srv/models"), by_pair={("a", 1): 2}, loss=float("nan")
+        )
 
         line = json.loads(engine_log.read_text(), parse_constant=_reject_non_json)
         assert line["folder"] == "/srv/models"
@@ -177,8 +178,9 @@ class TestSharedEngineLog:
         go = tmp_path / "go"
         readies = [tmp_path / f"ready-{name}" for name in ("a", "b")]
         writers = [
-            subprocess.Popen([sys.executable, "-c", WRITER, str(engine_log), str(ready), str(go),
-                              ready.name])
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(engine_log), str(ready), str(go), ready.name]
+            )
             for ready in readies
         ]
         deadline = time.monotonic() + 60
@@ -209,7 +211,9 @@ class TestSharedEngineLog:
 
         assert worker.exitcode == 0
         assert [ln["event"] for ln in read_lines(engine_log)] == [
-            JOB_STARTED, COIN_STARTED, JOB_COMPLETED,
+            JOB_STARTED,
+            COIN_STARTED,
+            JOB_COMPLETED,
         ]
         assert [ln["symbol"] for ln in read_lines(symbol_log)] == ["ETHUSDT"]
         console_events = [ln["event"] for ln in read_lines(tmp_path / "console.txt")]
@@ -273,14 +277,24 @@ class TestConsole:
 
 
 class TestRedaction:
-    @pytest.mark.parametrize("key", [
-        "token", "bot_token", "TELEGRAM_TOKEN", "secret", "aws_secret_access_key",
-        "password", "db_passwd", "api_key", "apiKey", "X-Api-Key", "Authorization",
-        "credentials",
-    ])
-    def test_a_value_under_a_secret_looking_key_is_masked(
-        self, engine_log: Path, key: str
-    ) -> None:
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "token",
+            "bot_token",
+            "TELEGRAM_TOKEN",
+            "secret",
+            "aws_secret_access_key",
+            "password",
+            "db_passwd",
+            "api_key",
+            "apiKey",
+            "X-Api-Key",
+            "Authorization",
+            "credentials",
+        ],
+    )
+    def test_a_value_under_a_secret_looking_key_is_masked(self, engine_log: Path, key: str) -> None:
         configure_logging(engine_log, "info", console="off")
 
         get_logger().info("settings", **{key: "hunter2"})
@@ -336,14 +350,17 @@ class TestRedaction:
         assert "hunter2" not in console.getvalue()
         assert TELEGRAM_TOKEN not in console.getvalue()
 
-    @pytest.mark.parametrize("harmless", [
-        "0123456789abcdef0123456789abcdef01234567",  # a git sha: 40 hex characters
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # a sha256
-        "models/BTCUSDT/20261123_020000Z/model.bin",
-        "file:///tmp/fresh/mirror/runs/20261123Z/costs.json",  # a 40-character base64 run
-        "2026-11-23T02:00:00.123456Z",
-        "1700000000:12",
-    ])
+    @pytest.mark.parametrize(
+        "harmless",
+        [
+            "0123456789abcdef0123456789abcdef01234567",  # a git sha: 40 hex characters
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # a sha256
+            "models/BTCUSDT/20261123_020000Z/model.bin",
+            "file:///tmp/fresh/mirror/runs/20261123Z/costs.json",  # a 40-character base64 run
+            "2026-11-23T02:00:00.123456Z",
+            "1700000000:12",
+        ],
+    )
     def test_ordinary_values_are_left_alone(self, harmless: str) -> None:
         assert redact_text(harmless) == harmless
 

@@ -50,8 +50,9 @@ class Quiet:
     def plan(self, plan: Plan, dry_run: bool) -> None: ...
 
     @contextlib.contextmanager
-    def progress(self, ledger: Ledger, run: Mapping[str, Any], day: str, engine_log: Path,
-                 log_level: str) -> Iterator[None]:
+    def progress(
+        self, ledger: Ledger, run: Mapping[str, Any], day: str, engine_log: Path, log_level: str
+    ) -> Iterator[None]:
         yield
 
     def result(self, summary: dict[str, Any], summary_path: Path) -> None: ...
@@ -60,20 +61,28 @@ class Quiet:
 @pytest.fixture
 def plan_of_two(tmp_path: Path, small_data: Path) -> tuple[Any, Plan]:
     symbols = sorted(p.stem for p in small_data.glob("*.parquet"))[:2]
-    config = write_config(tmp_path / "retrainer.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": ",".join(symbols)},
-        "data": {"path": str(small_data)},
-        "trainer": {"plugin": "tests.support.plugins:faulty",
-                    "params": {"pid_dir": str(tmp_path / "pids"),
-                               "behaviours": dict.fromkeys(symbols, "ok")}},
-    })
+    config = write_config(
+        tmp_path / "retrainer.toml",
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": ",".join(symbols)},
+            "data": {"path": str(small_data)},
+            "trainer": {
+                "plugin": "tests.support.plugins:faulty",
+                "params": {
+                    "pid_dir": str(tmp_path / "pids"),
+                    "behaviours": dict.fromkeys(symbols, "ok"),
+                },
+            },
+        },
+    )
     settings = load_settings(config, {})
     trainer = load_trainer(settings.trainer.plugin)
     return settings, build_plan(settings, trainer, detect_resources(), now_utc(), force=False)
 
 
 def test_a_night_whose_loop_raises_still_writes_its_summary_and_closes_what_it_opened(
-        plan_of_two: tuple[Any, Plan]) -> None:
+    plan_of_two: tuple[Any, Plan],
+) -> None:
     settings, plan = plan_of_two
     threads_before = set(threading.enumerate())
     try:

@@ -17,12 +17,15 @@ SYMBOLS = "top3"
 
 @pytest.fixture
 def config(tmp_path: Path, small_data: Path) -> Path:
-    return write_config(tmp_path / "retrainer.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": SYMBOLS, "retries": 1},
-        "data": {"path": str(small_data)},
-        "trainer": {"params": TINY_TRAINER},
-        "storage": {"kind": "local", "path": str(tmp_path / "mirror")},
-    })
+    return write_config(
+        tmp_path / "retrainer.toml",
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": SYMBOLS, "retries": 1},
+            "data": {"path": str(small_data)},
+            "trainer": {"params": TINY_TRAINER},
+            "storage": {"kind": "local", "path": str(tmp_path / "mirror")},
+        },
+    )
 
 
 def tree(folder: Path) -> set[str]:
@@ -33,8 +36,9 @@ def model_folders(root: Path) -> list[Path]:
     return sorted(p for p in (root / "models").glob("*/*") if p.is_dir())
 
 
-def test_a_nightly_run_writes_the_whole_output_layout(tmp_path: Path, config: Path,
-                                                      run_cli: RunCli) -> None:
+def test_a_nightly_run_writes_the_whole_output_layout(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     result = run_cli("run", "--config", str(config))
     assert result.returncode == 0, result.stderr
     root, day = tmp_path / "root", run_day(now_utc())
@@ -45,8 +49,7 @@ def test_a_nightly_run_writes_the_whole_output_layout(tmp_path: Path, config: Pa
     assert len(symbols) == 3
     assert sorted(status["symbols"]) == symbols == sorted(costs["symbols"])
     assert summary["succeeded"] == 3 and summary["failed"] == 0 and summary["skipped"] == 0
-    for key in ("total_symbols", "avg_train_minutes", "median_train_minutes",
-                "total_wall_minutes"):
+    for key in ("total_symbols", "avg_train_minutes", "median_train_minutes", "total_wall_minutes"):
         assert summary[key] is not None
     for symbol in symbols:
         entry = status["symbols"][symbol]
@@ -59,33 +62,45 @@ def test_a_nightly_run_writes_the_whole_output_layout(tmp_path: Path, config: Pa
         assert mirrored.read_bytes() == (folder / "model.bin").read_bytes()
 
 
-def test_every_artifact_verifies_with_sha256sum(tmp_path: Path, config: Path,
-                                                 run_cli: RunCli) -> None:
+def test_every_artifact_verifies_with_sha256sum(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     assert run_cli("run", "--config", str(config)).returncode == 0
     for folder in model_folders(tmp_path / "root"):
-        check = subprocess.run(["sha256sum", "--check", "--strict", "sha256.txt"], cwd=folder,
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            ["sha256sum", "--check", "--strict", "sha256.txt"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+        )
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.count(": OK") == len(FINAL | PARTIAL) - 1
 
 
-def test_the_engine_log_carries_the_named_events(tmp_path: Path, config: Path,
-                                                 run_cli: RunCli) -> None:
+def test_the_engine_log_carries_the_named_events(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     assert run_cli("run", "--config", str(config)).returncode == 0
     log = (tmp_path / "root" / "logs" / run_day(now_utc()) / "engine.log").read_text()
-    for event in ("job_started", "coin_started", "coin_partial_saved", "coin_succeeded",
-                  "upload_succeeded", "job_completed"):
+    for event in (
+        "job_started",
+        "coin_started",
+        "coin_partial_saved",
+        "coin_succeeded",
+        "upload_succeeded",
+        "job_completed",
+    ):
         assert f'"event": "{event}"' in log, event
 
 
-def test_a_second_run_the_same_day_skips_every_symbol(tmp_path: Path, config: Path,
-                                                      run_cli: RunCli) -> None:
+def test_a_second_run_the_same_day_skips_every_symbol(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     assert run_cli("run", "--config", str(config)).returncode == 0
     before = model_folders(tmp_path / "root")
     again = run_cli("run", "--config", str(config))
     assert again.returncode == 0, again.stderr
-    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) /
-                        "engine_summary.json")
+    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) / "engine_summary.json")
     assert summary["skipped"] == 3 and summary["succeeded"] == 0
     assert model_folders(tmp_path / "root") == before
 
@@ -96,13 +111,13 @@ def test_force_retrains_every_symbol(tmp_path: Path, config: Path, run_cli: RunC
     assert run_cli("run", "--config", str(config), "--force").returncode == 0
     after = model_folders(tmp_path / "root")
     assert len(after) == 2 * len(before)
-    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) /
-                        "engine_summary.json")
+    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) / "engine_summary.json")
     assert summary["succeeded"] == 3 and summary["skipped"] == 0
 
 
-def test_a_corrupted_artifact_makes_its_symbol_run_again(tmp_path: Path, config: Path,
-                                                         run_cli: RunCli) -> None:
+def test_a_corrupted_artifact_makes_its_symbol_run_again(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     assert run_cli("run", "--config", str(config)).returncode == 0
     victim = model_folders(tmp_path / "root")[0]
     model = victim / "model.bin"
@@ -112,14 +127,14 @@ def test_a_corrupted_artifact_makes_its_symbol_run_again(tmp_path: Path, config:
     plan = run_cli("run", "--config", str(config), "--dry_run")
     assert "sha256 mismatch" in plan.stdout
     assert run_cli("run", "--config", str(config)).returncode == 0
-    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) /
-                        "engine_summary.json")
+    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) / "engine_summary.json")
     assert summary["succeeded"] == 1 and summary["skipped"] == 2
     assert summary["by_symbol"][victim.parent.name]["status"] == "success"
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, config: Path,
-                                                    run_cli: RunCli) -> None:
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     before = tree(tmp_path)
     result = run_cli("run", "--config", str(config), "--dry_run", "--mode", "sequential")
     assert result.returncode == 0, result.stderr
@@ -128,13 +143,25 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, config: Path
     assert result.stdout.count(" run ") >= 3
     # Off a terminal (a pipe, a cron log): plain aligned columns, no box drawing.
     header = next(line for line in result.stdout.splitlines() if line.startswith("symbol"))
-    assert header.split() == ["symbol", "action", "why", "taker", "bps", "maker", "bps",
-                              "half-spread", "bps", "cost/turnover", "bps"]
+    assert header.split() == [
+        "symbol",
+        "action",
+        "why",
+        "taker",
+        "bps",
+        "maker",
+        "bps",
+        "half-spread",
+        "bps",
+        "cost/turnover",
+        "bps",
+    ]
     assert not set("│┃━─") & set(result.stdout)
 
 
-def test_a_bad_symbol_stops_the_run_with_exit_2_naming_it(tmp_path: Path, config: Path,
-                                                          run_cli: RunCli) -> None:
+def test_a_bad_symbol_stops_the_run_with_exit_2_naming_it(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     for spec, named in (("B@D", "B@D"), ("NOPE1", "NOPE1")):
         result = run_cli("run", "--config", str(config), "--symbols", spec)
         assert result.returncode == 2
@@ -149,18 +176,23 @@ def test_flags_accept_underscores_and_dashes(config: Path, run_cli: RunCli, flag
     assert "max_concurrent 3" in result.stdout
 
 
-def test_every_mode_produces_the_same_metrics_per_symbol(tmp_path: Path, small_data: Path,
-                                                         run_cli: RunCli) -> None:
+def test_every_mode_produces_the_same_metrics_per_symbol(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
     metrics: dict[str, dict[str, bytes]] = {}
     for mode in ("sequential", "parallel", "hybrid"):
         root = tmp_path / mode
-        config = write_config(tmp_path / f"{mode}.toml", {
-            "run": {"root": str(root), "symbols": SYMBOLS, "mode": mode},
-            "data": {"path": str(small_data)},
-            "trainer": {"params": TINY_TRAINER},
-        })
+        config = write_config(
+            tmp_path / f"{mode}.toml",
+            {
+                "run": {"root": str(root), "symbols": SYMBOLS, "mode": mode},
+                "data": {"path": str(small_data)},
+                "trainer": {"params": TINY_TRAINER},
+            },
+        )
         assert run_cli("run", "--config", str(config)).returncode == 0
-        metrics[mode] = {p.parent.name: (p / "metrics.json").read_bytes()
-                         for p in model_folders(root)}
+        metrics[mode] = {
+            p.parent.name: (p / "metrics.json").read_bytes() for p in model_folders(root)
+        }
     assert len(metrics["sequential"]) == 3
     assert metrics["sequential"] == metrics["parallel"] == metrics["hybrid"]

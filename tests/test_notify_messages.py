@@ -26,18 +26,36 @@ def _summary(**over: Any) -> dict[str, Any]:
         "FFF": {"status": "skipped", "minutes": 9.0, "metrics": {"net_sharpe": 9.9}},
     }
     summary = {
-        "run_id": "20261123_020000Z-77", "host": "trainbox", "exit_code": 1,
-        "total_symbols": 6, "succeeded": 3, "failed": 2, "timed_out": 1, "skipped": 1,
-        "interrupted": 0, "total_wall_minutes": 12.5, "by_symbol": by_symbol,
+        "run_id": "20261123_020000Z-77",
+        "host": "trainbox",
+        "exit_code": 1,
+        "total_symbols": 6,
+        "succeeded": 3,
+        "failed": 2,
+        "timed_out": 1,
+        "skipped": 1,
+        "interrupted": 0,
+        "total_wall_minutes": 12.5,
+        "by_symbol": by_symbol,
         "failures": {"DDD": "ValueError: boom from DDD", "EEE": "timed out after 45 min"},
     }
     return {**summary, **over}
 
 
 def test_the_started_message_names_mode_driver_symbol_count_and_concurrency() -> None:
-    text = started_text({"run_id": "r-1", "host": "box", "mode": "hybrid", "driver": "local",
-                         "symbols": 20, "to_run": 18, "to_skip": 2, "window": 4,
-                         "threads_per_item": 2})
+    text = started_text(
+        {
+            "run_id": "r-1",
+            "host": "box",
+            "mode": "hybrid",
+            "driver": "local",
+            "symbols": 20,
+            "to_run": 18,
+            "to_skip": 2,
+            "window": 4,
+            "threads_per_item": 2,
+        }
+    )
 
     assert "run started on box" in text
     assert "mode hybrid · driver local · 20 symbols (18 to train, 2 to skip)" in text
@@ -132,8 +150,9 @@ def test_reaching_the_escalation_share_sends_at_once_and_only_once() -> None:
     escalation = batcher.take(now=2.0)
 
     assert escalation is not None
-    assert escalation.startswith("🚨 retrainer: SYSTEMIC FAILURE? 2 of 4 symbols to train "
-                                 "have failed (50%)")
+    assert escalation.startswith(
+        "🚨 retrainer: SYSTEMIC FAILURE? 2 of 4 symbols to train have failed (50%)"
+    )
     batcher.add("CCC", "boom", now=3.0)
     assert batcher.take(now=3.0) is None  # later failures are batched again
     assert (batcher.take(now=63.0) or "").startswith("❌")

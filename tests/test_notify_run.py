@@ -33,18 +33,41 @@ def symbols_of(small_data: Path) -> list[str]:
     return sorted(p.stem for p in small_data.glob("*.parquet"))
 
 
-def config_for(tmp_path: Path, small_data: Path, api: FakeBotApi, behaviours: dict[str, str],
-               notify: dict[str, Any] | None = None, **run: Any) -> Path:
-    return write_config(tmp_path / "notify.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": ",".join(behaviours),
-                "retries": 0, "kill_grace_s": 0.5, "stop_grace_s": 0.5, "timeout_minutes": 10,
-                **run},
-        "data": {"path": str(small_data)},
-        "trainer": {"plugin": "tests.support.plugins:faulty",
-                    "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours}},
-        "notify": {"kind": "telegram", "api_url": api.api_url, "batch_window_s": 60,
-                   "close_timeout_s": 10, "request_timeout_s": 5, **(notify or {})},
-    })
+def config_for(
+    tmp_path: Path,
+    small_data: Path,
+    api: FakeBotApi,
+    behaviours: dict[str, str],
+    notify: dict[str, Any] | None = None,
+    **run: Any,
+) -> Path:
+    return write_config(
+        tmp_path / "notify.toml",
+        {
+            "run": {
+                "root": str(tmp_path / "root"),
+                "symbols": ",".join(behaviours),
+                "retries": 0,
+                "kill_grace_s": 0.5,
+                "stop_grace_s": 0.5,
+                "timeout_minutes": 10,
+                **run,
+            },
+            "data": {"path": str(small_data)},
+            "trainer": {
+                "plugin": "tests.support.plugins:faulty",
+                "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours},
+            },
+            "notify": {
+                "kind": "telegram",
+                "api_url": api.api_url,
+                "batch_window_s": 60,
+                "close_timeout_s": 10,
+                "request_timeout_s": 5,
+                **(notify or {}),
+            },
+        },
+    )
 
 
 def engine_log(tmp_path: Path) -> str:
@@ -56,10 +79,17 @@ def summary_path(tmp_path: Path) -> Path:
 
 
 def test_a_run_tells_telegram_it_started_what_failed_escalated_and_how_it_ended(
-        tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli
+) -> None:
     a, b, c = symbols_of(small_data)[:3]
-    config = config_for(tmp_path, small_data, bot_api, {a: "raise", b: "exit3", c: "ok"},
-                        notify={"escalate_share": 0.5}, max_concurrent=2)
+    config = config_for(
+        tmp_path,
+        small_data,
+        bot_api,
+        {a: "raise", b: "exit3", c: "ok"},
+        notify={"escalate_share": 0.5},
+        max_concurrent=2,
+    )
 
     result = run_cli("run", "--config", str(config), env=ENV)
 
@@ -80,14 +110,18 @@ def test_a_run_tells_telegram_it_started_what_failed_escalated_and_how_it_ended(
 
 
 def test_the_finished_message_names_the_best_and_worst_net_sharpe_of_real_training(
-        tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli
+) -> None:
     a, b = symbols_of(small_data)[:2]
-    config = write_config(tmp_path / "real.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": f"{a},{b}"},
-        "data": {"path": str(small_data)},
-        "trainer": {"params": TINY_TRAINER},
-        "notify": {"kind": "telegram", "api_url": bot_api.api_url, "attach_summary": False},
-    })
+    config = write_config(
+        tmp_path / "real.toml",
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": f"{a},{b}"},
+            "data": {"path": str(small_data)},
+            "trainer": {"params": TINY_TRAINER},
+            "notify": {"kind": "telegram", "api_url": bot_api.api_url, "attach_summary": False},
+        },
+    )
 
     assert run_cli("run", "--config", str(config), env=ENV).returncode == 0
     finished = bot_api.texts()[-1]
@@ -96,13 +130,16 @@ def test_the_finished_message_names_the_best_and_worst_net_sharpe_of_real_traini
     sharpe = {s: by_symbol[s]["metrics"]["net_sharpe"] for s in (a, b)}
     best, worst = max(sharpe, key=sharpe.__getitem__), min(sharpe, key=sharpe.__getitem__)
     assert finished.startswith("✅ retrainer: run finished")
-    assert (f"net Sharpe: best {best} {sharpe[best]:.2f} · worst {worst} {sharpe[worst]:.2f}"
-            in finished)
+    assert (
+        f"net Sharpe: best {best} {sharpe[best]:.2f} · worst {worst} {sharpe[worst]:.2f}"
+        in finished
+    )
     assert "slowest: " in finished
 
 
-def test_no_notify_sends_nothing(tmp_path: Path, small_data: Path, bot_api: FakeBotApi,
-                                 run_cli: RunCli) -> None:
+def test_no_notify_sends_nothing(
+    tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli
+) -> None:
     a = symbols_of(small_data)[0]
     config = config_for(tmp_path, small_data, bot_api, {a: "raise"})
 
@@ -111,12 +148,18 @@ def test_no_notify_sends_nothing(tmp_path: Path, small_data: Path, bot_api: Fake
 
 
 def test_a_hanging_bot_api_delays_the_run_by_at_most_the_close_timeout(
-        tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli
+) -> None:
     bot_api.script(then="hang")
     a, b = symbols_of(small_data)[:2]
     # Each request could hang 60 s, and be retried: only the close deadline bounds the run.
-    config = config_for(tmp_path, small_data, bot_api, {a: "ok", b: "ok"},
-                        notify={"request_timeout_s": 60, "close_timeout_s": 2})
+    config = config_for(
+        tmp_path,
+        small_data,
+        bot_api,
+        {a: "ok", b: "ok"},
+        notify={"request_timeout_s": 60, "close_timeout_s": 2},
+    )
 
     started = time.monotonic()
     result = run_cli("run", "--config", str(config), env=ENV, timeout=120)
@@ -128,7 +171,8 @@ def test_a_hanging_bot_api_delays_the_run_by_at_most_the_close_timeout(
 
 
 def test_a_refused_token_is_logged_and_does_not_change_the_exit_code(
-        tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli
+) -> None:
     bot_api.script(then="401")
     a = symbols_of(small_data)[0]
     config = config_for(tmp_path, small_data, bot_api, {a: "ok"})
@@ -143,7 +187,8 @@ def test_a_refused_token_is_logged_and_does_not_change_the_exit_code(
 
 
 def test_a_missing_token_is_logged_and_the_run_goes_on(
-        tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, bot_api: FakeBotApi, run_cli: RunCli
+) -> None:
     a = symbols_of(small_data)[0]
     config = config_for(tmp_path, small_data, bot_api, {a: "ok"})
 
@@ -155,12 +200,18 @@ def test_a_missing_token_is_logged_and_the_run_goes_on(
 
 
 def test_a_graceful_stop_still_sends_the_finished_message(
-        tmp_path: Path, small_data: Path, bot_api: FakeBotApi) -> None:
+    tmp_path: Path, small_data: Path, bot_api: FakeBotApi
+) -> None:
     a, b = symbols_of(small_data)[:2]
     config = config_for(tmp_path, small_data, bot_api, {a: "hang", b: "hang"})
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "retrainer", "run", "--config", str(config)], cwd=tmp_path,
-        env=cli_env(ENV), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "retrainer", "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=cli_env(ENV),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     bot_api.wait_for(1)
     deadline = time.monotonic() + 60
     while len(list((tmp_path / "pids").glob("*.pid"))) < 2 and time.monotonic() < deadline:

@@ -27,8 +27,9 @@ from tests.test_item_faults import faulty_config as fault_config
 POLL_DEADLINE_S = 90.0
 
 
-def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
-                  **run: object) -> Path:
+def faulty_config(
+    tmp_path: Path, small_data: Path, behaviours: dict[str, str], **run: object
+) -> Path:
     """Three at a time, and no deadline to speak of: the hung item runs until stopped."""
     # Any: `run` may also carry fault_config's own slow_s, which mypy cannot tell apart.
     settings: dict[str, Any] = {"max_concurrent": 3, "timeout_minutes": 45, **run}
@@ -37,8 +38,13 @@ def faulty_config(tmp_path: Path, small_data: Path, behaviours: dict[str, str],
 
 def start_run(tmp_path: Path, config: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "retrainer", "run", "--config", str(config)], cwd=tmp_path,
-        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "retrainer", "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def status_json(run_cli: RunCli, config: Path) -> dict[str, Any]:
@@ -48,8 +54,12 @@ def status_json(run_cli: RunCli, config: Path) -> dict[str, Any]:
     return loaded
 
 
-def poll_status(run_cli: RunCli, config: Path, until: Callable[[dict[str, Any]], bool],
-                run: subprocess.Popen[str]) -> dict[str, Any]:
+def poll_status(
+    run_cli: RunCli,
+    config: Path,
+    until: Callable[[dict[str, Any]], bool],
+    run: subprocess.Popen[str],
+) -> dict[str, Any]:
     """Ask `status --json` again until the run reaches the wanted state."""
     deadline = time.monotonic() + POLL_DEADLINE_S
     while time.monotonic() < deadline:
@@ -67,8 +77,9 @@ def poll_status(run_cli: RunCli, config: Path, until: Callable[[dict[str, Any]],
 @pytest.fixture
 def hung_run(tmp_path: Path, small_data: Path) -> Any:
     """A run where BTCUSDT hangs, ETHUSDT fails and SOLUSDT succeeds, still going."""
-    config = faulty_config(tmp_path, small_data,
-                           {"BTCUSDT": "hang", "ETHUSDT": "raise", "SOLUSDT": "ok"})
+    config = faulty_config(
+        tmp_path, small_data, {"BTCUSDT": "hang", "ETHUSDT": "raise", "SOLUSDT": "ok"}
+    )
     run = start_run(tmp_path, config)
     yield config, run
     if run.poll() is None:
@@ -80,9 +91,11 @@ def hung_run(tmp_path: Path, small_data: Path) -> Any:
 
 
 def test_a_run_through_a_pipe_prints_plain_progress_lines_without_control_characters(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
-    config = faulty_config(tmp_path, small_data,
-                           {"BTCUSDT": "ok", "ETHUSDT": "raise", "SOLUSDT": "ok"})
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    config = faulty_config(
+        tmp_path, small_data, {"BTCUSDT": "ok", "ETHUSDT": "raise", "SOLUSDT": "ok"}
+    )
     result = run_cli("run", "--config", str(config))
     assert result.returncode == 1, result.stderr
     assert "\x1b" not in result.stdout + result.stderr
@@ -93,15 +106,27 @@ def test_a_run_through_a_pipe_prints_plain_progress_lines_without_control_charac
 
 
 def test_status_from_another_shell_follows_a_run_until_it_finishes(
-        tmp_path: Path, run_cli: RunCli, hung_run: Any) -> None:
+    tmp_path: Path, run_cli: RunCli, hung_run: Any
+) -> None:
     config, run = hung_run
-    view = poll_status(run_cli, config, lambda v: v["done"] == 1 and v["failed"] == 1
-                       and len(v["running"]) == 1, run)
+    view = poll_status(
+        run_cli,
+        config,
+        lambda v: v["done"] == 1 and v["failed"] == 1 and len(v["running"]) == 1,
+        run,
+    )
     assert view["phase"] == "running" and view["day"] == run_day(now_utc())
     assert view["total"] == 3 and view["queued"] == 0
     assert view["running"][0]["symbol"] == "BTCUSDT" and view["running"][0]["elapsed_s"] >= 0
-    assert view["failures"] == [{"symbol": "ETHUSDT", "state": "failed", "attempts": 1,
-                                 "reason": "ValueError: boom from ETHUSDT", "retrying": False}]
+    assert view["failures"] == [
+        {
+            "symbol": "ETHUSDT",
+            "state": "failed",
+            "attempts": 1,
+            "reason": "ValueError: boom from ETHUSDT",
+            "retrying": False,
+        }
+    ]
 
     text = run_cli("status", "--config", str(config))
     assert "1/3 done, 1 running, 1 failed, 0 skipped" in text.stdout
@@ -110,7 +135,12 @@ def test_status_from_another_shell_follows_a_run_until_it_finishes(
 
     watch = subprocess.Popen(
         [sys.executable, "-m", "retrainer", "status", "--watch", "--config", str(config)],
-        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert watch.stdout is not None
     first = watch.stdout.readline()  # the watch has read the running run
     assert first.startswith("progress: 1/3 done, 1 running, 1 failed"), first
@@ -129,7 +159,8 @@ def test_status_from_another_shell_follows_a_run_until_it_finishes(
 
 
 def test_status_tells_a_run_that_died_without_finishing(
-        tmp_path: Path, run_cli: RunCli, hung_run: Any) -> None:
+    tmp_path: Path, run_cli: RunCli, hung_run: Any
+) -> None:
     config, run = hung_run
     poll_status(run_cli, config, lambda v: len(v["running"]) == 1, run)
     run.send_signal(signal.SIGKILL)
@@ -147,9 +178,11 @@ def test_status_without_any_run_is_bad_input(tmp_path: Path, run_cli: RunCli) ->
 
 
 def test_history_lists_every_attempt_of_a_symbol_across_days(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
-    config = faulty_config(tmp_path, small_data, {"BTCUSDT": "fail_once", "ETHUSDT": "ok"},
-                           retries=1)
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    config = faulty_config(
+        tmp_path, small_data, {"BTCUSDT": "fail_once", "ETHUSDT": "ok"}, retries=1
+    )
     assert run_cli("run", "--config", str(config)).returncode == 0
     runs = tmp_path / "root" / "runs"
     today = run_day(now_utc())
@@ -160,8 +193,9 @@ def test_history_lists_every_attempt_of_a_symbol_across_days(
     history = json.loads(result.stdout)
     assert history["symbol"] == "BTCUSDT"
     rows = [(r["day"], r["attempt"], r["status"]) for r in history["attempts"]]
-    assert rows == [(day, n, s) for day in ("20260101Z", today)
-                    for n, s in ((1, "failed"), (2, "success"))]
+    assert rows == [
+        (day, n, s) for day in ("20260101Z", today) for n, s in ((1, "failed"), (2, "success"))
+    ]
     first = history["attempts"][0]
     assert first["reason"] == "RuntimeError: first attempt fails" and first["minutes"] >= 0
 
@@ -175,17 +209,34 @@ def test_the_eta_spreads_the_work_left_over_the_window() -> None:
     now = started + timedelta(seconds=20)
 
     def entry(symbol: str, state: ItemState, start_s: float, seconds: float | None) -> LedgerEntry:
-        attempt = Attempt(number=1, state=state, artifact_dir="", device="cpu", threads=1,
-                          started_at=iso(started + timedelta(seconds=start_s)), seconds=seconds,
-                          slot=0)
-        return LedgerEntry(symbol=symbol, state=state, updated_at=iso(now),
-                           attempts=(attempt,), run_id="r")
+        attempt = Attempt(
+            number=1,
+            state=state,
+            artifact_dir="",
+            device="cpu",
+            threads=1,
+            started_at=iso(started + timedelta(seconds=start_s)),
+            seconds=seconds,
+            slot=0,
+        )
+        return LedgerEntry(
+            symbol=symbol, state=state, updated_at=iso(now), attempts=(attempt,), run_id="r"
+        )
 
-    run = {"run_id": "r", "started_at": iso(started), "to_run": 5, "to_skip": 1, "window": 2,
-           "mode": "hybrid", "retries": 0}
-    entries = {"A": entry("A", ItemState.SUCCESS, 1, 10.0),
-               "B": entry("B", ItemState.RUNNING, 16, None),
-               "C": LedgerEntry(symbol="C", state=ItemState.PENDING, updated_at="", run_id="r")}
+    run = {
+        "run_id": "r",
+        "started_at": iso(started),
+        "to_run": 5,
+        "to_skip": 1,
+        "window": 2,
+        "mode": "hybrid",
+        "retries": 0,
+    }
+    entries = {
+        "A": entry("A", ItemState.SUCCESS, 1, 10.0),
+        "B": entry("B", ItemState.RUNNING, 16, None),
+        "C": LedgerEntry(symbol="C", state=ItemState.PENDING, updated_at="", run_id="r"),
+    }
     view = build_view("20261123Z", run, entries, now, alive=True, until=None)
     assert (view.done, len(view.running), view.queued, view.skipped, view.total) == (1, 1, 3, 1, 6)
     assert view.running[0].elapsed_s == 4.0 and view.elapsed_s == 20.0
@@ -194,14 +245,20 @@ def test_the_eta_spreads_the_work_left_over_the_window() -> None:
 
 
 def test_a_run_on_a_terminal_draws_the_live_view_with_the_running_symbols(
-        tmp_path: Path, small_data: Path) -> None:
-    config = faulty_config(tmp_path, small_data, {"BTCUSDT": "slow", "ETHUSDT": "raise"},
-                           max_concurrent=2)
+    tmp_path: Path, small_data: Path
+) -> None:
+    config = faulty_config(
+        tmp_path, small_data, {"BTCUSDT": "slow", "ETHUSDT": "raise"}, max_concurrent=2
+    )
     primary, secondary = pty.openpty()
     run = subprocess.Popen(
-        [sys.executable, "-m", "retrainer", "run", "--config", str(config)], cwd=tmp_path,
-        env=cli_env({"COLUMNS": "120", "LINES": "40", "TERM": "xterm"}), stdin=secondary,
-        stdout=secondary, stderr=secondary)
+        [sys.executable, "-m", "retrainer", "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=cli_env({"COLUMNS": "120", "LINES": "40", "TERM": "xterm"}),
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
     os.close(secondary)
     screen = b""
     while True:

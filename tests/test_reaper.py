@@ -39,6 +39,10 @@ def test_the_tree_walk_finds_what_psutil_finds_even_across_sessions() -> None:
 
 
 def test_a_process_that_is_gone_has_no_descendants() -> None:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert descendant_pids(int(done.stdout)) == []

@@ -30,12 +30,18 @@ PREFIX = "nightly"
 
 
 @contextlib.contextmanager
-def background_run(config: Path, cwd: Path, env: dict[str, str],
-                   stdout: int) -> Iterator[subprocess.Popen[str]]:
+def background_run(
+    config: Path, cwd: Path, env: dict[str, str], stdout: int
+) -> Iterator[subprocess.Popen[str]]:
     """`retrainer run` in the background; killed if the test leaves it running."""
-    run = subprocess.Popen([sys.executable, "-m", "retrainer", "run", "--config", str(config)],
-                           cwd=cwd, env=cli_env(env), stdout=stdout, stderr=subprocess.PIPE,
-                           text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "retrainer", "run", "--config", str(config)],
+        cwd=cwd,
+        env=cli_env(env),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         yield run
     finally:
@@ -44,27 +50,44 @@ def background_run(config: Path, cwd: Path, env: dict[str, str],
             run.wait()
 
 
-def config_for(tmp_path: Path, data: Path, storage: dict[str, Any],
-               params: dict[str, Any] | None = None,
-               plugin: str = "tests.support.remote_plugins:gated") -> Path:
-    return write_config(tmp_path / "retrainer.toml", {
-        "run": {"root": str(tmp_path / "root"), "symbols": ",".join(SYMBOLS), "retries": 0,
-                "mode": "sequential"},
-        "data": {"path": str(data)},
-        "trainer": {"plugin": plugin, "params": params or {}},
-        "storage": {"prefix": PREFIX, "max_attempts": 2, "upload_partials": True, **storage},
-    })
+def config_for(
+    tmp_path: Path,
+    data: Path,
+    storage: dict[str, Any],
+    params: dict[str, Any] | None = None,
+    plugin: str = "tests.support.remote_plugins:gated",
+) -> Path:
+    return write_config(
+        tmp_path / "retrainer.toml",
+        {
+            "run": {
+                "root": str(tmp_path / "root"),
+                "symbols": ",".join(SYMBOLS),
+                "retries": 0,
+                "mode": "sequential",
+            },
+            "data": {"path": str(data)},
+            "trainer": {"plugin": plugin, "params": params or {}},
+            "storage": {"prefix": PREFIX, "max_attempts": 2, "upload_partials": True, **storage},
+        },
+    )
 
 
 def s3_storage(server: SeaweedServer, bucket: str) -> dict[str, Any]:
-    return {"kind": "s3", "bucket": bucket, "endpoint_url": server.endpoint_url,
-            "addressing_style": "path", "region": "us-east-1"}
+    return {
+        "kind": "s3",
+        "bucket": bucket,
+        "endpoint_url": server.endpoint_url,
+        "addressing_style": "path",
+        "region": "us-east-1",
+    }
 
 
 def statuses(tmp_path: Path) -> dict[str, Any]:
     day = run_day(now_utc())
-    entries = read_ledger(Layout(tmp_path / "root").status_path(day),
-                          Layout(tmp_path / "root").journal_path(day)).entries
+    entries = read_ledger(
+        Layout(tmp_path / "root").status_path(day), Layout(tmp_path / "root").journal_path(day)
+    ).entries
     return {s: e for s, e in entries.items()}
 
 
@@ -82,8 +105,9 @@ class TestS3Run:
         self, tmp_path: Path, small_data: Path, seaweed: SeaweedServer, run_cli: RunCli
     ) -> None:
         bucket = new_bucket(seaweed)
-        config = config_for(tmp_path, small_data, s3_storage(seaweed, bucket), TINY_TRAINER,
-                            plugin=DEFAULT_TRAINER)  # the real trainer and its artifacts
+        config = config_for(
+            tmp_path, small_data, s3_storage(seaweed, bucket), TINY_TRAINER, plugin=DEFAULT_TRAINER
+        )  # the real trainer and its artifacts
 
         result = run_cli("run", "--config", str(config), env=seaweed.env)
 
@@ -98,12 +122,15 @@ class TestS3Run:
                 head = raw.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
                 assert head["Metadata"]["sha256"] == digest
                 assert base64.b64decode(head["ChecksumSHA256"]).hex() == digest
-        for key in (f"runs/{day}/costs.json", f"runs/{day}/status.json",
-                    f"summary/{day}/engine_summary.json"):
+        for key in (
+            f"runs/{day}/costs.json",
+            f"runs/{day}/status.json",
+            f"summary/{day}/engine_summary.json",
+        ):
             raw.head_object(Bucket=bucket, Key=f"{PREFIX}/{key}")
         assert not (tmp_path / "root" / "runs" / day / ".uploads-pending").exists()
         log = engine_log(tmp_path)
-        assert '"event": "upload_succeeded"' in log and f's3://{bucket}/{PREFIX}/models/' in log
+        assert '"event": "upload_succeeded"' in log and f"s3://{bucket}/{PREFIX}/models/" in log
         verify = run_cli("verify", "--remote", "--config", str(config), env=seaweed.env)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "3 symbols checked" in verify.stdout
@@ -119,8 +146,9 @@ class TestS3Run:
         raw = raw_s3(seaweed)
         recorded = raw.head_object(Bucket=bucket, Key=key)["Metadata"]
         # A bad copy that kept the metadata: only the server's own checksum can tell.
-        raw.put_object(Bucket=bucket, Key=key, Body=b"corrupted", Metadata=recorded,
-                       ChecksumAlgorithm="SHA256")
+        raw.put_object(
+            Bucket=bucket, Key=key, Body=b"corrupted", Metadata=recorded, ChecksumAlgorithm="SHA256"
+        )
 
         verify = run_cli("verify", "--remote", "--config", str(config), env=seaweed.env)
 
@@ -133,11 +161,19 @@ class TestS3Run:
     ) -> None:
         bucket = new_bucket(own_seaweed)
         gate = tmp_path / "gate"
-        config = config_for(tmp_path, small_data, s3_storage(own_seaweed, bucket),
-                            {"gate_file": str(gate), "free": ["BTCUSDT"]})
+        config = config_for(
+            tmp_path,
+            small_data,
+            s3_storage(own_seaweed, bucket),
+            {"gate_file": str(gate), "free": ["BTCUSDT"]},
+        )
         with background_run(config, tmp_path, own_seaweed.env, subprocess.PIPE) as run:
-            wait_for(lambda: statuses(tmp_path).get("BTCUSDT") is not None
-                     and statuses(tmp_path)["BTCUSDT"].upload == "uploaded")
+            wait_for(
+                lambda: (
+                    statuses(tmp_path).get("BTCUSDT") is not None
+                    and statuses(tmp_path)["BTCUSDT"].upload == "uploaded"
+                )
+            )
             own_seaweed.stop()  # the store goes away while ETHUSDT and SOLUSDT train
             gate.touch()
             _, stderr = run.communicate(timeout=180)
@@ -163,8 +199,7 @@ class TestS3Run:
         assert {e.upload for e in statuses(tmp_path).values()} == {"uploaded"}
         verify = run_cli("verify", "--remote", "--config", str(config), env=own_seaweed.env)
         assert verify.returncode == 0, verify.stdout
-        assert not (tmp_path / "root" / "runs" / run_day(now_utc()) / ".uploads-pending"
-                    ).exists()
+        assert not (tmp_path / "root" / "runs" / run_day(now_utc()) / ".uploads-pending").exists()
 
     def test_the_next_nightly_run_uploads_what_the_last_one_left_pending_first(
         self, tmp_path: Path, small_data: Path, own_seaweed: SeaweedServer, run_cli: RunCli
@@ -183,17 +218,19 @@ class TestS3Run:
         assert {e.upload for e in statuses(tmp_path).values()} == {"uploaded"}
         log = engine_log(tmp_path)
         assert log.rindex('"event": "uploads_synced"') < log.rindex('"event": "job_started"')
-        assert run_cli("verify", "--remote", "--config", str(config),
-                       env=own_seaweed.env).returncode == 0
+        assert (
+            run_cli("verify", "--remote", "--config", str(config), env=own_seaweed.env).returncode
+            == 0
+        )
 
 
 class TestDropboxRun:
     def test_a_nightly_run_stores_every_artifact_in_dropbox_verified(
-        self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer,
-        run_cli: RunCli
+        self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer, run_cli: RunCli
     ) -> None:
-        config = config_for(tmp_path, small_data, {"kind": "dropbox",
-                                                   "endpoint_url": dropbox_server.url})
+        config = config_for(
+            tmp_path, small_data, {"kind": "dropbox", "endpoint_url": dropbox_server.url}
+        )
         # The store is busy once and fails once: the SDK waits and retries both.
         dropbox_server.fail_next("2/files/upload", 429, retry_after_s=1)
         dropbox_server.fail_next("2/files/get_metadata", 500)
@@ -213,11 +250,11 @@ class TestDropboxRun:
         assert verify.returncode == 0, verify.stdout + verify.stderr
 
     def test_verify_remote_finds_a_dropbox_file_changed_behind_our_back(
-        self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer,
-        run_cli: RunCli
+        self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer, run_cli: RunCli
     ) -> None:
-        config = config_for(tmp_path, small_data, {"kind": "dropbox",
-                                                   "endpoint_url": dropbox_server.url})
+        config = config_for(
+            tmp_path, small_data, {"kind": "dropbox", "endpoint_url": dropbox_server.url}
+        )
         assert run_cli("run", "--config", str(config), env=DROPBOX_ENV).returncode == 0
         entry = statuses(tmp_path)["SOLUSDT"]
         dropbox_server.overwrite(f"/{PREFIX}/{entry.artifact_dir}/config.json", b"{}")
@@ -225,35 +262,45 @@ class TestDropboxRun:
         verify = run_cli("verify", "--remote", "--config", str(config), env=DROPBOX_ENV)
 
         assert verify.returncode == 1
-        assert (f"SOLUSDT: dropbox:/{PREFIX}/{entry.artifact_dir}/config.json: sha256 mismatch"
-                in verify.stdout)
+        assert (
+            f"SOLUSDT: dropbox:/{PREFIX}/{entry.artifact_dir}/config.json: sha256 mismatch"
+            in verify.stdout
+        )
 
     def test_partial_outputs_go_up_while_their_attempt_still_runs(
         self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer
     ) -> None:
         gate = tmp_path / "gate"
-        config = config_for(tmp_path, small_data, {"kind": "dropbox",
-                                                   "endpoint_url": dropbox_server.url},
-                            {"gate_file": str(gate), "free": ["BTCUSDT"]})
+        config = config_for(
+            tmp_path,
+            small_data,
+            {"kind": "dropbox", "endpoint_url": dropbox_server.url},
+            {"gate_file": str(gate), "free": ["BTCUSDT"]},
+        )
         with background_run(config, tmp_path, DROPBOX_ENV, subprocess.DEVNULL) as run:
             # ETHUSDT has saved its partial output and waits at the gate: still running.
-            wait_for(lambda: any(p.startswith(f"/{PREFIX}/models/ETHUSDT/")
-                                 and p.endswith("/features.json")
-                                 for p in dropbox_server.paths()))
+            wait_for(
+                lambda: any(
+                    p.startswith(f"/{PREFIX}/models/ETHUSDT/") and p.endswith("/features.json")
+                    for p in dropbox_server.paths()
+                )
+            )
             assert statuses(tmp_path)["ETHUSDT"].state == "running"
-            assert not any(p.startswith(f"/{PREFIX}/models/ETHUSDT/")
-                           and p.endswith("/model.bin") for p in dropbox_server.paths())
+            assert not any(
+                p.startswith(f"/{PREFIX}/models/ETHUSDT/") and p.endswith("/model.bin")
+                for p in dropbox_server.paths()
+            )
             gate.touch()
             _, stderr = run.communicate(timeout=180)
         assert run.returncode == 0, stderr
         assert {e.upload for e in statuses(tmp_path).values()} == {"uploaded"}
 
     def test_a_dropbox_run_without_credentials_is_bad_input_naming_the_variables(
-        self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer,
-        run_cli: RunCli
+        self, tmp_path: Path, small_data: Path, dropbox_server: DropboxTestServer, run_cli: RunCli
     ) -> None:
-        config = config_for(tmp_path, small_data, {"kind": "dropbox",
-                                                   "endpoint_url": dropbox_server.url})
+        config = config_for(
+            tmp_path, small_data, {"kind": "dropbox", "endpoint_url": dropbox_server.url}
+        )
 
         result = run_cli("run", "--config", str(config))
 
@@ -272,8 +319,7 @@ def test_a_summary_reports_each_symbols_upload_state(
 ) -> None:
     config = config_for(tmp_path, small_data, s3_storage(seaweed, new_bucket(seaweed)))
     assert run_cli("run", "--config", str(config), env=seaweed.env).returncode == 0
-    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc())
-                        / "engine_summary.json")
+    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) / "engine_summary.json")
     assert {s["upload"] for s in summary["by_symbol"].values()} == {"uploaded"}
 
 

@@ -53,8 +53,9 @@ def test_default_concurrency_is_12_with_a_gpu_and_2_without() -> None:
 
 
 def test_the_policy_is_resolved_once_from_settings_machine_and_plan_size() -> None:
-    settings = Settings.model_validate({"run": {"mode": "hybrid", "max_concurrent": 4,
-                                                "timeout_minutes": 2, "retries": 3}})
+    settings = Settings.model_validate(
+        {"run": {"mode": "hybrid", "max_concurrent": 4, "timeout_minutes": 2, "retries": 3}}
+    )
     machine = Resources(cpu_count=16, gpu_count=0, memory_mb=10_000, cuda_visible_devices=None)
     policy = resolve_policy(settings, machine, runnable=3)
     assert (policy.window, policy.threads_per_item, policy.timeout_s) == (3, 5, 120.0)

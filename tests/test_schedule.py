@@ -28,14 +28,27 @@ def tool(name: str) -> str:
 
 def nightly_config(tmp_path: Path, small_data: Path, **run: object) -> Path:
     symbol = sorted(p.stem for p in small_data.glob("*.parquet"))[0]
-    return write_config(tmp_path / "conf" / "nightly.toml", {
-        "run": {"root": "../root", "symbols": symbol, "retries": 1, "timeout_minutes": 10,
-                "kill_grace_s": 5, "stop_grace_s": 30, "max_concurrent": 2, **run},
-        "data": {"path": str(small_data)},
-        "trainer": {"plugin": "tests.support.plugins:faulty",
-                    "params": {"pid_dir": str(tmp_path / "pids")}},
-        "notify": {"close_timeout_s": 20},
-    })
+    return write_config(
+        tmp_path / "conf" / "nightly.toml",
+        {
+            "run": {
+                "root": "../root",
+                "symbols": symbol,
+                "retries": 1,
+                "timeout_minutes": 10,
+                "kill_grace_s": 5,
+                "stop_grace_s": 30,
+                "max_concurrent": 2,
+                **run,
+            },
+            "data": {"path": str(small_data)},
+            "trainer": {
+                "plugin": "tests.support.plugins:faulty",
+                "params": {"pid_dir": str(tmp_path / "pids")},
+            },
+            "notify": {"close_timeout_s": 20},
+        },
+    )
 
 
 def read_unit(path: Path) -> configparser.ConfigParser:
@@ -48,8 +61,7 @@ def read_unit(path: Path) -> configparser.ConfigParser:
 def systemd_verify(*units: Path, user: bool, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     runtime = tmp_path / "xdg-runtime"  # the user manager's verify needs a runtime folder
     runtime.mkdir(mode=0o700, exist_ok=True)
-    args = [tool("systemd-analyze"), *(["--user"] if user else []), "verify",
-            *map(str, units)]
+    args = [tool("systemd-analyze"), *(["--user"] if user else []), "verify", *map(str, units)]
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
 
@@ -62,12 +74,22 @@ def config(tmp_path: Path, small_data: Path) -> Path:
 
 @pytest.mark.parametrize("user", [True, False])
 def test_the_systemd_units_pass_systemd_analyze_verify(
-        tmp_path: Path, config: Path, run_cli: RunCli, user: bool) -> None:
+    tmp_path: Path, config: Path, run_cli: RunCli, user: bool
+) -> None:
     out = tmp_path / "units"
     flags = ["--user"] if user else []
 
-    result = run_cli("schedule", "systemd", "--at", "02:30", "--config", str(config),
-                     "--output", str(out), *flags)
+    result = run_cli(
+        "schedule",
+        "systemd",
+        "--at",
+        "02:30",
+        "--config",
+        str(config),
+        "--output",
+        str(out),
+        *flags,
+    )
 
     assert result.returncode == 0, result.stderr
     service, timer = out / "retrainer.service", out / "retrainer.timer"
@@ -78,10 +100,15 @@ def test_the_systemd_units_pass_systemd_analyze_verify(
 
 
 def test_the_service_is_a_oneshot_of_the_venvs_retrainer_in_the_run_root(
-        tmp_path: Path, config: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     out = tmp_path / "units"
-    assert run_cli("schedule", "systemd", "--at", "02:30", "--config", str(config),
-                   "--output", str(out)).returncode == 0
+    assert (
+        run_cli(
+            "schedule", "systemd", "--at", "02:30", "--config", str(config), "--output", str(out)
+        ).returncode
+        == 0
+    )
 
     service = read_unit(out / "retrainer.service")["Service"]
     assert service["Type"] == "oneshot"
@@ -100,15 +127,27 @@ def test_the_service_is_a_oneshot_of_the_venvs_retrainer_in_the_run_root(
 
 
 def test_the_start_timeout_outlasts_a_night_on_which_every_attempt_times_out(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
     (tmp_path / "conf").mkdir()
-    config = nightly_config(tmp_path, small_data, symbols="A,B,C,D,E", retries=2,
-                            timeout_minutes=30, kill_grace_s=10, max_concurrent=2,
-                            backoff_cap_s=120)
+    config = nightly_config(
+        tmp_path,
+        small_data,
+        symbols="A,B,C,D,E",
+        retries=2,
+        timeout_minutes=30,
+        kill_grace_s=10,
+        max_concurrent=2,
+        backoff_cap_s=120,
+    )
     out = tmp_path / "units"
 
-    assert run_cli("schedule", "systemd", "--at", "23:05", "--config", str(config),
-                   "--output", str(out)).returncode == 0
+    assert (
+        run_cli(
+            "schedule", "systemd", "--at", "23:05", "--config", str(config), "--output", str(out)
+        ).returncode
+        == 0
+    )
 
     start_s = int(read_unit(out / "retrainer.service")["Service"]["TimeoutStartSec"])
     # 5 symbols × 3 attempts of 30 min + 10 s, two at a time, and two backoffs of 120 s.
@@ -117,26 +156,45 @@ def test_the_start_timeout_outlasts_a_night_on_which_every_attempt_times_out(
     assert read_unit(out / "retrainer.timer")["Timer"]["OnCalendar"] == "*-*-* 23:05:00"
 
 
-def test_user_units_go_to_the_users_systemd_folder(tmp_path: Path, config: Path,
-                                                   run_cli: RunCli) -> None:
+def test_user_units_go_to_the_users_systemd_folder(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
 
-    result = run_cli("schedule", "systemd", "--at", "04:00", "--user", "--config", str(config),
-                     "--name", "nightly-btc", env={"HOME": str(home), "XDG_CONFIG_HOME": ""})
+    result = run_cli(
+        "schedule",
+        "systemd",
+        "--at",
+        "04:00",
+        "--user",
+        "--config",
+        str(config),
+        "--name",
+        "nightly-btc",
+        env={"HOME": str(home), "XDG_CONFIG_HOME": ""},
+    )
 
     assert result.returncode == 0, result.stderr
     folder = home / ".config" / "systemd" / "user"
-    assert sorted(p.name for p in folder.iterdir()) == ["nightly-btc.service",
-                                                        "nightly-btc.timer"]
+    assert sorted(p.name for p in folder.iterdir()) == ["nightly-btc.service", "nightly-btc.timer"]
     assert "systemctl --user enable --now nightly-btc.timer" in result.stdout
     assert read_unit(folder / "nightly-btc.timer")["Timer"]["Unit"] == "nightly-btc.service"
 
 
-def test_print_shows_the_units_and_writes_nothing(tmp_path: Path, config: Path,
-                                                  run_cli: RunCli) -> None:
-    result = run_cli("schedule", "systemd", "--at", "02:30", "--config", str(config),
-                     "--print", env={"HOME": str(tmp_path / "nohome")})
+def test_print_shows_the_units_and_writes_nothing(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
+    result = run_cli(
+        "schedule",
+        "systemd",
+        "--at",
+        "02:30",
+        "--config",
+        str(config),
+        "--print",
+        env={"HOME": str(tmp_path / "nohome")},
+    )
 
     assert result.returncode == 0, result.stderr
     assert "# retrainer.service\n" in result.stdout and "Type=oneshot" in result.stdout
@@ -145,14 +203,19 @@ def test_print_shows_the_units_and_writes_nothing(tmp_path: Path, config: Path,
 
 
 def test_a_percent_sign_in_a_path_is_escaped_for_systemd(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
     (tmp_path / "conf").mkdir()
     config = nightly_config(tmp_path, small_data)
     odd = config.rename(tmp_path / "conf" / "100% nightly.toml")
     out = tmp_path / "units"
 
-    assert run_cli("schedule", "systemd", "--at", "02:30", "--config", str(odd),
-                   "--output", str(out)).returncode == 0
+    assert (
+        run_cli(
+            "schedule", "systemd", "--at", "02:30", "--config", str(odd), "--output", str(out)
+        ).returncode
+        == 0
+    )
 
     service = out / "retrainer.service"
     assert f'"{odd.parent}/100%% nightly.toml"' in service.read_text()
@@ -171,8 +234,7 @@ def test_times_are_read_as_hours_and_minutes() -> None:
 
 
 @pytest.mark.parametrize("kind", ["systemd", "cron"])
-def test_the_commands_say_a_bad_time_is_bad_input(kind: str, config: Path,
-                                                  run_cli: RunCli) -> None:
+def test_the_commands_say_a_bad_time_is_bad_input(kind: str, config: Path, run_cli: RunCli) -> None:
     result = run_cli("schedule", kind, "--at", "25:00", "--config", str(config))
 
     assert result.returncode == 2
@@ -194,19 +256,23 @@ def cron_line(run_cli: RunCli, config: Path, at: str = "02:30") -> str:
 
 
 def test_the_cron_line_passes_crontab_n_and_names_absolute_paths(
-        tmp_path: Path, config: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     line = cron_line(run_cli, config, at="03:07")
     crontab = tmp_path / "crontab"
     crontab.write_text(line + "\n")
 
-    checked = subprocess.run([tool("crontab"), "-n", str(crontab)], capture_output=True,
-                             text=True, timeout=30)
+    checked = subprocess.run(
+        [tool("crontab"), "-n", str(crontab)], capture_output=True, text=True, timeout=30
+    )
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert line.startswith("7 3 * * * ")
     root = (tmp_path / "root").resolve()
-    assert f"{tool('flock')} -n -E 75 {root}/.retrainer.base.lock.cron {VENV_RETRAINER} run " \
-           f"--config {config.resolve()} >> {root}/logs/cron.log 2>&1" in line
+    assert (
+        f"{tool('flock')} -n -E 75 {root}/.retrainer.base.lock.cron {VENV_RETRAINER} run "
+        f"--config {config.resolve()} >> {root}/logs/cron.log 2>&1" in line
+    )
 
 
 def shell_of(line: str) -> str:
@@ -215,7 +281,8 @@ def shell_of(line: str) -> str:
 
 
 def test_the_cron_command_runs_the_night_and_appends_its_output_to_the_log(
-        tmp_path: Path, config: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     command = shell_of(cron_line(run_cli, config))
 
     done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env=_cron_env(), timeout=180)
@@ -228,15 +295,15 @@ def test_the_cron_command_runs_the_night_and_appends_its_output_to_the_log(
 
 
 def test_a_night_that_finds_the_last_one_running_does_not_start_and_says_so(
-        tmp_path: Path, config: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
     command = shell_of(cron_line(run_cli, config))
     root = tmp_path / "root"
     root.mkdir()
 
     with open(root / ".retrainer.base.lock.cron", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as the previous night's flock holds it
-        done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env=_cron_env(),
-                              timeout=60)
+        done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env=_cron_env(), timeout=60)
 
     assert done.returncode == 0
     log = (root / "logs" / "cron.log").read_text()
@@ -247,5 +314,9 @@ def test_a_night_that_finds_the_last_one_running_does_not_start_and_says_so(
 def _cron_env() -> dict[str, str]:
     # cron's own environment: a bare PATH, HOME, no venv; PYTHONPATH only so that the
     # test plug-in (tests.support.plugins) can be imported by the run.
-    return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
-            "SHELL": "/bin/sh", "PYTHONPATH": str(REPO)}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "SHELL": "/bin/sh",
+        "PYTHONPATH": str(REPO),
+    }

@@ -43,8 +43,16 @@ from tests.support.storage_fixtures import dropbox_client, new_bucket, raw_s3, s
 from tests.support.tcp_proxy import CuttingProxy
 
 KEY = "models/BTCUSDT/20261123_020000Z/model.bin"
-BAD_KEYS = ["", "/models/a.bin", "models/../a.bin", "../a.bin", "models//a.bin",
-            "models/a.bin/", "./a.bin", "models\\a.bin"]
+BAD_KEYS = [
+    "",
+    "/models/a.bin",
+    "models/../a.bin",
+    "../a.bin",
+    "models//a.bin",
+    "models/a.bin/",
+    "./a.bin",
+    "models\\a.bin",
+]
 
 ReadBack = Callable[[str], bytes]
 Unwritable = tuple[StorageClient, str]
@@ -74,8 +82,11 @@ def local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
         return LocalStorage(root), "models/BTCUSDT/model.bin"
 
     return Backend(
-        LocalStorage(root), lambda key: (root / key).read_bytes(), unwritable,
-        lambda: monkeypatch.setattr(local_backend_module, "_copy_from", _write_half_then_fail))
+        LocalStorage(root),
+        lambda key: (root / key).read_bytes(),
+        unwritable,
+        lambda: monkeypatch.setattr(local_backend_module, "_copy_from", _write_half_then_fail),
+    )
 
 
 def s3_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backend:
@@ -96,8 +107,9 @@ def s3_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
                 patched.setenv(name, value)
             return s3_client(seaweed.endpoint_url, bucket), KEY
 
-    return Backend(s3_client(proxy.url, bucket), read_back, unwritable,
-                   lambda: proxy.cut_uploads_after(50_000))
+    return Backend(
+        s3_client(proxy.url, bucket), read_back, unwritable, lambda: proxy.cut_uploads_after(50_000)
+    )
 
 
 def dropbox_backend(request: pytest.FixtureRequest) -> Backend:
@@ -112,16 +124,18 @@ def dropbox_backend(request: pytest.FixtureRequest) -> Backend:
     def break_next_write() -> None:
         server.cut_next("2/files/upload", times=5)
 
-    return Backend(storage, lambda key: server.read(f"/nightly/{key}"), unwritable,
-                   break_next_write)
+    return Backend(
+        storage, lambda key: server.read(f"/nightly/{key}"), unwritable, break_next_write
+    )
 
 
 class TestStorageContract:
     """The behaviour every storage backend must have."""
 
     @pytest.fixture(params=["local", "s3", "dropbox"])
-    def backend(self, request: pytest.FixtureRequest, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch) -> Backend:
+    def backend(
+        self, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> Backend:
         if request.param == "local":
             return local_backend(tmp_path, monkeypatch)
         if request.param == "s3":
@@ -161,9 +175,7 @@ class TestStorageContract:
         assert result.uri == storage.uri(KEY)
         assert result.seconds >= 0
 
-    def test_a_missing_key_does_not_exist_and_has_no_checksum(
-        self, storage: StorageClient
-    ) -> None:
+    def test_a_missing_key_does_not_exist_and_has_no_checksum(self, storage: StorageClient) -> None:
         assert not storage.exists(KEY)
         assert storage.checksum(KEY) is None
 
@@ -286,15 +298,19 @@ class TestLocalStorage:
 
     @pytest.fixture
     def break_next_write(self, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-        return lambda: monkeypatch.setattr(local_backend_module, "_copy_from",
-                                           _write_half_then_fail)
+        return lambda: monkeypatch.setattr(
+            local_backend_module, "_copy_from", _write_half_then_fail
+        )
 
     def test_describe_and_uri_name_the_folder(self, storage: LocalStorage, root: Path) -> None:
         assert storage.describe() == f"local:{root}"
         assert storage.uri("a/b.json") == (root / "a" / "b.json").as_uri()
 
     def test_a_failed_upload_leaves_no_temp_file_behind(
-        self, storage: LocalStorage, root: Path, tmp_path: Path,
+        self,
+        storage: LocalStorage,
+        root: Path,
+        tmp_path: Path,
         break_next_write: Callable[[], None],
     ) -> None:
         break_next_write()
@@ -393,8 +409,9 @@ class TestRegistry:
 
 class TestRecords:
     def test_an_upload_result_survives_to_dict_and_back(self) -> None:
-        result = UploadResult(key=KEY, uri="file:///m", bytes=3, sha256="ab" * 32,
-                              seconds=0.5, skipped=True)
+        result = UploadResult(
+            key=KEY, uri="file:///m", bytes=3, sha256="ab" * 32, seconds=0.5, skipped=True
+        )
         assert UploadResult.from_dict(result.to_dict()) == result
 
     def test_an_upload_error_survives_pickling_with_its_key_and_reason(self) -> None:

@@ -27,8 +27,11 @@ from tests.support.storage_fixtures import DROPBOX_ENV, dropbox_client
 KEY = "models/BTCUSDT/20261123_020000Z/model.bin"
 PATH = f"/nightly/{KEY}"
 MB = 1 << 20
-SESSION_ROUTES = ["2/files/upload_session/start", "2/files/upload_session/append_v2",
-                  "2/files/upload_session/finish"]
+SESSION_ROUTES = [
+    "2/files/upload_session/start",
+    "2/files/upload_session/append_v2",
+    "2/files/upload_session/finish",
+]
 
 
 def ok_statuses(server: DropboxTestServer, route: str) -> list[int]:
@@ -38,8 +41,7 @@ def ok_statuses(server: DropboxTestServer, route: str) -> list[int]:
 def test_a_file_over_the_threshold_goes_up_in_an_upload_session_of_chunks(
     dropbox_server: DropboxTestServer, tmp_path: Path
 ) -> None:
-    storage = dropbox_client(dropbox_server, session_threshold_bytes=4 * MB,
-                             chunk_bytes=2 * MB)
+    storage = dropbox_client(dropbox_server, session_threshold_bytes=4 * MB, chunk_bytes=2 * MB)
     source = tmp_path / "model.bin"
     source.write_bytes(os.urandom(9 * MB + 123))
 
@@ -53,8 +55,9 @@ def test_a_file_over_the_threshold_goes_up_in_an_upload_session_of_chunks(
     assert result.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
-def test_a_small_file_goes_up_in_one_call(dropbox_server: DropboxTestServer,
-                                          tmp_path: Path) -> None:
+def test_a_small_file_goes_up_in_one_call(
+    dropbox_server: DropboxTestServer, tmp_path: Path
+) -> None:
     source = tmp_path / "metrics.json"
     source.write_bytes(b"{}")
     dropbox_client(dropbox_server).put_file(source, "metrics.json")
@@ -127,7 +130,7 @@ def test_5xx_past_the_retries_give_an_upload_error_naming_the_path(
 
 
 def test_a_missing_file_is_a_409_path_not_found_and_does_not_exist(
-    dropbox_server: DropboxTestServer
+    dropbox_server: DropboxTestServer,
 ) -> None:
     storage = dropbox_client(dropbox_server)
     assert not storage.exists(KEY)
@@ -153,8 +156,9 @@ def test_a_revoked_refresh_token_fails_without_showing_it(
     dropbox_server: DropboxTestServer, tmp_path: Path
 ) -> None:
     revoked = "revoked-refresh-token-c2VjcmV0LXNlY3JldA"
-    storage = DropboxStorage(DropboxCredentials(revoked, APP_KEY, APP_SECRET),
-                             dropbox_client(dropbox_server).options)
+    storage = DropboxStorage(
+        DropboxCredentials(revoked, APP_KEY, APP_SECRET), dropbox_client(dropbox_server).options
+    )
     source = tmp_path / "model.bin"
     source.write_bytes(b"x")
 
@@ -165,9 +169,7 @@ def test_a_revoked_refresh_token_fails_without_showing_it(
     assert "AuthError" in str(caught.value) or "BadInputError" in str(caught.value)
 
 
-def test_credentials_come_from_the_environment_before_the_secrets_file(
-    tmp_path: Path
-) -> None:
+def test_credentials_come_from_the_environment_before_the_secrets_file(tmp_path: Path) -> None:
     secrets = tmp_path / "dropbox.toml"
     secrets.write_text('refresh_token = "from-file"\napp_key = "key-from-file"\n')
 
@@ -175,7 +177,10 @@ def test_credentials_come_from_the_environment_before_the_secrets_file(
     from_env = load_credentials(secrets, environ={"DROPBOX_REFRESH_TOKEN": "from-env"})
 
     assert (from_file.refresh_token, from_file.app_key, from_file.app_secret) == (
-        "from-file", "key-from-file", None)
+        "from-file",
+        "key-from-file",
+        None,
+    )
     assert (from_env.refresh_token, from_env.app_key) == ("from-env", "key-from-file")
     assert "from-env" not in repr(from_env)
 
@@ -192,8 +197,9 @@ def test_the_registry_builds_a_dropbox_client_from_settings_and_environment(
 ) -> None:
     for name, value in DROPBOX_ENV.items():
         monkeypatch.setenv(name, value)
-    client = make_storage(StorageSettings(kind="dropbox", prefix="prod",
-                                          endpoint_url=dropbox_server.url))
+    client = make_storage(
+        StorageSettings(kind="dropbox", prefix="prod", endpoint_url=dropbox_server.url)
+    )
     assert isinstance(client, DropboxStorage)
     source = tmp_path / "m.json"
     source.write_bytes(b"{}")

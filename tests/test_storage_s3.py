@@ -47,8 +47,7 @@ def test_a_20_mb_file_goes_up_in_parts_and_verifies_by_its_sha256(
 ) -> None:
     result = storage.put_file(big_file, KEY)
 
-    head = raw_s3(seaweed).head_object(Bucket=bucket, Key=f"nightly/{KEY}",
-                                        ChecksumMode="ENABLED")
+    head = raw_s3(seaweed).head_object(Bucket=bucket, Key=f"nightly/{KEY}", ChecksumMode="ENABLED")
     local = hashlib.sha256(big_file.read_bytes()).hexdigest()
     assert head["ETag"].strip('"').endswith("-3")  # 8 + 8 + 4 MB
     assert head["ChecksumSHA256"].endswith("-3")
@@ -78,8 +77,9 @@ def test_a_small_file_goes_up_whole_with_the_servers_sha256_checksum(
 
     storage.put_file(source, "m/metrics.json")
 
-    head = raw_s3(seaweed).head_object(Bucket=bucket, Key="nightly/m/metrics.json",
-                                        ChecksumMode="ENABLED")
+    head = raw_s3(seaweed).head_object(
+        Bucket=bucket, Key="nightly/m/metrics.json", ChecksumMode="ENABLED"
+    )
     digest = hashlib.sha256(source.read_bytes()).digest()
     assert head["ChecksumSHA256"] == base64.b64encode(digest).decode()
     assert "-" not in head["ETag"]
@@ -132,8 +132,7 @@ def test_wrong_credentials_fail_naming_bucket_and_key_and_never_the_secret(
 
 def test_credentials_cannot_come_from_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "retrainer.toml"
-    config.write_text('[storage]\nkind = "s3"\nbucket = "models"\n'
-                      'aws_secret_access_key = "abc"\n')
+    config.write_text('[storage]\nkind = "s3"\nbucket = "models"\naws_secret_access_key = "abc"\n')
     with pytest.raises(BadInputError, match="storage.aws_secret_access_key: unknown key"):
         load_settings(config, environ={})
 
@@ -146,8 +145,11 @@ def test_s3_storage_without_a_bucket_is_bad_input(tmp_path: Path) -> None:
 
 
 def test_the_registry_builds_an_s3_client_from_the_settings(aws_env: dict[str, str]) -> None:
-    client = make_storage(StorageSettings(kind="s3", bucket="models", prefix="prod/",
-                                          endpoint_url="http://127.0.0.1:9"))
+    client = make_storage(
+        StorageSettings(
+            kind="s3", bucket="models", prefix="prod/", endpoint_url="http://127.0.0.1:9"
+        )
+    )
     assert isinstance(client, S3Storage)
     assert client.uri("a/b.json") == "s3://models/prod/a/b.json"
     assert client.describe() == "s3://models/prod at http://127.0.0.1:9"

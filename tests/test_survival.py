@@ -37,11 +37,16 @@ def ledger_of(tmp_path: Path) -> dict[str, dict]:  # type: ignore[type-arg]
 
 
 def test_an_item_over_its_memory_cap_is_killed_and_fails_with_memory_limit(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
     hog, child_hog, good = symbols_of(small_data)[:3]
-    config = faulty_config(tmp_path, small_data,
-                           {hog: "alloc", child_hog: "alloc_in_child", good: "ok"},
-                           retries=1, timeout_minutes=5)
+    config = faulty_config(
+        tmp_path,
+        small_data,
+        {hog: "alloc", child_hog: "alloc_in_child", good: "ok"},
+        retries=1,
+        timeout_minutes=5,
+    )
     result = run_cli("run", "--config", str(config), "--max_memory_mb", "400")
     assert result.returncode == 1, result.stderr
     by_symbol = summary_of(tmp_path)["by_symbol"]
@@ -56,7 +61,8 @@ def test_an_item_over_its_memory_cap_is_killed_and_fails_with_memory_limit(
 
 
 def test_the_default_memory_cap_shares_the_machine_between_the_items_at_once(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
     import psutil
 
     config = faulty_config(tmp_path, small_data, {symbols_of(small_data)[0]: "ok"})
@@ -66,11 +72,15 @@ def test_the_default_memory_cap_shares_the_machine_between_the_items_at_once(
 
 
 def test_processes_an_item_leaves_behind_never_outlive_it(
-        tmp_path: Path, small_data: Path, run_cli: RunCli) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
     crasher, finisher = symbols_of(small_data)[:2]
-    config = faulty_config(tmp_path, small_data,
-                           {crasher: "daemon_then_crash", finisher: "daemon_then_ok"},
-                           timeout_minutes=5)
+    config = faulty_config(
+        tmp_path,
+        small_data,
+        {crasher: "daemon_then_crash", finisher: "daemon_then_ok"},
+        timeout_minutes=5,
+    )
     assert run_cli("run", "--config", str(config)).returncode == 1
     by_symbol = summary_of(tmp_path)["by_symbol"]
     assert "killed by SIGSEGV" in by_symbol[crasher]["reason"]
@@ -80,8 +90,9 @@ def test_processes_an_item_leaves_behind_never_outlive_it(
     assert_all_dead(recorded_pids(tmp_path))
 
 
-def run_in_mount_namespace(mounts: str, args: list[str],
-                           cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_in_mount_namespace(
+    mounts: str, args: list[str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
     """The CLI in a private mount namespace where `mounts` (shell) ran first, as root."""
     if shutil.which("unshare") is None:
         pytest.skip("unshare(1) is not installed")
@@ -89,20 +100,33 @@ def run_in_mount_namespace(mounts: str, args: list[str],
     if probe.returncode != 0:
         pytest.skip(f"no private mount namespace here: {probe.stderr.decode().strip()}")
     command = " ".join([sys.executable, "-m", "retrainer", *args])
-    return subprocess.run(["unshare", "-m", "sh", "-c", f"{mounts} && exec {command}"],
-                          cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"{mounts} && exec {command}"],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_a_full_disk_fails_the_item_that_writes_with_a_clear_reason(
-        tmp_path: Path, small_data: Path) -> None:
+    tmp_path: Path, small_data: Path
+) -> None:
     big, small = symbols_of(small_data)[:2]
     # In order: the small item then succeeds only if the big one's junk was removed.
-    config = faulty_config(tmp_path, small_data, {big: "big_artifact", small: "ok"},
-                           timeout_minutes=5, mode="sequential")
+    config = faulty_config(
+        tmp_path,
+        small_data,
+        {big: "big_artifact", small: "ok"},
+        timeout_minutes=5,
+        mode="sequential",
+    )
     models = tmp_path / "root" / "models"
     models.mkdir(parents=True)
-    result = run_in_mount_namespace(f"mount -t tmpfs -o size=1m tmpfs {models}",
-                                    ["run", "--config", str(config)], tmp_path)
+    result = run_in_mount_namespace(
+        f"mount -t tmpfs -o size=1m tmpfs {models}", ["run", "--config", str(config)], tmp_path
+    )
     assert result.returncode == 1, result.stderr
     by_symbol = summary_of(tmp_path)["by_symbol"]
     assert by_symbol[big]["status"] == "failed"
@@ -112,13 +136,15 @@ def test_a_full_disk_fails_the_item_that_writes_with_a_clear_reason(
 
 
 def test_a_read_only_model_folder_fails_the_items_and_keeps_the_ledger_valid(
-        tmp_path: Path, small_data: Path) -> None:
+    tmp_path: Path, small_data: Path
+) -> None:
     names = symbols_of(small_data)[:2]
     config = faulty_config(tmp_path, small_data, dict.fromkeys(names, "ok"))
     models = tmp_path / "root" / "models"
     models.mkdir(parents=True)
-    result = run_in_mount_namespace(f"mount -t tmpfs -o ro tmpfs {models}",
-                                    ["run", "--config", str(config)], tmp_path)
+    result = run_in_mount_namespace(
+        f"mount -t tmpfs -o ro tmpfs {models}", ["run", "--config", str(config)], tmp_path
+    )
     assert result.returncode == 1, result.stderr
     for symbol in names:
         entry = ledger_of(tmp_path)[symbol]
@@ -127,11 +153,19 @@ def test_a_read_only_model_folder_fails_the_items_and_keeps_the_ledger_valid(
 
 
 def test_a_stopped_run_lets_running_items_finish_within_the_grace(
-        tmp_path: Path, small_data: Path) -> None:
+    tmp_path: Path, small_data: Path
+) -> None:
     names = symbols_of(small_data)
     behaviours = {names[0]: "slow", names[1]: "hang", names[2]: "ok"}
-    config = faulty_config(tmp_path, small_data, behaviours, timeout_minutes=10,
-                           stop_grace_s=8.0, max_concurrent=2, mode="hybrid")
+    config = faulty_config(
+        tmp_path,
+        small_data,
+        behaviours,
+        timeout_minutes=10,
+        stop_grace_s=8.0,
+        max_concurrent=2,
+        mode="hybrid",
+    )
     scheduler = start_scheduler(config, tmp_path)
     wait_for_pids(tmp_path, 2)
     scheduler.send_signal(signal.SIGTERM)
@@ -146,8 +180,14 @@ def test_a_stopped_run_lets_running_items_finish_within_the_grace(
 
 def test_a_second_signal_stops_at_once(tmp_path: Path, small_data: Path) -> None:
     names = symbols_of(small_data)[:2]
-    config = faulty_config(tmp_path, small_data, dict.fromkeys(names, "hang_ignoring_term"),
-                           timeout_minutes=10, stop_grace_s=600, kill_grace_s=600)
+    config = faulty_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "hang_ignoring_term"),
+        timeout_minutes=10,
+        stop_grace_s=600,
+        kill_grace_s=600,
+    )
     scheduler = start_scheduler(config, tmp_path)
     pids = wait_for_pids(tmp_path, 2)
     scheduler.send_signal(signal.SIGINT)
@@ -161,7 +201,8 @@ def test_a_second_signal_stops_at_once(tmp_path: Path, small_data: Path) -> None
 
 @pytest.mark.parametrize("storage", ["none", "local"])
 def test_an_attempt_left_running_by_a_dead_scheduler_is_settled_from_disk(
-        tmp_path: Path, small_data: Path, run_cli: RunCli, storage: str) -> None:
+    tmp_path: Path, small_data: Path, run_cli: RunCli, storage: str
+) -> None:
     finished, unfinished = symbols_of(small_data)[:2]
     config = faulty_config(tmp_path, small_data, {finished: "ok", unfinished: "ok"})
     mirror = tmp_path / "mirror"
@@ -200,13 +241,15 @@ def test_an_attempt_left_running_by_a_dead_scheduler_is_settled_from_disk(
 
 
 def test_a_run_that_cannot_write_its_own_ledger_stops_with_exit_74_and_a_message(
-        tmp_path: Path, small_data: Path) -> None:
+    tmp_path: Path, small_data: Path
+) -> None:
     names = symbols_of(small_data)[:2]
     config = faulty_config(tmp_path, small_data, dict.fromkeys(names, "ok"))
     runs = tmp_path / "root" / "runs"
     runs.mkdir(parents=True)
-    result = run_in_mount_namespace(f"mount -t tmpfs -o ro tmpfs {runs}",
-                                    ["run", "--config", str(config)], tmp_path)
+    result = run_in_mount_namespace(
+        f"mount -t tmpfs -o ro tmpfs {runs}", ["run", "--config", str(config)], tmp_path
+    )
     assert result.returncode == 74, result.stderr
     assert "cannot write the run's files" in result.stderr
     assert "Read-only file system" in result.stderr

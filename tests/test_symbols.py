@@ -17,18 +17,26 @@ END = pd.Timestamp("2026-06-01T00:00:00Z")
 
 
 def write_symbol(
-    data_dir: Path, symbol: str, daily_quote: list[float] | float, days: int = 40,
+    data_dir: Path,
+    symbol: str,
+    daily_quote: list[float] | float,
+    days: int = 40,
     end: pd.Timestamp = END,
 ) -> Path:
     """Hourly bars at price 2.0 whose quote volume sums to daily_quote[d] on day d."""
     quotes = np.broadcast_to(np.asarray(daily_quote, dtype=float), (days,))
     timestamps = pd.date_range(end=end - pd.Timedelta(hours=1), periods=days * 24, freq="1h")
     price = np.full(days * 24, 2.0)
-    table = pa.table({
-        "timestamp": pa.array(timestamps),
-        "open": price, "high": price * 1.01, "low": price * 0.99, "close": price,
-        "volume": np.repeat(quotes / 24.0 / 2.0, 24),
-    })
+    table = pa.table(
+        {
+            "timestamp": pa.array(timestamps),
+            "open": price,
+            "high": price * 1.01,
+            "low": price * 0.99,
+            "close": price,
+            "volume": np.repeat(quotes / 24.0 / 2.0, 24),
+        }
+    )
     path = data_dir / f"{symbol}.parquet"
     pq.write_table(table, path)
     return path
@@ -38,8 +46,13 @@ def write_symbol(
 def data_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "data"
     folder.mkdir()
-    for symbol, quote in [("BTCUSDT", 5e9), ("ETHUSDT", 2e9), ("SOLUSDT", 5e8),
-                          ("XRPUSDT", 1e8), ("DOGEUSDT", 5e7)]:
+    for symbol, quote in [
+        ("BTCUSDT", 5e9),
+        ("ETHUSDT", 2e9),
+        ("SOLUSDT", 5e8),
+        ("XRPUSDT", 1e8),
+        ("DOGEUSDT", 5e7),
+    ]:
         write_symbol(folder, symbol, quote)
     return folder
 
@@ -124,7 +137,8 @@ def test_top_n_over_a_missing_folder_is_an_error(tmp_path: Path) -> None:
 def test_top_n_names_every_unreadable_file(data_dir: Path) -> None:
     (data_dir / "BADUSDT.parquet").write_bytes(b"garbage")
     pd.DataFrame({"timestamp": ["2026-01-01"], "close": [1.0]}).to_csv(
-        data_dir / "NOVOLUSDT.csv", index=False)
+        data_dir / "NOVOLUSDT.csv", index=False
+    )
     message = bad_input("top3", data_dir)
     assert f"{data_dir / 'BADUSDT.parquet'}: cannot be read as Parquet" in message
     assert f"{data_dir / 'NOVOLUSDT.csv'}: missing column(s) volume" in message
@@ -135,7 +149,10 @@ def test_top_n_names_every_unreadable_file(data_dir: Path) -> None:
 
 def test_comma_list_is_upper_cased_trimmed_and_deduplicated_in_order(data_dir: Path) -> None:
     assert resolve_symbols(" solusdt , BTCUSDT,,ethusdt , btcusdt, ", data_dir) == [
-        "SOLUSDT", "BTCUSDT", "ETHUSDT"]
+        "SOLUSDT",
+        "BTCUSDT",
+        "ETHUSDT",
+    ]
 
 
 def test_a_space_inside_a_symbol_is_not_trimmed_away(data_dir: Path) -> None:
@@ -173,7 +190,8 @@ def test_an_empty_list_is_an_error(data_dir: Path) -> None:
 
 def test_a_list_against_a_missing_data_folder_says_so(tmp_path: Path) -> None:
     assert f"data folder {tmp_path / 'nope'} does not exist" in bad_input(
-        "BTCUSDT", tmp_path / "nope")
+        "BTCUSDT", tmp_path / "nope"
+    )
 
 
 def test_a_thousand_symbol_list_is_not_mistaken_for_a_path(tmp_path: Path) -> None:

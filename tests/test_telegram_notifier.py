@@ -21,8 +21,17 @@ from tests.support.telegram_server import FakeBotApi
 
 TOKEN = "987654321:AAHsecretSecretSecretSecretSecret12"
 ENV = {TOKEN_ENV: TOKEN, CHAT_ID_ENV: "-100123"}
-STARTED = {"run_id": "20261123_020000Z-9", "host": "box", "mode": "hybrid", "driver": "local",
-           "symbols": 4, "to_run": 4, "to_skip": 0, "window": 2, "threads_per_item": 1}
+STARTED = {
+    "run_id": "20261123_020000Z-9",
+    "host": "box",
+    "mode": "hybrid",
+    "driver": "local",
+    "symbols": 4,
+    "to_run": 4,
+    "to_skip": 0,
+    "window": 2,
+    "threads_per_item": 1,
+}
 
 
 @pytest.fixture
@@ -34,19 +43,34 @@ def bot_api() -> Iterator[FakeBotApi]:
 
 def _notifier(api: FakeBotApi | str, **options: Any) -> TelegramNotifier:
     url = api if isinstance(api, str) else api.api_url
-    return TelegramNotifier({"kind": "telegram", "api_url": url, "request_timeout_s": 2,
-                             "close_timeout_s": 5, **options}, ENV)
+    return TelegramNotifier(
+        {
+            "kind": "telegram",
+            "api_url": url,
+            "request_timeout_s": 2,
+            "close_timeout_s": 5,
+            **options,
+        },
+        ENV,
+    )
 
 
 def _summary(failures: dict[str, str]) -> dict[str, Any]:
     by_symbol = {s: {"status": "failed", "reason": r} for s, r in failures.items()}
-    return {"run_id": STARTED["run_id"], "day": "20261123Z", "exit_code": 1 if failures else 0,
-            "total_symbols": len(failures), "failed": len(failures), "by_symbol": by_symbol,
-            "failures": failures}
+    return {
+        "run_id": STARTED["run_id"],
+        "day": "20261123Z",
+        "exit_code": 1 if failures else 0,
+        "total_symbols": len(failures),
+        "failed": len(failures),
+        "by_symbol": by_symbol,
+        "failures": failures,
+    }
 
 
 def test_the_telegram_notifier_is_a_notifier_and_sends_each_message_to_the_chat(
-        bot_api: FakeBotApi) -> None:
+    bot_api: FakeBotApi,
+) -> None:
     notifier = _notifier(bot_api, batch_window_s=0.2)
     assert isinstance(notifier, Notifier)
 
@@ -104,7 +128,8 @@ def test_failures_within_the_window_arrive_as_one_message(bot_api: FakeBotApi) -
 
 
 def test_a_systemic_failure_is_escalated_at_once_without_waiting_for_the_window(
-        bot_api: FakeBotApi) -> None:
+    bot_api: FakeBotApi,
+) -> None:
     notifier = _notifier(bot_api, batch_window_s=600, escalate_share=0.5)
     notifier.run_started(STARTED)  # 4 symbols to train
     notifier.item_failed("AAA", "boom")
@@ -114,11 +139,11 @@ def test_a_systemic_failure_is_escalated_at_once_without_waiting_for_the_window(
     notifier.close()
 
     assert bot_api.texts()[1].startswith(
-        "🚨 retrainer: SYSTEMIC FAILURE? 2 of 4 symbols to train have failed (50%)")
+        "🚨 retrainer: SYSTEMIC FAILURE? 2 of 4 symbols to train have failed (50%)"
+    )
 
 
-def test_a_message_over_the_limit_is_split_into_parts_that_all_arrive(
-        bot_api: FakeBotApi) -> None:
+def test_a_message_over_the_limit_is_split_into_parts_that_all_arrive(bot_api: FakeBotApi) -> None:
     notifier = _notifier(bot_api, attach_summary=False)
     failures = {f"SYM{i:03d}": "RuntimeError: " + "x" * 200 for i in range(40)}
 
@@ -144,11 +169,15 @@ def test_a_429_is_retried_after_the_servers_retry_after(bot_api: FakeBotApi) -> 
     assert (first.answer, second.answer) == ("429", "ok")
     assert second.at - first.at >= 0.95  # retry_after = 1 s
     assert [e["event"] for e in logs if e["event"].startswith("notify_")] == [
-        "notify_retry", "notify_sent", "notify_closed"]
+        "notify_retry",
+        "notify_sent",
+        "notify_closed",
+    ]
 
 
 def test_server_errors_are_retried_a_bounded_number_of_times_then_logged(
-        bot_api: FakeBotApi) -> None:
+    bot_api: FakeBotApi,
+) -> None:
     bot_api.script(then="500")
     notifier = _notifier(bot_api, max_retries=2)
 
@@ -174,7 +203,8 @@ def test_a_500_then_success_delivers_the_message_once(bot_api: FakeBotApi) -> No
 
 
 def test_a_refused_token_stops_all_sending_and_is_logged_without_the_token(
-        bot_api: FakeBotApi) -> None:
+    bot_api: FakeBotApi,
+) -> None:
     bot_api.script(then="401")
     notifier = _notifier(bot_api)
 
@@ -190,8 +220,7 @@ def test_a_refused_token_stops_all_sending_and_is_logged_without_the_token(
     assert TOKEN not in repr(logs)
 
 
-def test_a_hanging_server_delays_close_by_at_most_the_close_timeout(
-        bot_api: FakeBotApi) -> None:
+def test_a_hanging_server_delays_close_by_at_most_the_close_timeout(bot_api: FakeBotApi) -> None:
     bot_api.script(then="hang")
     notifier = _notifier(bot_api, request_timeout_s=30, close_timeout_s=1.5)
     notifier.run_started(STARTED)
@@ -222,11 +251,13 @@ def test_an_unreachable_api_url_is_retried_then_given_up(tmp_path: Path) -> None
 
 
 def test_the_token_and_chat_id_can_come_from_a_secrets_file(
-        bot_api: FakeBotApi, tmp_path: Path) -> None:
+    bot_api: FakeBotApi, tmp_path: Path
+) -> None:
     secrets = tmp_path / "telegram.env"
     secrets.write_text(f"# bot\nexport {TOKEN_ENV}='{TOKEN}'\n{CHAT_ID_ENV}=777\n")
-    notifier = TelegramNotifier({"kind": "telegram", "api_url": bot_api.api_url,
-                                 "secrets_file": secrets}, environ={})
+    notifier = TelegramNotifier(
+        {"kind": "telegram", "api_url": bot_api.api_url, "secrets_file": secrets}, environ={}
+    )
 
     notifier.run_started(STARTED)
     notifier.close()
@@ -236,7 +267,8 @@ def test_the_token_and_chat_id_can_come_from_a_secrets_file(
 
 
 def test_a_notifier_without_a_token_is_logged_and_replaced_by_the_null_one(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     monkeypatch.setenv(CHAT_ID_ENV, "42")
 
@@ -249,7 +281,8 @@ def test_a_notifier_without_a_token_is_logged_and_replaced_by_the_null_one(
 
 
 def test_a_secrets_file_line_without_a_name_is_reported_without_its_content(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secrets = tmp_path / "telegram.env"
     secrets.write_text(f"{TOKEN}\n")
 
@@ -262,12 +295,14 @@ def test_a_secrets_file_line_without_a_name_is_reported_without_its_content(
 
 
 def test_a_disabled_notifier_is_the_null_one_whatever_the_kind() -> None:
-    assert isinstance(notifier_for_run(NotifySettings(kind="telegram", enabled=False)),
-                      NullNotifier)
+    assert isinstance(
+        notifier_for_run(NotifySettings(kind="telegram", enabled=False)), NullNotifier
+    )
 
 
-def test_the_http_libraries_do_not_log_request_urls(bot_api: FakeBotApi,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_the_http_libraries_do_not_log_request_urls(
+    bot_api: FakeBotApi, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
     notifier = _notifier(bot_api)
 

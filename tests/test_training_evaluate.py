@@ -72,8 +72,9 @@ def test_classification_metrics() -> None:
 def test_test_span_report_has_gross_net_and_buy_hold() -> None:
     prob = np.array([0.9, 0.9, 0.1, 0.1])
     fwd = np.array([0.01, 0.02, -0.03, 0.01])
-    report = evaluate_test_span(prob, np.array([1, 1, 0, 1]), fwd,
-                                cost_per_turnover_bps=10.0, periods_per_year=8766)
+    report = evaluate_test_span(
+        prob, np.array([1, 1, 0, 1]), fwd, cost_per_turnover_bps=10.0, periods_per_year=8766
+    )
     assert report["gross_total_return"] == pytest.approx(math.expm1(0.05))
     assert report["net_total_return"] == pytest.approx(math.expm1(0.047))
     assert report["buy_hold_total_return"] == pytest.approx(math.expm1(0.01))

@@ -25,8 +25,18 @@ PARAMS = TrainerParams()
 def test_feature_names_cover_every_configured_feature() -> None:
     frame = build_features(make_bars(600), PARAMS)
     assert feature_names(frame) == [
-        "ret_1", "ret_2", "ret_4", "ret_8", "ret_24", "vol_24", "vol_168", "hl_range",
-        "volume_z_168", "rsi_14", "hour_sin", "hour_cos",
+        "ret_1",
+        "ret_2",
+        "ret_4",
+        "ret_8",
+        "ret_24",
+        "vol_24",
+        "vol_168",
+        "hl_range",
+        "volume_z_168",
+        "rsi_14",
+        "hour_sin",
+        "hour_cos",
     ]
     assert list(frame.columns[:1]) == [TIMESTAMP]
     assert {FWD_RET_1, FWD_RET_H, TARGET} <= set(frame.columns)
@@ -55,13 +65,17 @@ def test_changing_future_bars_does_not_change_past_feature_rows(cut: int) -> Non
     names = feature_names(before)
     past_before = before[before[TIMESTAMP] < cut_time]
     past_after = after[after[TIMESTAMP] < cut_time]
-    pd.testing.assert_frame_equal(past_before[[TIMESTAMP, *names]],
-                                  past_after[[TIMESTAMP, *names]], check_exact=True)
+    pd.testing.assert_frame_equal(
+        past_before[[TIMESTAMP, *names]], past_after[[TIMESTAMP, *names]], check_exact=True
+    )
     # Labels may look ahead, but only horizon_bars: rows whose window ends before the cut agree.
     label_time = bars[TIMESTAMP].iloc[cut - PARAMS.horizon_bars]
     labels = [FWD_RET_1, FWD_RET_H, TARGET]
-    pd.testing.assert_frame_equal(before[before[TIMESTAMP] < label_time][labels],
-                                  after[after[TIMESTAMP] < label_time][labels], check_exact=True)
+    pd.testing.assert_frame_equal(
+        before[before[TIMESTAMP] < label_time][labels],
+        after[after[TIMESTAMP] < label_time][labels],
+        check_exact=True,
+    )
 
 
 def test_target_is_the_sign_of_the_forward_return_over_the_horizon() -> None:
@@ -76,7 +90,8 @@ def test_target_is_the_sign_of_the_forward_return_over_the_horizon() -> None:
         expected_h = log_close.iloc[position + 6] - log_close.iloc[position]
         assert frame[FWD_RET_H].iloc[i] == pytest.approx(expected_h, abs=1e-12)
         assert frame[FWD_RET_1].iloc[i] == pytest.approx(
-            log_close.iloc[position + 1] - log_close.iloc[position], abs=1e-12)
+            log_close.iloc[position + 1] - log_close.iloc[position], abs=1e-12
+        )
         assert frame[TARGET].iloc[i] == int(expected_h > 0)
 
 

@@ -71,8 +71,9 @@ def test_our_adam_matches_torch_optim_adam_bit_for_bit(weight_decay: float) -> N
         torch.manual_seed(0)
         models.append(MLP(5, (8, 4), dropout=0.0))
     ours = Adam(models[0].parameters(), lr=0.01, weight_decay=weight_decay)
-    theirs = torch.optim.Adam(models[1].parameters(), lr=0.01, weight_decay=weight_decay,
-                              foreach=False)
+    theirs = torch.optim.Adam(
+        models[1].parameters(), lr=0.01, weight_decay=weight_decay, foreach=False
+    )
     loss_fn = torch.nn.BCEWithLogitsLoss()
     for step in range(20):
         batch = slice(step * 20, step * 20 + 20)
@@ -104,8 +105,9 @@ def test_fit_leaves_the_global_rng_and_determinism_flag_as_it_found_them() -> No
 
 
 def test_early_stopping_restores_the_best_epoch_weights() -> None:
-    params = PARAMS.model_copy(update={"max_epochs": 40, "patience_epochs": 2,
-                                       "learning_rate": 0.05})
+    params = PARAMS.model_copy(
+        update={"max_epochs": 40, "patience_epochs": 2, "learning_rate": 0.05}
+    )
     result = fit(*make_data(), params, seed=1, device="cpu")
     losses = [e.val_loss for e in result.epochs]
     assert result.best_val_loss == min(losses)
@@ -114,8 +116,8 @@ def test_early_stopping_restores_the_best_epoch_weights() -> None:
         assert len(result.epochs) == result.best_epoch + params.patience_epochs
     _, _, val_x, val_y = make_data()
     loss = torch.nn.functional.binary_cross_entropy(
-        torch.from_numpy(predict_proba(result.model, val_x, "cpu")).float(),
-        torch.from_numpy(val_y))
+        torch.from_numpy(predict_proba(result.model, val_x, "cpu")).float(), torch.from_numpy(val_y)
+    )
     assert float(loss) == pytest.approx(result.best_val_loss, rel=1e-5)
 
 
@@ -143,5 +145,6 @@ def test_checkpoint_reloads_and_predicts_the_same() -> None:
     loaded = load_checkpoint(data)
     assert loaded.feature_names == ["f0", "f1", "f2", "f3", "f4"]
     np.testing.assert_array_equal(loaded.standardiser.mean, stats.mean)
-    np.testing.assert_array_equal(predict_proba(loaded.model, val_x, "cpu"),
-                                  predict_proba(result.model, val_x, "cpu"))
+    np.testing.assert_array_equal(
+        predict_proba(loaded.model, val_x, "cpu"), predict_proba(result.model, val_x, "cpu")
+    )

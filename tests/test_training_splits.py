@@ -46,8 +46,8 @@ def test_spans_are_ordered_disjoint_and_embargoed(
     # The last training row's target window (horizon bars ahead) ends before validation.
     assert train.stop - 1 + horizon < val.start
     first_val_time = timestamps.iloc[val.start]
-    assert (timestamps.iloc[train.start:train.stop] < first_val_time).all()
-    assert (timestamps.iloc[val.start:val.stop] < timestamps.iloc[test.start]).all()
+    assert (timestamps.iloc[train.start : train.stop] < first_val_time).all()
+    assert (timestamps.iloc[val.start : val.stop] < timestamps.iloc[test.start]).all()
 
 
 def test_too_few_rows_is_a_split_error() -> None:

@@ -34,8 +34,15 @@ def test_every_artifact_is_written_and_metrics_match_the_return(tmp_path: Path) 
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert events.artifacts("coin_partial_saved") == list(PARTIAL_ARTIFACTS)
     assert [e for e, _ in events.events][-1] == "coin_trained"
-    for key in ("test_accuracy", "test_log_loss", "gross_sharpe", "net_sharpe",
-                "net_total_return", "turnover_per_bar", "buy_hold_sharpe"):
+    for key in (
+        "test_accuracy",
+        "test_log_loss",
+        "gross_sharpe",
+        "net_sharpe",
+        "net_total_return",
+        "turnover_per_bar",
+        "buy_hold_sharpe",
+    ):
         assert key in metrics
 
 
@@ -91,8 +98,11 @@ def test_a_corrupted_partial_is_not_reused(tmp_path: Path) -> None:
 def test_partials_from_other_inputs_are_not_reused(tmp_path: Path) -> None:
     train(make_context(tmp_path / "first", partial_key="old"))
     events = EventLog()
-    train(make_context(tmp_path / "second", reuse_dir=tmp_path / "first", emit=events,
-                       partial_key="new"))
+    train(
+        make_context(
+            tmp_path / "second", reuse_dir=tmp_path / "first", emit=events, partial_key="new"
+        )
+    )
     assert events.artifacts("coin_partial_reused") == []
 
 
@@ -100,8 +110,13 @@ def test_params_are_validated_through_the_contract() -> None:
     trainer = load_trainer("retrainer.training.trainer:train")
     assert getattr(trainer, "params_model", None) is TrainerParams
     assert validate_trainer_params(trainer, {"horizon_bars": 8})["embargo_bars"] == 24
-    for bad in ({"horizon_bars": 48}, {"hidden_size": [3]}, {"dropout": 1.5},
-                {"train_fraction": 0.9}, {"return_lags": [1, 1]}):
+    for bad in (
+        {"horizon_bars": 48},
+        {"hidden_size": [3]},
+        {"dropout": 1.5},
+        {"train_fraction": 0.9},
+        {"return_lags": [1, 1]},
+    ):
         with pytest.raises(BadInputError, match="trainer.params"):
             validate_trainer_params(trainer, bad)
 

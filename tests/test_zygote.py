@@ -41,7 +41,8 @@ def fork_waiting(zygote: Zygote) -> tuple[ZygoteChild, int]:
 
 
 def test_a_process_handed_nothing_exits_zero_and_its_status_arrives_by_serial(
-        zygote: Zygote) -> None:
+    zygote: Zygote,
+) -> None:
     first, inbox = fork_waiting(zygote)
     second, other_inbox = fork_waiting(zygote)
     assert first.serial != second.serial and first.pid != second.pid
@@ -90,8 +91,7 @@ def test_the_schedulers_orphan_sweep_spares_the_helpers_its_driver_names(zygote:
     assert child.exitcode == 0
 
 
-def test_a_fork_after_the_zygote_died_says_so_and_closing_leaves_no_process(
-        zygote: Zygote) -> None:
+def test_a_fork_after_the_zygote_died_says_so_and_closing_leaves_no_process(zygote: Zygote) -> None:
     waiting, inbox = fork_waiting(zygote)
     assert zygote.pid is not None and waiting.pid is not None
     os.kill(zygote.pid, signal.SIGKILL)
@@ -108,7 +108,8 @@ def test_a_fork_after_the_zygote_died_says_so_and_closing_leaves_no_process(
 
 
 def test_closing_the_zygote_ends_it_and_its_waiting_processes_end_with_their_inboxes(
-        zygote: Zygote) -> None:
+    zygote: Zygote,
+) -> None:
     waiting, inbox = fork_waiting(zygote)
     zygote_pid, waiting_pid = zygote.pid, waiting.pid
     assert zygote_pid is not None and waiting_pid is not None
@@ -120,7 +121,8 @@ def test_closing_the_zygote_ends_it_and_its_waiting_processes_end_with_their_inb
 
 
 def test_a_child_outliving_its_zygote_still_ends_and_says_its_status_was_lost(
-        zygote: Zygote) -> None:
+    zygote: Zygote,
+) -> None:
     waiting, inbox = fork_waiting(zygote)
     assert zygote.pid is not None
     os.kill(zygote.pid, signal.SIGKILL)
@@ -133,7 +135,8 @@ def test_a_child_outliving_its_zygote_still_ends_and_says_its_status_was_lost(
 
 
 def test_a_subreaper_scheduler_reaps_the_children_of_a_dead_zygote_with_their_status(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # As a run does: the scheduler is a subreaper, so the orphans come to it.
     script = (
         "import os, signal, time\n"
@@ -144,7 +147,9 @@ def test_a_subreaper_scheduler_reaps_the_children_of_a_dead_zygote_with_their_st
         "inbox_r, inbox_w = os.pipe(); child = z.fork(inbox_r); os.close(inbox_r)\n"
         "os.kill(z.pid, signal.SIGKILL); time.sleep(0.5)\n"
         "os.kill(child.pid, signal.SIGTERM); child.join(10)\n"
-        "print(child.exitcode)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, env=cli_env())
+        "print(child.exitcode)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=cli_env()
+    )
     assert done.stdout.strip() == str(-signal.SIGTERM), done.stderr

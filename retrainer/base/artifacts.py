@@ -161,8 +161,7 @@ def artifact_files(folder: Path) -> list[Path]:
     )
 
 
-def write_manifest(folder: Path, files: Iterable[Path] | None = None,
-                   durable: bool = True) -> str:
+def write_manifest(folder: Path, files: Iterable[Path] | None = None, durable: bool = True) -> str:
     """Hash the attempt's artifacts into sha256.txt; return the manifest's own sha256."""
     chosen = artifact_files(folder) if files is None else list(files)
     text = format_manifest({p.name: sha256_file(p) for p in chosen})

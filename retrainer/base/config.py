@@ -24,8 +24,13 @@ ENV_PREFIX = "RETRAINER_"
 CONFIG_ENV = "RETRAINER_CONFIG"
 DEFAULT_TRAINER = "retrainer.training.trainer:train"
 # Keys holding paths, per section: resolved against the config file's folder.
-PATH_KEYS = {("run", "root"), ("data", "path"), ("storage", "path"), ("storage", "secrets_file"),
-             ("notify", "secrets_file")}
+PATH_KEYS = {
+    ("run", "root"),
+    ("data", "path"),
+    ("storage", "path"),
+    ("storage", "secrets_file"),
+    ("notify", "secrets_file"),
+}
 
 
 class Mode(StrEnum):
@@ -48,10 +53,12 @@ class RunSettings(_Section):
     root: Path = Path(".")
     seed: int = Field(default=42, ge=0, lt=2**31)
     kill_grace_s: float = Field(default=10.0, ge=0)
-    stop_grace_s: float = Field(default=30.0, ge=0,
-                                description="on SIGTERM/SIGINT: time running items get to finish")
-    max_memory_mb: int | None = Field(default=None, gt=0,
-                                      description="None: 80% of RAM shared by the window")
+    stop_grace_s: float = Field(
+        default=30.0, ge=0, description="on SIGTERM/SIGINT: time running items get to finish"
+    )
+    max_memory_mb: int | None = Field(
+        default=None, gt=0, description="None: 80% of RAM shared by the window"
+    )
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
 
@@ -145,12 +152,14 @@ def load_settings(
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        raise BadInputError(f"invalid settings (from {source}, environment, flags): "
-                            + describe_validation_error(exc)) from None
+        raise BadInputError(
+            f"invalid settings (from {source}, environment, flags): "
+            + describe_validation_error(exc)
+        ) from None
     if settings.storage.kind == "local" and settings.storage.path is None:
-        raise BadInputError(f"{source}: storage.path is required when storage.kind = \"local\"")
+        raise BadInputError(f'{source}: storage.path is required when storage.kind = "local"')
     if settings.storage.kind == "s3" and settings.storage.bucket is None:
-        raise BadInputError(f"{source}: storage.bucket is required when storage.kind = \"s3\"")
+        raise BadInputError(f'{source}: storage.bucket is required when storage.kind = "s3"')
     return settings
 
 
@@ -190,7 +199,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         out.setdefault(section, {})[key] = _env_value(value)
     return out
 

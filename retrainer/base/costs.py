@@ -93,8 +93,11 @@ def resolve_costs(symbol: str, frame: pd.DataFrame, settings: CostSettings) -> S
 
 
 def resolve_costs_from_arrays(
-    symbol: str, timestamps_ns: npt.NDArray[np.int64], high: npt.NDArray[np.float64],
-    low: npt.NDArray[np.float64], settings: CostSettings,
+    symbol: str,
+    timestamps_ns: npt.NDArray[np.int64],
+    high: npt.NDArray[np.float64],
+    low: npt.NDArray[np.float64],
+    settings: CostSettings,
 ) -> SymbolCosts:
     """resolve_costs from data.read_ohlcv's arrays, without a DataFrame."""
     if len(timestamps_ns) == 0:
@@ -104,8 +107,9 @@ def resolve_costs_from_arrays(
     return _costs(symbol, high[keep], low[keep], settings)
 
 
-def _costs(symbol: str, high: npt.NDArray[np.float64], low: npt.NDArray[np.float64],
-           settings: CostSettings) -> SymbolCosts:
+def _costs(
+    symbol: str, high: npt.NDArray[np.float64], low: npt.NDArray[np.float64], settings: CostSettings
+) -> SymbolCosts:
     override = _override_for(symbol, settings)
     taker, maker = settings.taker_fee_bps, settings.maker_fee_bps
     if override is not None and override.taker_fee_bps is not None:

@@ -221,8 +221,11 @@ def timestamps_ns(column: pa.ChunkedArray, path: Path) -> IntArray:
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return _parse_iso_timestamps(column, path)
     if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
-        raise DataError(path, f"column timestamp has type {kind}; expected timestamps "
-                              "or ISO-8601 text such as 2026-01-31T00:00:00Z")
+        raise DataError(
+            path,
+            f"column timestamp has type {kind}; expected timestamps "
+            "or ISO-8601 text such as 2026-01-31T00:00:00Z",
+        )
     if column.null_count:
         row = _first_true(pc.is_null(column))
         raise DataError(path, f"timestamp at row {row} is empty")
@@ -262,8 +265,9 @@ def float_column(column: pa.ChunkedArray, name: str, path: Path) -> FloatArray:
     return _fixed_width_numpy(pc.cast(column, pa.float64()), np.float64)
 
 
-def _fixed_width_numpy(column: pa.ChunkedArray, dtype: type[np.int64] | type[np.float64]
-                       ) -> npt.NDArray[Any]:
+def _fixed_width_numpy(
+    column: pa.ChunkedArray, dtype: type[np.int64] | type[np.float64]
+) -> npt.NDArray[Any]:
     """The values of an int64 or float64 column, read straight from its Arrow buffers;
     nulls become NaN (float64 only: the int64 callers have refused nulls already).
     pyarrow's own to_numpy() imports pandas, which the scheduler otherwise never needs."""
@@ -276,8 +280,9 @@ def _fixed_width_numpy(column: pa.ChunkedArray, dtype: type[np.int64] | type[np.
         values = np.frombuffer(data, dtype=dtype, count=len(chunk), offset=chunk.offset * width)
         if chunk.null_count:
             bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
-            values = np.where(bits[chunk.offset:chunk.offset + len(chunk)].astype(bool),
-                              values, np.nan)
+            values = np.where(
+                bits[chunk.offset : chunk.offset + len(chunk)].astype(bool), values, np.nan
+            )
         parts.append(values)
     return np.concatenate(parts) if parts else np.empty(0, dtype)
 
@@ -320,16 +325,20 @@ def check_prices(values: dict[str, FloatArray], path: Path) -> None:
         bad = ~np.isfinite(column) | (column <= 0)
         if bad.any():
             row = int(np.argmax(bad))
-            raise DataError(path, f"{name} at row {row} is {_num(column[row])} "
-                                  "(prices must be finite and positive)")
+            raise DataError(
+                path,
+                f"{name} at row {row} is {_num(column[row])} (prices must be finite and positive)",
+            )
 
 
 def check_volume(volume: FloatArray, path: Path) -> None:
     bad = ~np.isfinite(volume) | (volume < 0)
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataError(path, f"volume at row {row} is {_num(volume[row])} "
-                              "(volume must be finite and not negative)")
+        raise DataError(
+            path,
+            f"volume at row {row} is {_num(volume[row])} (volume must be finite and not negative)",
+        )
 
 
 def check_bar_consistency(values: dict[str, FloatArray], path: Path) -> None:
@@ -342,8 +351,10 @@ def check_bar_consistency(values: dict[str, FloatArray], path: Path) -> None:
     if not bad.any():
         return
     row = int(np.argmax(bad))
-    prices = (f"open {_num(open_[row])}, high {_num(high[row])}, "
-              f"low {_num(low[row])}, close {_num(close[row])}")
+    prices = (
+        f"open {_num(open_[row])}, high {_num(high[row])}, "
+        f"low {_num(low[row])}, close {_num(close[row])}"
+    )
     if high_below_low[row]:
         why = "high < low"
     elif high_below_body[row]:

@@ -49,11 +49,26 @@ _MARKET_STREAM = 1_000_003  # the seed stream of the shared market shock
 
 # (ticker, price at the start): plausible names first, most liquid first.
 KNOWN_TICKERS: tuple[tuple[str, float], ...] = (
-    ("BTCUSDT", 62_000.0), ("ETHUSDT", 2_450.0), ("SOLUSDT", 145.0), ("BNBUSDT", 570.0),
-    ("XRPUSDT", 0.53), ("DOGEUSDT", 0.11), ("ADAUSDT", 0.35), ("AVAXUSDT", 26.0),
-    ("LINKUSDT", 11.0), ("TRXUSDT", 0.16), ("DOTUSDT", 4.2), ("LTCUSDT", 66.0),
-    ("NEARUSDT", 4.8), ("UNIUSDT", 7.1), ("APTUSDT", 9.0), ("ATOMUSDT", 4.5),
-    ("ARBUSDT", 0.55), ("OPUSDT", 1.6), ("FILUSDT", 3.6), ("INJUSDT", 20.0),
+    ("BTCUSDT", 62_000.0),
+    ("ETHUSDT", 2_450.0),
+    ("SOLUSDT", 145.0),
+    ("BNBUSDT", 570.0),
+    ("XRPUSDT", 0.53),
+    ("DOGEUSDT", 0.11),
+    ("ADAUSDT", 0.35),
+    ("AVAXUSDT", 26.0),
+    ("LINKUSDT", 11.0),
+    ("TRXUSDT", 0.16),
+    ("DOTUSDT", 4.2),
+    ("LTCUSDT", 66.0),
+    ("NEARUSDT", 4.8),
+    ("UNIUSDT", 7.1),
+    ("APTUSDT", 9.0),
+    ("ATOMUSDT", 4.5),
+    ("ARBUSDT", 0.55),
+    ("OPUSDT", 1.6),
+    ("FILUSDT", 3.6),
+    ("INJUSDT", 20.0),
 )
 # Made-up names for the long tail: prefix x ending, a fixed order independent of the seed.
 _PREFIXES = ("ZOR", "VEX", "LUM", "QUIB", "NORV", "PAXI", "TELO", "DRIM", "MOXA", "SYLF")
@@ -154,8 +169,14 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _parameters(n_symbols: int, days: int, seed: int, end: datetime) -> dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, "n_symbols": n_symbols, "days": days,
-            "seed": seed, "end": end.isoformat().replace("+00:00", "Z"), "bar": "1h"}
+    return {
+        "format_version": FORMAT_VERSION,
+        "n_symbols": n_symbols,
+        "days": days,
+        "seed": seed,
+        "end": end.isoformat().replace("+00:00", "Z"),
+        "bar": "1h",
+    }
 
 
 def _read_marker(out_dir: Path) -> dict[str, Any] | None:
@@ -258,8 +279,11 @@ def simulate_bars(
     """open/high/low/close/volume for one symbol; market is (bars, SUB_STEPS) shocks."""
     n_bars = len(log_variance)
     # exp(x/2) has mean exp(var/8) for x ~ N(0, var): divide it out so hourly_vol is the mean.
-    sigma = (profile.hourly_vol * np.exp(log_variance / 2.0 - profile.vol_of_vol**2 / 8.0)
-             * season.volatility)
+    sigma = (
+        profile.hourly_vol
+        * np.exp(log_variance / 2.0 - profile.vol_of_vol**2 / 8.0)
+        * season.volatility
+    )
     shocks = _bar_shocks(profile, rng, market)
     bar_shock = shocks.sum(axis=1) / math.sqrt(SUB_STEPS)  # N(0, 1) per bar
     steps = _sub_step_returns(profile, rng, sigma, shocks, bar_shock)
@@ -340,8 +364,12 @@ def _volume(
 
 def _parquet_bytes(timestamps: IntArray, bars: dict[str, FloatArray]) -> bytes:
     columns: dict[str, pa.Array] = {"timestamp": pa.array(timestamps, pa.timestamp("ns", tz="UTC"))}
-    columns.update({name: pa.array(bars[name], pa.float64()) for name in
-                    ("open", "high", "low", "close", "volume")})
+    columns.update(
+        {
+            name: pa.array(bars[name], pa.float64())
+            for name in ("open", "high", "low", "close", "volume")
+        }
+    )
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(columns), sink, compression="lz4")
     return bytes(sink.getvalue().to_pybytes())
@@ -361,6 +389,8 @@ def _readme(params: dict[str, Any], profiles: list[SymbolProfile]) -> str:
     ]
     for p in profiles:
         annual_vol = p.hourly_vol * math.sqrt(HOURS_PER_YEAR)
-        lines.append(f"{p.ticker:<14} {p.start_price:>12.6g} {p.daily_quote_volume:>19.4g} "
-                     f"{p.half_spread * 1e4:>16.2f} {annual_vol:>11.2f}")
+        lines.append(
+            f"{p.ticker:<14} {p.start_price:>12.6g} {p.daily_quote_volume:>19.4g} "
+            f"{p.half_spread * 1e4:>16.2f} {annual_vol:>11.2f}"
+        )
     return "\n".join(lines) + "\n"

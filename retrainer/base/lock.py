@@ -30,12 +30,18 @@ class RunLock:
             self._lock.acquire()
         except Timeout:
             raise LockedError(self._holder_message()) from None
-        atomic_write_json(self.info_path, {"pid": os.getpid(), "started_at": iso(now_utc()),
-                                           "run_id": self.run_id})
+        atomic_write_json(
+            self.info_path,
+            {"pid": os.getpid(), "started_at": iso(now_utc()), "run_id": self.run_id},
+        )
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.info_path.unlink(missing_ok=True)
         self._lock.release()
 

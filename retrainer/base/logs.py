@@ -37,12 +37,32 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 from retrainer.base.errors import BadInputError
 
 __all__ = [
-    "COIN_FAILED", "COIN_PARTIAL_SAVED", "COIN_RETRY_SCHEDULED", "COIN_SKIPPED",
-    "COIN_STARTED", "COIN_SUCCEEDED", "COIN_TIMEOUT", "EVENTS", "JOB_COMPLETED",
-    "JOB_STARTED", "MASK", "UPLOAD_FAILED", "UPLOAD_SUCCEEDED", "ConsoleMode",
-    "bind_context", "bound_context", "clear_context", "close_logging", "configure_logging",
-    "configure_worker_logging", "get_logger", "is_secret_key", "redact_secrets",
-    "redact_text", "render_json", "unbind_context",
+    "COIN_FAILED",
+    "COIN_PARTIAL_SAVED",
+    "COIN_RETRY_SCHEDULED",
+    "COIN_SKIPPED",
+    "COIN_STARTED",
+    "COIN_SUCCEEDED",
+    "COIN_TIMEOUT",
+    "EVENTS",
+    "JOB_COMPLETED",
+    "JOB_STARTED",
+    "MASK",
+    "UPLOAD_FAILED",
+    "UPLOAD_SUCCEEDED",
+    "ConsoleMode",
+    "bind_context",
+    "bound_context",
+    "clear_context",
+    "close_logging",
+    "configure_logging",
+    "configure_worker_logging",
+    "get_logger",
+    "is_secret_key",
+    "redact_secrets",
+    "redact_text",
+    "render_json",
+    "unbind_context",
 ]
 
 # Event names: a contract with whoever reads the logs. Add new ones; never rename.
@@ -58,8 +78,16 @@ UPLOAD_SUCCEEDED: Final = "upload_succeeded"
 UPLOAD_FAILED: Final = "upload_failed"
 JOB_COMPLETED: Final = "job_completed"
 EVENTS: Final = (
-    JOB_STARTED, COIN_STARTED, COIN_PARTIAL_SAVED, COIN_SUCCEEDED, COIN_FAILED,
-    COIN_RETRY_SCHEDULED, COIN_TIMEOUT, COIN_SKIPPED, UPLOAD_SUCCEEDED, UPLOAD_FAILED,
+    JOB_STARTED,
+    COIN_STARTED,
+    COIN_PARTIAL_SAVED,
+    COIN_SUCCEEDED,
+    COIN_FAILED,
+    COIN_RETRY_SCHEDULED,
+    COIN_TIMEOUT,
+    COIN_SKIPPED,
+    UPLOAD_SUCCEEDED,
+    UPLOAD_FAILED,
     JOB_COMPLETED,
 )
 
@@ -72,7 +100,13 @@ LEADING_KEYS: Final = ("timestamp", "level", "event")
 
 MASK: Final = "***"
 SECRET_KEY_PARTS: Final = (
-    "token", "secret", "password", "passwd", "api_key", "apikey", "authorization",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "api_key",
+    "apikey",
+    "authorization",
     "credential",
 )
 # A Telegram bot token: <bot id>:<35-odd url-safe characters>, also inside a URL.
@@ -107,8 +141,10 @@ def redact_text(text: str) -> str:
 
 def _mask_if_aws_secret(match: re.Match[str]) -> str:
     run = match.group()
-    mixed = any(c.isupper() for c in run) and any(c.islower() for c in run) and any(
-        c.isdigit() for c in run
+    mixed = (
+        any(c.isupper() for c in run)
+        and any(c.islower() for c in run)
+        and any(c.isdigit() for c in run)
     )
     # A path (file:///tmp/.../20261123Z/costs.json) can be such a run too; a random key
     # does not start with a slash and seldom holds more than two.
@@ -237,8 +273,11 @@ class _Router:
         if sink.name in self._failed or sys.__stderr__ is None:
             return
         self._failed.add(sink.name)
-        print(f"retrainer: cannot write the log to {sink.name} ({exc}); "
-              "further failures there are not reported", file=sys.__stderr__)
+        print(
+            f"retrainer: cannot write the log to {sink.name} ({exc}); "
+            "further failures there are not reported",
+            file=sys.__stderr__,
+        )
 
     def replace_sinks(self, sinks: Iterable[_Sink]) -> None:
         old, self.sinks = self.sinks, tuple(sinks)

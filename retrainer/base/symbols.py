@@ -70,8 +70,10 @@ def _median_volumes(files: dict[str, Path], window_days: int) -> dict[str, float
     # Threads: pyarrow reads and decompresses with the GIL released.
     workers = min(_MAX_READ_THREADS, os.cpu_count() or 1, len(files))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {symbol: pool.submit(median_daily_quote_volume, path, window_days)
-                   for symbol, path in files.items()}
+        futures = {
+            symbol: pool.submit(median_daily_quote_volume, path, window_days)
+            for symbol, path in files.items()
+        }
     volumes: dict[str, float] = {}
     problems: list[str] = []
     for symbol, future in futures.items():
@@ -172,8 +174,10 @@ def _unique_upper(raw: Iterable[str]) -> list[str]:
 
 def _symbol_problem(symbol: str, files: dict[str, Path], data_dir: Path) -> str | None:
     if not SYMBOL_PATTERN.fullmatch(symbol):
-        return (f"{symbol!r} is not a valid symbol (1-32 of A-Z 0-9 . _ -, "
-                "starting with a letter or digit)")
+        return (
+            f"{symbol!r} is not a valid symbol (1-32 of A-Z 0-9 . _ -, "
+            "starting with a letter or digit)"
+        )
     if symbol not in files:
         return f"{symbol} has no data file in {data_dir} ({symbol}.parquet or {symbol}.csv)"
     return None

@@ -32,8 +32,9 @@ config_app = typer.Typer(help="Config files.", no_args_is_help=True)
 data_app = typer.Typer(help="Data sets.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
-schedule_app = typer.Typer(help="Schedule files: a systemd timer, or a crontab line.",
-                           no_args_is_help=True)
+schedule_app = typer.Typer(
+    help="Schedule files: a systemd timer, or a crontab line.", no_args_is_help=True
+)
 app.add_typer(schedule_app, name="schedule")
 
 
@@ -49,61 +50,118 @@ def _exit_codes() -> Iterator[None]:
         typer.echo(f"retrainer: {exc}", err=True)
         raise typer.Exit(ExitCode.LOCKED) from None
     except OSError as exc:  # the run's own folders: its items' I/O errors fail only them
-        typer.echo(f"retrainer: cannot write the run's files ({exc}); the ledger keeps every "
-                   "transition recorded so far, and the next run resumes from it", err=True)
+        typer.echo(
+            f"retrainer: cannot write the run's files ({exc}); the ledger keeps every "
+            "transition recorded so far, and the next run resumes from it",
+            err=True,
+        )
         raise typer.Exit(ExitCode.IO_ERROR) from None
 
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="TOML config file (default: $RETRAINER_CONFIG, else built-in "
-                 "defaults).", dir_okay=False),
+    typer.Option(
+        "--config",
+        help="TOML config file (default: $RETRAINER_CONFIG, else built-in defaults).",
+        dir_okay=False,
+    ),
 ]
 RootOpt = Annotated[
     Path | None,
-    typer.Option("--root", help="Folder that holds runs/, logs/, summary/ and models/.",
-                 file_okay=False),
+    typer.Option(
+        "--root", help="Folder that holds runs/, logs/, summary/ and models/.", file_okay=False
+    ),
 ]
 
 
 @app.command()
 def run(
-    mode: Annotated[Mode | None, typer.Option(
-        "--mode", help="sequential: one at a time; parallel: all at once, bounded by the "
-        "machine; hybrid: a sliding window of --max_concurrent. (default: hybrid)",
-        case_sensitive=False)] = None,
-    max_concurrent: Annotated[int | None, typer.Option(
-        "--max_concurrent", "--max-concurrent", min=1,
-        help="Items at once in hybrid mode. (default: 12 with a GPU, 2 on CPU)")] = None,
-    symbols: Annotated[str | None, typer.Option(
-        "--symbols", help="topN (by median daily quote volume), A,B,C, or a CSV file. "
-        "(default: top20)")] = None,
-    timeout_minutes: Annotated[float | None, typer.Option(
-        "--timeout_minutes", "--timeout-minutes",
-        help="Per-attempt deadline; past it the item's process tree is killed. (default: 45)"
-    )] = None,
-    retries: Annotated[int | None, typer.Option(
-        "--retries", help="Retries of a failed or timed-out item, with jittered exponential "
-        "backoff. (default: 2)")] = None,
-    max_memory_mb: Annotated[int | None, typer.Option(
-        "--max_memory_mb", "--max-memory-mb", min=1,
-        help="Per-item cap on the process tree's RSS; over it the item is killed and fails "
-        "with 'memory limit'. (default: 80% of RAM / items at once)")] = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Retrain every symbol, even those already done today.")] = False,
-    driver: Annotated[str | None, typer.Option(
-        "--driver", help="Where attempts run: local (child processes). (default: local)")] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry_run", "--dry-run", help="Print the plan (run or skip, why, costs, "
-        "concurrency) and write nothing.")] = False,
+    mode: Annotated[
+        Mode | None,
+        typer.Option(
+            "--mode",
+            help="sequential: one at a time; parallel: all at once, bounded by the "
+            "machine; hybrid: a sliding window of --max_concurrent. (default: hybrid)",
+            case_sensitive=False,
+        ),
+    ] = None,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option(
+            "--max_concurrent",
+            "--max-concurrent",
+            min=1,
+            help="Items at once in hybrid mode. (default: 12 with a GPU, 2 on CPU)",
+        ),
+    ] = None,
+    symbols: Annotated[
+        str | None,
+        typer.Option(
+            "--symbols",
+            help="topN (by median daily quote volume), A,B,C, or a CSV file. (default: top20)",
+        ),
+    ] = None,
+    timeout_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout_minutes",
+            "--timeout-minutes",
+            help="Per-attempt deadline; past it the item's process tree is killed. (default: 45)",
+        ),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(
+            "--retries",
+            help="Retries of a failed or timed-out item, with jittered exponential "
+            "backoff. (default: 2)",
+        ),
+    ] = None,
+    max_memory_mb: Annotated[
+        int | None,
+        typer.Option(
+            "--max_memory_mb",
+            "--max-memory-mb",
+            min=1,
+            help="Per-item cap on the process tree's RSS; over it the item is killed and fails "
+            "with 'memory limit'. (default: 80% of RAM / items at once)",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain every symbol, even those already done today.")
+    ] = False,
+    driver: Annotated[
+        str | None,
+        typer.Option(
+            "--driver", help="Where attempts run: local (child processes). (default: local)"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry_run",
+            "--dry-run",
+            help="Print the plan (run or skip, why, costs, concurrency) and write nothing.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     root: RootOpt = None,
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Folder of OHLCV files, <SYMBOL>.parquet or <SYMBOL>.csv.",
-        file_okay=False)] = None,
-    notify: Annotated[bool | None, typer.Option(
-        "--notify/--no-notify", help="Send the configured [notify] messages (Telegram), or "
-        "none. (default: [notify] enabled)")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Folder of OHLCV files, <SYMBOL>.parquet or <SYMBOL>.csv.",
+            file_okay=False,
+        ),
+    ] = None,
+    notify: Annotated[
+        bool | None,
+        typer.Option(
+            "--notify/--no-notify",
+            help="Send the configured [notify] messages (Telegram), or "
+            "none. (default: [notify] enabled)",
+        ),
+    ] = None,
 ) -> None:
     """Run the nightly retraining job."""
     from retrainer.job.nightly import run_night
@@ -111,26 +169,40 @@ def run(
     from retrainer.views.night_console import NightConsole
 
     flags: dict[str, dict[str, Any]] = {
-        "run": {"mode": mode, "max_concurrent": max_concurrent, "symbols": symbols,
-                "timeout_minutes": timeout_minutes, "retries": retries, "driver": driver,
-                "root": root, "max_memory_mb": max_memory_mb},
+        "run": {
+            "mode": mode,
+            "max_concurrent": max_concurrent,
+            "symbols": symbols,
+            "timeout_minutes": timeout_minutes,
+            "retries": retries,
+            "driver": driver,
+            "root": root,
+            "max_memory_mb": max_memory_mb,
+        },
         "data": {"path": data},
         "notify": {"enabled": notify},
     }
     with _exit_codes():
         settings = load_settings(config, flags)
-        code = run_night(settings, force=force, dry_run=dry_run,
-                         reporter=NightConsole(make_console()))
+        code = run_night(
+            settings, force=force, dry_run=dry_run, reporter=NightConsole(make_console())
+        )
     raise typer.Exit(code)
 
 
 @app.command()
 def verify(
-    run_day: Annotated[str | None, typer.Option(
-        "--run", help="The run's UTC day, YYYYMMDDZ. (default: today)")] = None,
-    remote: Annotated[bool, typer.Option(
-        "--remote", help="Check the configured storage's copies against sha256.txt "
-        "instead of the local files.")] = False,
+    run_day: Annotated[
+        str | None, typer.Option("--run", help="The run's UTC day, YYYYMMDDZ. (default: today)")
+    ] = None,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote",
+            help="Check the configured storage's copies against sha256.txt "
+            "instead of the local files.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     root: RootOpt = None,
 ) -> None:
@@ -150,8 +222,9 @@ def verify(
 
 RunDayOpt = Annotated[
     str | None,
-    typer.Option("--run", help="The run's UTC day, YYYYMMDDZ. (default: the latest day under "
-                 "runs/)"),
+    typer.Option(
+        "--run", help="The run's UTC day, YYYYMMDDZ. (default: the latest day under runs/)"
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
 
@@ -159,8 +232,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scri
 @app.command()
 def status(
     run_day: RunDayOpt = None,
-    watch: Annotated[bool, typer.Option(
-        "--watch", help="Refresh until the run finishes (or Ctrl-C).")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until the run finishes (or Ctrl-C).")
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     root: RootOpt = None,
@@ -171,8 +245,13 @@ def status(
 
     with _exit_codes():
         settings = load_settings(config, {"run": {"root": root}})
-        code = show_status(settings.run.root.resolve(), run_day, watch=watch, as_json=as_json,
-                           console=make_console())
+        code = show_status(
+            settings.run.root.resolve(),
+            run_day,
+            watch=watch,
+            as_json=as_json,
+            console=make_console(),
+        )
     raise typer.Exit(code)
 
 
@@ -196,9 +275,14 @@ def history(
 @app.command()
 def report(
     run_day: RunDayOpt = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for report.html and its PNGs. (default: <root>/reports/<day>)",
-        file_okay=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for report.html and its PNGs. (default: <root>/reports/<day>)",
+            file_okay=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     root: RootOpt = None,
 ) -> None:
@@ -213,9 +297,13 @@ def report(
 
 @app.command()
 def sync(
-    run_day: Annotated[str | None, typer.Option(
-        "--run", help="Only this UTC day, YYYYMMDDZ. (default: every day with uploads "
-        "still pending)")] = None,
+    run_day: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help="Only this UTC day, YYYYMMDDZ. (default: every day with uploads still pending)",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     root: RootOpt = None,
 ) -> None:
@@ -241,10 +329,10 @@ def _storage(settings: Any) -> Any:
 
 @config_app.command("init")
 def config_init(
-    path: Annotated[Path, typer.Argument(help="Where to write the config file.",
-                                         dir_okay=False)],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")
-                         ] = False,
+    path: Annotated[Path, typer.Argument(help="Where to write the config file.", dir_okay=False)],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing file.")
+    ] = False,
 ) -> None:
     """Write a commented default config file."""
     if path.exists() and not overwrite:
@@ -259,10 +347,12 @@ def config_init(
 
 @data_app.command("sample")
 def data_sample(
-    folder: Annotated[Path, typer.Argument(help="Folder to write the demo data set into.",
-                                           file_okay=False)],
-    n_symbols: Annotated[int, typer.Option("--symbols", min=1, max=500,
-                                           help="How many symbols.")] = 36,
+    folder: Annotated[
+        Path, typer.Argument(help="Folder to write the demo data set into.", file_okay=False)
+    ],
+    n_symbols: Annotated[
+        int, typer.Option("--symbols", min=1, max=500, help="How many symbols.")
+    ] = 36,
     days: Annotated[int, typer.Option("--days", min=30, help="Days of hourly bars.")] = 760,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 7,
 ) -> None:
@@ -279,22 +369,29 @@ AtOpt = Annotated[str, typer.Option("--at", help="Start time, HH:MM, the machine
 @schedule_app.command("systemd")
 def schedule_systemd(
     at: AtOpt,
-    user: Annotated[bool, typer.Option(
-        "--user", help="A user unit, written to ~/.config/systemd/user.")] = False,
+    user: Annotated[
+        bool, typer.Option("--user", help="A user unit, written to ~/.config/systemd/user.")
+    ] = False,
     config: ConfigOpt = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", help="Folder to write the units into. (default: ~/.config/systemd/user "
-        "with --user, else /etc/systemd/system)", file_okay=False)] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help="Folder to write the units into. (default: ~/.config/systemd/user "
+            "with --user, else /etc/systemd/system)",
+            file_okay=False,
+        ),
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="Unit name.")] = "retrainer",
-    print_only: Annotated[bool, typer.Option(
-        "--print", help="Print the units instead of writing them.")] = False,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the units instead of writing them.")
+    ] = False,
 ) -> None:
     """Write a systemd .service + .timer pair that runs `retrainer run` every night."""
     from retrainer.cli.schedule import write_systemd
 
     with _exit_codes():
-        write_systemd(at, user=user, config=config, output=output, name=name,
-                      print_only=print_only)
+        write_systemd(at, user=user, config=config, output=output, name=name, print_only=print_only)
 
 
 @schedule_app.command("cron")
@@ -315,5 +412,3 @@ def main() -> None:
         traceback.print_exc()
         typer.echo(f"retrainer: internal error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(ExitCode.INTERNAL_ERROR)
-
-

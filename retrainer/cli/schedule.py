@@ -30,8 +30,9 @@ def _schedule(at: str, config: Path | None, name: str = "retrainer") -> Schedule
     return build_schedule(settings, config, at, detect_resources(), name)
 
 
-def write_systemd(at: str, *, user: bool, config: Path | None, output: Path | None,
-                  name: str, print_only: bool) -> None:
+def write_systemd(
+    at: str, *, user: bool, config: Path | None, output: Path | None, name: str, print_only: bool
+) -> None:
     schedule = _schedule(at, config, name)
     units = systemd_units(schedule, user)
     if print_only:
@@ -45,17 +46,20 @@ def write_systemd(at: str, *, user: bool, config: Path | None, output: Path | No
         for filename, text in units.items():
             atomic_write_text(folder / filename, text)
     except OSError as exc:
-        raise BadInputError(f"cannot write the units into {folder} ({exc.strerror}); "
-                            "use --user, or --output DIR, or run as root") from None
+        raise BadInputError(
+            f"cannot write the units into {folder} ({exc.strerror}); "
+            "use --user, or --output DIR, or run as root"
+        ) from None
     for filename in units:
         typer.echo(f"wrote {folder / filename}")
     systemctl = "systemctl --user" if user else "systemctl"
-    typer.echo(f"start timeout {schedule.start_timeout_s} s, stop timeout "
-               f"{schedule.stop_timeout_s} s; to enable:\n"
-               f"  {systemctl} daemon-reload && {systemctl} enable --now {name}.timer")
+    typer.echo(
+        f"start timeout {schedule.start_timeout_s} s, stop timeout "
+        f"{schedule.stop_timeout_s} s; to enable:\n"
+        f"  {systemctl} daemon-reload && {systemctl} enable --now {name}.timer"
+    )
     if user:
-        typer.echo("  loginctl enable-linger \"$USER\"   # so that it runs while you are "
-                   "logged out")
+        typer.echo('  loginctl enable-linger "$USER"   # so that it runs while you are logged out')
 
 
 def print_cron(at: str, *, config: Path | None) -> None:

@@ -82,8 +82,9 @@ class AttemptResult:
         if self.ok:
             raw["metrics"] = self.metrics
         else:
-            raw.update(error_type=self.error_type or "Error", message=self.message,
-                       stack=list(self.stack))
+            raw.update(
+                error_type=self.error_type or "Error", message=self.message, stack=list(self.stack)
+            )
         return raw
 
     @classmethod
@@ -96,9 +97,13 @@ class AttemptResult:
         if raw["ok"]:
             metrics = raw.get("metrics")
             return cls.success(metrics if isinstance(metrics, dict) else {}, startup_ms)
-        return cls(ok=False, error_type=str(raw.get("error_type") or "Error"),
-                   message=str(raw.get("message", "")),
-                   stack=tuple(str(s) for s in raw.get("stack", ())), startup_ms=startup_ms)
+        return cls(
+            ok=False,
+            error_type=str(raw.get("error_type") or "Error"),
+            message=str(raw.get("message", "")),
+            stack=tuple(str(s) for s in raw.get("stack", ())),
+            startup_ms=startup_ms,
+        )
 
     @classmethod
     def read(cls, path: Path) -> AttemptResult | None:

@@ -66,5 +66,10 @@ class Listeners(ItemListener):
             try:
                 getattr(listener, event)(*args)
             except Exception as exc:  # a listener never fails an item or the loop
-                self._log.error("listener_failed", listener=type(listener).__name__,
-                                event=event, error_type=type(exc).__name__, reason=str(exc))
+                self._log.error(
+                    "listener_failed",
+                    listener=type(listener).__name__,
+                    event=event,
+                    error_type=type(exc).__name__,
+                    reason=str(exc),
+                )

@@ -105,8 +105,15 @@ class Engine:
     """Runs a plan's items through a driver; the head's only writer of their ledger entries."""
 
     def __init__(
-        self, plan: Plan, ledger: Ledger, driver: Driver, run_id: str, stop: StopFlag,
-        syncer: Syncer, listeners: list[ItemListener] | None = None, log_level: str = "info",
+        self,
+        plan: Plan,
+        ledger: Ledger,
+        driver: Driver,
+        run_id: str,
+        stop: StopFlag,
+        syncer: Syncer,
+        listeners: list[ItemListener] | None = None,
+        log_level: str = "info",
     ) -> None:
         self.plan = plan
         self.policy = plan.policy
@@ -127,8 +134,9 @@ class Engine:
         self._rng = random.Random(self.policy.seed)
         self._seq = 0
         self._stopping_since: float | None = None
-        self._limits = AttemptLimits(self.policy.timeout_s, self.policy.kill_grace_s,
-                                     self.policy.memory_cap_mb)
+        self._limits = AttemptLimits(
+            self.policy.timeout_s, self.policy.kill_grace_s, self.policy.memory_cap_mb
+        )
 
     # -- the loop ----------------------------------------------------------------
     def run_items(self) -> RunTally:
@@ -136,11 +144,17 @@ class Engine:
         self.ledger.flush()
         # The first wave's processes, forked before it starts (as a peer starts its pool).
         deadline = time.monotonic() + FIRST_WAVE_WAIT_S
-        while not (self.stop.requested or time.monotonic() > deadline
-                   or self.driver.keep_warm(self._warm_wanted(), MAX_IDLE_WAIT_S)):
+        while not (
+            self.stop.requested
+            or time.monotonic() > deadline
+            or self.driver.keep_warm(self._warm_wanted(), MAX_IDLE_WAIT_S)
+        ):
             pass
-        while self._running or self._ended or (
-                not self.stop.requested and (self._fresh or self._retries)):
+        while (
+            self._running
+            or self._ended
+            or (not self.stop.requested and (self._fresh or self._retries))
+        ):
             self._step()
         self.listeners.drain()
         self._mark_unstarted_after_stop()
@@ -155,8 +169,7 @@ class Engine:
         else:
             self._start_ready(now)
         self.driver.keep_warm(self._warm_wanted())
-        watched = [r.handle for r in [*self._running.values(),
-                                       *(e.running for e in self._ended)]]
+        watched = [r.handle for r in [*self._running.values(), *(e.running for e in self._ended)]]
         self.driver.wait(watched, self._next_wakeup(now) - now)
         self._turn_over()
         self._record_ended()
@@ -200,8 +213,15 @@ class Engine:
         self.tally.attempts[item.item_id] = self.tally.attempts.get(item.item_id, 0) + 1
         device = self.plan.resources.device_for_slot(slot)
         threads = self.policy.threads_per_item
-        attempt = Attempt(number=number, state=ItemState.RUNNING, started_at=iso(now_utc()),
-                          artifact_dir="", device=device, threads=threads, slot=slot)
+        attempt = Attempt(
+            number=number,
+            state=ItemState.RUNNING,
+            started_at=iso(now_utc()),
+            artifact_dir="",
+            device=device,
+            threads=threads,
+            slot=slot,
+        )
         try:
             out_dir = layout.new_attempt_dir(item.symbol, now_utc())
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
@@ -209,34 +229,58 @@ class Engine:
             handle = self.driver.submit(spec, self._limits)
         except (OSError, EOFError) as exc:  # disk full, fork failed, zygote gone
             self._free_slots.append(slot)
-            outcome = Outcome(ItemState.FAILED, f"could not start the attempt: {exc}",
-                              error_type=type(exc).__name__)
-            self._finish(item, attempt, layout.model_dir(item.symbol), outcome,
-                         iso(now_utc()), 0.0)
+            outcome = Outcome(
+                ItemState.FAILED,
+                f"could not start the attempt: {exc}",
+                error_type=type(exc).__name__,
+            )
+            self._finish(item, attempt, layout.model_dir(item.symbol), outcome, iso(now_utc()), 0.0)
             return
         # From the hand-over on, as the deadline: the fork, and the first one's wait for
         # the zygote's imports, are not this item's time.
         started = handle.started_monotonic
         attempt = replace(attempt, pid=handle.pid, started_at=iso(now_utc()))
-        self.ledger.record(entry.with_attempt(attempt, updated_at=attempt.started_at,
-                                              why=item.why, run_id=self.run_id), durable=False)
-        self.log.info(COIN_STARTED, symbol=item.symbol, attempt=number, pid=handle.pid,
-                      device=device, threads=threads, slot=slot,
-                      artifact_dir=attempt.artifact_dir)
+        self.ledger.record(
+            entry.with_attempt(
+                attempt, updated_at=attempt.started_at, why=item.why, run_id=self.run_id
+            ),
+            durable=False,
+        )
+        self.log.info(
+            COIN_STARTED,
+            symbol=item.symbol,
+            attempt=number,
+            pid=handle.pid,
+            device=device,
+            threads=threads,
+            slot=slot,
+            artifact_dir=attempt.artifact_dir,
+        )
         self._running[slot] = _Running(item, handle, attempt, out_dir, slot, started)
         self.listeners.attempt_started(item.item_id, out_dir)
 
-    def _spec(self, item: PlanItem, number: int, out_dir: Path, device: str,
-              reuse_dir: Path | None) -> AttemptSpec:
+    def _spec(
+        self, item: PlanItem, number: int, out_dir: Path, device: str, reuse_dir: Path | None
+    ) -> AttemptSpec:
         plan, layout = self.plan, self.plan.layout
         return AttemptSpec(
-            run_id=self.run_id, symbol=item.symbol, attempt=number, data_path=item.data_path,
-            min_rows=plan.min_rows, costs=item.costs.to_dict(), out_dir=out_dir,
+            run_id=self.run_id,
+            symbol=item.symbol,
+            attempt=number,
+            data_path=item.data_path,
+            min_rows=plan.min_rows,
+            costs=item.costs.to_dict(),
+            out_dir=out_dir,
             log_dir=layout.symbol_log_dir(plan.day, item.symbol),
-            engine_log=layout.engine_log(plan.day), trainer=plan.trainer,
-            params=plan.trainer_params, seed=item.seed, device=device,
-            threads=self.policy.threads_per_item, log_level=self.log_level,
-            reuse_dir=reuse_dir, item_id=item.item_id,
+            engine_log=layout.engine_log(plan.day),
+            trainer=plan.trainer,
+            params=plan.trainer_params,
+            seed=item.seed,
+            device=device,
+            threads=self.policy.threads_per_item,
+            log_level=self.log_level,
+            reuse_dir=reuse_dir,
+            item_id=item.item_id,
         )
 
     # -- finishing -----------------------------------------------------------------
@@ -249,8 +293,9 @@ class Engine:
             if running.handle.has_exited():
                 del self._running[slot]
                 self._free_slots.append(slot)
-                self._ended.append(_Ended(running, iso(now_utc()),
-                                          time.monotonic() - running.started))
+                self._ended.append(
+                    _Ended(running, iso(now_utc()), time.monotonic() - running.started)
+                )
                 self.listeners.attempt_ended(running.item.item_id, running.out_dir)
                 freed = True
         return freed
@@ -269,23 +314,41 @@ class Engine:
             if outcome.state is not ItemState.SUCCESS:
                 self._sweep_orphans()  # what a dying item left behind was adopted by us
             if running.stopped and outcome.state is not ItemState.SUCCESS:
-                outcome = Outcome(ItemState.INTERRUPTED,
-                                  f"scheduler stopped by {self.stop.signal_name}",
-                                  exit_code=outcome.exit_code)
-            self._finish(running.item, running.attempt, running.out_dir, outcome,
-                         ended.ended_at, ended.seconds)
+                outcome = Outcome(
+                    ItemState.INTERRUPTED,
+                    f"scheduler stopped by {self.stop.signal_name}",
+                    exit_code=outcome.exit_code,
+                )
+            self._finish(
+                running.item,
+                running.attempt,
+                running.out_dir,
+                outcome,
+                ended.ended_at,
+                ended.seconds,
+            )
 
     def _sweep_orphans(self) -> None:
-        spare = {r.handle.pid for r in [*self._running.values(),
-                                        *(e.running for e in self._ended)]
-                 if r.handle.pid} | set(self.driver.helper_pids())
+        spare = {
+            r.handle.pid
+            for r in [*self._running.values(), *(e.running for e in self._ended)]
+            if r.handle.pid
+        } | set(self.driver.helper_pids())
         killed = sweep_adopted_orphans(spare)
         if killed:
-            self.log.warning("orphans_killed", pids=killed,
-                             why="processes left behind by an item that ended")
+            self.log.warning(
+                "orphans_killed", pids=killed, why="processes left behind by an item that ended"
+            )
 
-    def _finish(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome,
-                ended_at: str, seconds: float) -> None:
+    def _finish(
+        self,
+        item: PlanItem,
+        attempt: Attempt,
+        out_dir: Path,
+        outcome: Outcome,
+        ended_at: str,
+        seconds: float,
+    ) -> None:
         if outcome.startup_ms is not None:
             self.tally.startup_ms.append(outcome.startup_ms)
         manifest_sha = None
@@ -296,48 +359,84 @@ class Engine:
                 # The artifacts (however the trainer wrote them), the manifest, its folder.
                 self.syncer.sync(*files, out_dir / MANIFEST_NAME, out_dir, out_dir.parent)
             except OSError as exc:
-                outcome = Outcome(ItemState.FAILED, f"could not write {MANIFEST_NAME}: {exc}",
-                                  exit_code=outcome.exit_code, error_type=type(exc).__name__)
+                outcome = Outcome(
+                    ItemState.FAILED,
+                    f"could not write {MANIFEST_NAME}: {exc}",
+                    exit_code=outcome.exit_code,
+                    error_type=type(exc).__name__,
+                )
         ended = attempt.ended(outcome, ended_at, seconds)
         entry = (self.ledger.get(item.item_id) or self._new_entry(item)).with_attempt(
-            ended, updated_at=ended.ended_at, run_id=self.run_id)
+            ended, updated_at=ended.ended_at, run_id=self.run_id
+        )
         if outcome.state is ItemState.SUCCESS:
             self._succeeded(item, entry, ended, out_dir, manifest_sha, outcome, seconds)
         else:
             self.ledger.record(entry)
             self._failed(item, ended, out_dir, outcome)
 
-    def _succeeded(self, item: PlanItem, entry: LedgerEntry, attempt: Attempt, out_dir: Path,
-                   manifest_sha: str | None, outcome: Outcome, seconds: float) -> None:
+    def _succeeded(
+        self,
+        item: PlanItem,
+        entry: LedgerEntry,
+        attempt: Attempt,
+        out_dir: Path,
+        manifest_sha: str | None,
+        outcome: Outcome,
+        seconds: float,
+    ) -> None:
         upload = UploadState.PENDING if self.policy.mirrored else UploadState.NONE
-        self.ledger.record(replace(
-            entry, artifact_dir=attempt.artifact_dir, manifest_sha256=manifest_sha,
-            train_minutes=round(seconds / 60.0, 4), metrics=outcome.metrics, upload=upload,
-            upload_error=None))
-        self.log.info(COIN_SUCCEEDED, symbol=item.symbol, attempt=attempt.number,
-                      minutes=round(seconds / 60.0, 4), artifact_dir=attempt.artifact_dir,
-                      metrics=_headline(outcome.metrics))
-        self.listeners.item_succeeded(item.item_id, out_dir,
-                                      [*artifact_files(out_dir), out_dir / MANIFEST_NAME])
+        self.ledger.record(
+            replace(
+                entry,
+                artifact_dir=attempt.artifact_dir,
+                manifest_sha256=manifest_sha,
+                train_minutes=round(seconds / 60.0, 4),
+                metrics=outcome.metrics,
+                upload=upload,
+                upload_error=None,
+            )
+        )
+        self.log.info(
+            COIN_SUCCEEDED,
+            symbol=item.symbol,
+            attempt=attempt.number,
+            minutes=round(seconds / 60.0, 4),
+            artifact_dir=attempt.artifact_dir,
+            metrics=_headline(outcome.metrics),
+        )
+        self.listeners.item_succeeded(
+            item.item_id, out_dir, [*artifact_files(out_dir), out_dir / MANIFEST_NAME]
+        )
 
     def _failed(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome) -> None:
         tries = self.tally.attempts.get(item.item_id, 0)
-        will_retry = (outcome.state in FAILED_STATES and not self.stop.requested
-                      and tries <= self.policy.retries)
-        self.log.warning(COIN_FAILED, symbol=item.symbol, attempt=attempt.number,
-                         state=outcome.state.value, reason=outcome.reason,
-                         error_type=outcome.error_type, exit_code=outcome.exit_code,
-                         stack=list(outcome.stack), will_retry=will_retry)
+        will_retry = (
+            outcome.state in FAILED_STATES
+            and not self.stop.requested
+            and tries <= self.policy.retries
+        )
+        self.log.warning(
+            COIN_FAILED,
+            symbol=item.symbol,
+            attempt=attempt.number,
+            state=outcome.state.value,
+            reason=outcome.reason,
+            error_type=outcome.error_type,
+            exit_code=outcome.exit_code,
+            stack=list(outcome.stack),
+            will_retry=will_retry,
+        )
         if not will_retry:
             if outcome.state in FAILED_STATES:
                 self.listeners.item_failed(item.item_id, outcome.reason)
             return
-        delay = backoff_s(tries, self.policy.backoff_base_s, self.policy.backoff_cap_s,
-                          self._rng)
+        delay = backoff_s(tries, self.policy.backoff_base_s, self.policy.backoff_cap_s, self._rng)
         self._seq += 1
         heapq.heappush(self._retries, _Retry(time.monotonic() + delay, self._seq, item, out_dir))
-        self.log.info(COIN_RETRY_SCHEDULED, symbol=item.symbol, retry=tries,
-                      delay_s=round(delay, 3))
+        self.log.info(
+            COIN_RETRY_SCHEDULED, symbol=item.symbol, retry=tries, delay_s=round(delay, 3)
+        )
 
     # -- stopping ------------------------------------------------------------------
     def _stop_running(self, now: float) -> None:
@@ -346,9 +445,13 @@ class Engine:
         grace_s = self.policy.stop_grace_s
         if self._stopping_since is None:
             self._stopping_since = now
-            self.log.warning("job_stopping", signal=self.stop.signal_name,
-                             running=len(self._running), queued=len(self._fresh),
-                             grace_s=grace_s)
+            self.log.warning(
+                "job_stopping",
+                signal=self.stop.signal_name,
+                running=len(self._running),
+                queued=len(self._fresh),
+                grace_s=grace_s,
+            )
         if not (self.stop.immediate or now >= self._stopping_since + grace_s):
             return
         for running in self._running.values():
@@ -363,14 +466,24 @@ class Engine:
         for item in [*self._fresh, *(r.item for r in self._retries)]:
             entry = self.ledger.get(item.item_id)
             if entry is not None and entry.state is ItemState.PENDING:
-                self.ledger.record(replace(entry, updated_at=iso(now_utc()),
-                                           why=f"not started: {self.stop.signal_name}"))
+                self.ledger.record(
+                    replace(
+                        entry,
+                        updated_at=iso(now_utc()),
+                        why=f"not started: {self.stop.signal_name}",
+                    )
+                )
 
     # -- ledger helpers --------------------------------------------------------------
     def _new_entry(self, item: PlanItem) -> LedgerEntry:
-        return LedgerEntry(symbol=item.symbol, state=ItemState.PENDING,
-                           updated_at=iso(now_utc()), why=item.why, run_id=self.run_id,
-                           item_id=item.item_id)
+        return LedgerEntry(
+            symbol=item.symbol,
+            state=ItemState.PENDING,
+            updated_at=iso(now_utc()),
+            why=item.why,
+            run_id=self.run_id,
+            item_id=item.item_id,
+        )
 
     def _pending_entry(self, item: PlanItem) -> LedgerEntry:
         """Queued. A symbol that succeeded earlier keeps that state until it really reruns:
@@ -379,8 +492,9 @@ class Engine:
         if previous is None:
             return self._new_entry(item)
         state = ItemState.SUCCESS if previous.state is ItemState.SUCCESS else ItemState.PENDING
-        return replace(previous, state=state, why=item.why, updated_at=iso(now_utc()),
-                       run_id=self.run_id)
+        return replace(
+            previous, state=state, why=item.why, updated_at=iso(now_utc()), run_id=self.run_id
+        )
 
 
 def _headline(metrics: dict[str, Any] | None) -> dict[str, Any]:

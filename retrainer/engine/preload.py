@@ -44,4 +44,3 @@ def _hidden(names: tuple[str, ...]) -> Iterator[None]:
         for name in hidden:
             if sys.modules.get(name, "") is None:
                 del sys.modules[name]
-

@@ -95,8 +95,7 @@ def kill_descendants(pid: int | None = None) -> list[int]:
 def sweep_adopted_orphans(spare: Collection[int] = ()) -> list[int]:
     """Kill the children this process did not start on purpose: orphans it adopted as a
     subreaper. The pids in spare (the driver's helpers, running attempts) are left alone."""
-    orphans = [child for child in _processes(child_pids(os.getpid()))
-               if child.pid not in spare]
+    orphans = [child for child in _processes(child_pids(os.getpid())) if child.pid not in spare]
     victims = list(orphans)
     for orphan in orphans:
         victims.extend(_processes(descendant_pids(orphan.pid)))

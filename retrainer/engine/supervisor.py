@@ -59,8 +59,7 @@ class AttemptProcess(Protocol):
 
 
 class Supervisor:
-    def __init__(self, spec: AttemptSpec, process: AttemptProcess,
-                 limits: AttemptLimits) -> None:
+    def __init__(self, spec: AttemptSpec, process: AttemptProcess, limits: AttemptLimits) -> None:
         """process has just been handed spec: its time, and its deadline, start now."""
         self.spec = spec
         self.process = process
@@ -118,8 +117,11 @@ class Supervisor:
     def enforce_limits(self, now: float) -> None:
         """Past the deadline: SIGTERM to the whole tree, then SIGKILL after the grace.
         Over the memory cap: SIGKILL at once, before the machine starts to swap."""
-        if self.memory_cap_mb is not None and not self._memory_exceeded \
-                and now >= self._next_memory_poll:
+        if (
+            self.memory_cap_mb is not None
+            and not self._memory_exceeded
+            and now >= self._next_memory_poll
+        ):
             self._check_memory(now)
         if self._term_sent_at is None and now >= self.started_monotonic + self.timeout_s:
             self._timed_out = True
@@ -143,7 +145,8 @@ class Supervisor:
         if rss_mb > self.memory_cap_mb:
             self._memory_exceeded = (
                 f"memory limit: the process tree used {rss_mb:,.0f} MB, over the "
-                f"{self.memory_cap_mb:,} MB cap (max_memory_mb); killed")
+                f"{self.memory_cap_mb:,} MB cap (max_memory_mb); killed"
+            )
             self._term_sent_at = self._term_sent_at or now
             self.kill()
 
@@ -189,8 +192,12 @@ class Supervisor:
         self._sweep_group()
         self.process.close()
         if self._memory_exceeded:
-            return Outcome(ItemState.FAILED, self._memory_exceeded, exit_code=exit_code,
-                           error_type="MemoryLimit")
+            return Outcome(
+                ItemState.FAILED,
+                self._memory_exceeded,
+                exit_code=exit_code,
+                error_type="MemoryLimit",
+            )
         return classify(self.spec, exit_code, self._timed_out, self.timeout_s)
 
     def _sweep_group(self) -> None:
@@ -208,17 +215,31 @@ def classify(
     result = AttemptResult.read(spec.result_path)
     startup_ms = result.startup_ms if result else None
     if timed_out:
-        return Outcome(ItemState.TIMEOUT, f"timed out after {_duration(timeout_s)}; process "
-                       "tree killed", exit_code=exit_code, startup_ms=startup_ms)
+        return Outcome(
+            ItemState.TIMEOUT,
+            f"timed out after {_duration(timeout_s)}; process tree killed",
+            exit_code=exit_code,
+            startup_ms=startup_ms,
+        )
     if exit_code == EXIT_OK and result and result.ok:
-        return Outcome(ItemState.SUCCESS, "ok", exit_code=0, metrics=result.metrics,
-                       startup_ms=startup_ms)
+        return Outcome(
+            ItemState.SUCCESS, "ok", exit_code=0, metrics=result.metrics, startup_ms=startup_ms
+        )
     if result and not result.ok:
-        return Outcome(ItemState.FAILED, result.reason, exit_code=exit_code,
-                       error_type=result.error_type, stack=result.stack,
-                       startup_ms=startup_ms)
-    return Outcome(ItemState.FAILED, _describe_exit(exit_code, spec), exit_code=exit_code,
-                   error_type="ProcessDied" if exit_code and exit_code < 0 else "ProcessExited")
+        return Outcome(
+            ItemState.FAILED,
+            result.reason,
+            exit_code=exit_code,
+            error_type=result.error_type,
+            stack=result.stack,
+            startup_ms=startup_ms,
+        )
+    return Outcome(
+        ItemState.FAILED,
+        _describe_exit(exit_code, spec),
+        exit_code=exit_code,
+        error_type="ProcessDied" if exit_code and exit_code < 0 else "ProcessExited",
+    )
 
 
 def _describe_exit(exit_code: int | None, spec: AttemptSpec) -> str:
@@ -234,8 +255,7 @@ def _describe_exit(exit_code: int | None, spec: AttemptSpec) -> str:
     if exit_code == 0:
         return f"exited with code 0 but left no result; {where}"
     if exit_code == EXIT_RESULT_NOT_WRITTEN:
-        return (f"could not write its result file {spec.result_path} (disk full or "
-                "read-only?)")
+        return f"could not write its result file {spec.result_path} (disk full or read-only?)"
     return f"exited with code {exit_code} without a result; {where}"
 
 

@@ -49,10 +49,15 @@ def _warm_bars(path: Path) -> None:
     from retrainer.base.data import load_ohlcv
 
     close = np.linspace(100.0, 101.0, _ROWS)
-    frame = pd.DataFrame({
-        "timestamp": pd.date_range("2026-01-01", periods=_ROWS, freq="h", tz="UTC"),
-        "open": close, "high": close * 1.001, "low": close * 0.999, "close": close,
-        "volume": np.ones(_ROWS),
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-01-01", periods=_ROWS, freq="h", tz="UTC"),
+            "open": close,
+            "high": close * 1.001,
+            "low": close * 0.999,
+            "close": close,
+            "volume": np.ones(_ROWS),
+        }
+    )
     frame.to_parquet(path, index=False)
     load_ohlcv(path, 1)

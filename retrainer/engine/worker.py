@@ -81,8 +81,9 @@ def run_attempt(spec: AttemptSpec) -> None:
         run_id=spec.run_id, symbol=spec.symbol, attempt=spec.attempt, pid=os.getpid()
     )
     log = structlog.get_logger()
-    log.info("worker_ready", startup_ms=round(startup_ms, 2), threads=spec.threads,
-             device=spec.device)
+    log.info(
+        "worker_ready", startup_ms=round(startup_ms, 2), threads=spec.threads, device=spec.device
+    )
     try:
         metrics = _train(spec, log)
     except BaseException as exc:  # everything, so the supervisor learns what happened
@@ -156,8 +157,12 @@ def _partial_key(spec: AttemptSpec) -> str:
     from retrainer.base.data import data_fingerprint
 
     identity = json.dumps(
-        {"data": data_fingerprint(spec.data_path), "trainer": spec.trainer,
-         "params": spec.params, "seed": spec.seed},
+        {
+            "data": data_fingerprint(spec.data_path),
+            "trainer": spec.trainer,
+            "params": spec.params,
+            "seed": spec.seed,
+        },
         sort_keys=True,
     )
     return sha256_bytes(identity.encode("utf-8"))
@@ -199,7 +204,9 @@ def _error_result(exc: BaseException, startup_ms: float) -> AttemptResult:
     if code in _IO_ERRNO_HINTS:
         message = f"{_IO_ERRNO_HINTS[code]} ({errno.errorcode[code]}): {exc}"
     return AttemptResult(
-        ok=False, error_type=type(exc).__name__, message=_short(message),
+        ok=False,
+        error_type=type(exc).__name__,
+        message=_short(message),
         stack=tuple(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames),
         startup_ms=startup_ms,
     )
@@ -249,7 +256,7 @@ def _limit_threads(threads: int) -> None:
     # Deterministic cuBLAS must be asked for before CUDA is first touched in this process.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch = sys.modules.get("torch")  # preloaded if the trainer needs it; else it reads
-    if torch is not None:             # the variables above when it imports torch itself
+    if torch is not None:  # the variables above when it imports torch itself
         torch.set_num_threads(threads)
         try:
             torch.set_num_interop_threads(threads)

@@ -58,14 +58,16 @@ class NightReporter(Protocol):
 
     def plan(self, plan: Plan, dry_run: bool) -> None: ...
 
-    def progress(self, ledger: Ledger, run: Mapping[str, Any], day: str, engine_log: Path,
-                 log_level: str) -> AbstractContextManager[None]: ...
+    def progress(
+        self, ledger: Ledger, run: Mapping[str, Any], day: str, engine_log: Path, log_level: str
+    ) -> AbstractContextManager[None]: ...
 
     def result(self, summary: dict[str, Any], summary_path: Path) -> None: ...
 
 
-def run_night(settings: Settings, *, force: bool, dry_run: bool,
-              reporter: NightReporter) -> ExitCode:
+def run_night(
+    settings: Settings, *, force: bool, dry_run: bool, reporter: NightReporter
+) -> ExitCode:
     now = now_utc()
     trainer = load_trainer(settings.trainer.plugin)
     if dry_run:  # reads only; writes nothing under the root
@@ -75,8 +77,9 @@ def run_night(settings: Settings, *, force: bool, dry_run: bool,
     root = settings.run.root.resolve()
     with RunLock(Layout(root).lock_path(), run_id):
         become_subreaper()  # what an item leaves behind when it dies is ours to kill
-        driver = make_driver(settings.run.driver, _preload(settings, trainer),
-                             likely_threads_per_item(settings))
+        driver = make_driver(
+            settings.run.driver, _preload(settings, trainer), likely_threads_per_item(settings)
+        )
         driver.start()  # the zygote imports torch while the plan reads the data
         try:
             plan = build_plan(settings, trainer, detect_resources(), now, force)
@@ -100,8 +103,15 @@ def _preload(settings: Settings, trainer: Trainer) -> list[str]:
 
 
 class Night:
-    def __init__(self, settings: Settings, plan: Plan, driver: Driver, run_id: str,
-                 force: bool, reporter: NightReporter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        plan: Plan,
+        driver: Driver,
+        run_id: str,
+        force: bool,
+        reporter: NightReporter,
+    ) -> None:
         self.settings = settings
         self.plan = plan
         self.driver = driver
@@ -141,16 +151,16 @@ class Night:
         atomic_write_json(costs_path, _merged_costs(costs_path, plan))
         self.syncer = Syncer()
         stack.callback(self.syncer.close)
-        self.ledger = Ledger(layout.status_path(day), layout.journal_path(day),
-                             syncer=self.syncer)
+        self.ledger = Ledger(layout.status_path(day), layout.journal_path(day), syncer=self.syncer)
         stack.callback(self.ledger.close)
         recovered = _record_settled(plan, self.ledger, storage is not None)
         listeners: list[ItemListener] = []
         if storage:
             self.uploader = Uploader(storage, layout, settings.storage.upload_workers)
             stack.callback(self.uploader.close)
-            listeners.append(UploadListener(self.uploader, self.ledger,
-                                            plan.policy.upload_partials))
+            listeners.append(
+                UploadListener(self.uploader, self.ledger, plan.policy.upload_partials)
+            )
             for folder, item_id in recovered:  # finished before the scheduler died
                 self.uploader.submit([*artifact_files(folder), folder / MANIFEST_NAME], item_id)
         self.notifier = notifier_for_run(settings.notify)
@@ -167,48 +177,81 @@ class Night:
     def _run_record(self) -> dict[str, Any]:
         plan, policy = self.plan, self.plan.policy
         return {
-            "run_id": self.run_id, "pid": os.getpid(), "host": socket.gethostname(),
-            "started_at": self.started_at, "mode": policy.mode.value,
-            "driver": self.settings.run.driver, "max_concurrent": policy.max_concurrent,
-            "window": policy.window, "threads_per_item": policy.threads_per_item,
-            "force": self.force, "resources": plan.resources.to_dict(),
-            "trainer": plan.trainer, "symbols": len(plan.items), "to_run": len(plan.to_run),
-            "to_skip": len(plan.to_skip), "retries": policy.retries,
+            "run_id": self.run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": self.started_at,
+            "mode": policy.mode.value,
+            "driver": self.settings.run.driver,
+            "max_concurrent": policy.max_concurrent,
+            "window": policy.window,
+            "threads_per_item": policy.threads_per_item,
+            "force": self.force,
+            "resources": plan.resources.to_dict(),
+            "trainer": plan.trainer,
+            "symbols": len(plan.items),
+            "to_run": len(plan.to_run),
+            "to_skip": len(plan.to_skip),
+            "retries": policy.retries,
         }
 
     # -- run -------------------------------------------------------------------------
     def _run_items(self, listeners: list[ItemListener]) -> RunTally:
-        engine = Engine(self.plan, self.ledger, self.driver, self.run_id, self.stop,
-                        self.syncer, listeners, self.settings.logging.level)
-        with _signals_set(self.stop), self.reporter.progress(
-                self.ledger, self.run_record, self.day, self.layout.engine_log(self.day),
-                self.settings.logging.level):
+        engine = Engine(
+            self.plan,
+            self.ledger,
+            self.driver,
+            self.run_id,
+            self.stop,
+            self.syncer,
+            listeners,
+            self.settings.logging.level,
+        )
+        with (
+            _signals_set(self.stop),
+            self.reporter.progress(
+                self.ledger,
+                self.run_record,
+                self.day,
+                self.layout.engine_log(self.day),
+                self.settings.logging.level,
+            ),
+        ):
             return engine.run_items()
 
     # -- close -----------------------------------------------------------------------
     def _close(self, tally: RunTally, forced_code: ExitCode | None) -> ExitCode:
         layout, day = self.layout, self.day
         wall_s = time.monotonic() - self.started
-        summary = build_summary(self.plan, self.ledger.entries, tally.attempts, self.run_record,
-                                wall_s)
+        summary = build_summary(
+            self.plan, self.ledger.entries, tally.attempts, self.run_record, wall_s
+        )
         exit_code = _exit_code(summary, self.stop) if forced_code is None else forced_code
-        summary.update(finished_at=iso(now_utc()), exit_code=int(exit_code),
-                       worker_startup_ms=_startup_stats(tally.startup_ms))
+        summary.update(
+            finished_at=iso(now_utc()),
+            exit_code=int(exit_code),
+            worker_startup_ms=_startup_stats(tally.startup_ms),
+        )
         summary_path = layout.summary_path(day)
         atomic_write_json(summary_path, summary)
-        self.ledger.record_run({**self.run_record, "finished_at": summary["finished_at"],
-                                "exit_code": int(exit_code)})
+        self.ledger.record_run(
+            {**self.run_record, "finished_at": summary["finished_at"], "exit_code": int(exit_code)}
+        )
         self.ledger.close()
         self.syncer.close()
         self.notifier.run_finished(summary)  # sent from its own thread while uploads drain
         if self.uploader:
-            self.uploader.submit([layout.costs_path(day), layout.status_path(day),
-                                  summary_path])
+            self.uploader.submit([layout.costs_path(day), layout.status_path(day), summary_path])
             finish_run_uploads(layout, day, self.uploader.drain())
-        self.log.info(JOB_COMPLETED, exit_code=int(exit_code),
-                      wall_minutes=summary["total_wall_minutes"],
-                      succeeded=summary["succeeded"], failed=summary["failed"],
-                      skipped=summary["skipped"], interrupted=summary["interrupted"])
+        self.log.info(
+            JOB_COMPLETED,
+            exit_code=int(exit_code),
+            wall_minutes=summary["total_wall_minutes"],
+            succeeded=summary["succeeded"],
+            failed=summary["failed"],
+            skipped=summary["skipped"],
+            interrupted=summary["interrupted"],
+        )
         self.reporter.result(summary, summary_path)
         return exit_code
 
@@ -223,8 +266,7 @@ def _record_settled(plan: Plan, ledger: Ledger, has_storage: bool) -> list[tuple
             continue
         if entry.state is ItemState.SUCCESS and entry.artifact_dir:
             recovered.append((plan.layout.root / entry.artifact_dir, item.item_id))
-            entry = replace(entry, upload=UploadState.PENDING if has_storage
-                            else UploadState.NONE)
+            entry = replace(entry, upload=UploadState.PENDING if has_storage else UploadState.NONE)
         ledger.record(entry)
     return recovered
 
@@ -257,8 +299,11 @@ def _startup_stats(samples: list[float]) -> dict[str, float] | None:
     if not samples:
         return None
     ordered = sorted(samples)
-    return {"median": round(ordered[len(ordered) // 2], 2), "max": round(ordered[-1], 2),
-            "n": len(ordered)}
+    return {
+        "median": round(ordered[len(ordered) // 2], 2),
+        "max": round(ordered[-1], 2),
+        "n": len(ordered),
+    }
 
 
 @contextlib.contextmanager

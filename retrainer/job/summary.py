@@ -16,8 +16,9 @@ def _scalar_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
 
 
-def symbol_summary(entry: LedgerEntry | None, skipped: bool, attempts: int,
-                   why: str) -> dict[str, Any]:
+def symbol_summary(
+    entry: LedgerEntry | None, skipped: bool, attempts: int, why: str
+) -> dict[str, Any]:
     if entry is None:
         return {"status": ItemState.PENDING.value, "attempts": 0, "why": why}
     last = entry.last_attempt
@@ -44,15 +45,25 @@ def build_summary(
     wall_s: float,
 ) -> dict[str, Any]:
     by_symbol = {
-        item.symbol: symbol_summary(entries.get(item.symbol), item.action is Action.SKIP,
-                                    attempts_this_run.get(item.symbol, 0), item.why)
+        item.symbol: symbol_summary(
+            entries.get(item.symbol),
+            item.action is Action.SKIP,
+            attempts_this_run.get(item.symbol, 0),
+            item.why,
+        )
         for item in plan.items
     }
     states = [s["status"] for s in by_symbol.values()]
-    trained = [s["minutes"] for s in by_symbol.values()
-               if s["status"] == ItemState.SUCCESS.value and s["minutes"] is not None]
-    failures = {sym: s.get("reason") for sym, s in by_symbol.items()
-                if s["status"] in {st.value for st in FAILED_STATES}}
+    trained = [
+        s["minutes"]
+        for s in by_symbol.values()
+        if s["status"] == ItemState.SUCCESS.value and s["minutes"] is not None
+    ]
+    failures = {
+        sym: s.get("reason")
+        for sym, s in by_symbol.items()
+        if s["status"] in {st.value for st in FAILED_STATES}
+    }
     return {
         **dict(run),
         "day": plan.day,

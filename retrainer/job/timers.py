@@ -56,8 +56,9 @@ def parse_at(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def build_schedule(settings: Settings, config: Path | None, at: str, resources: Resources,
-                   name: str = "retrainer") -> Schedule:
+def build_schedule(
+    settings: Settings, config: Path | None, at: str, resources: Resources, name: str = "retrainer"
+) -> Schedule:
     hour, minute = parse_at(at)
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
         raise BadInputError(f"--name {name!r}: letters, digits and _ . @ - only")
@@ -67,8 +68,16 @@ def build_schedule(settings: Settings, config: Path | None, at: str, resources: 
         command += ["--config", str(config.resolve())]
     else:  # built-in defaults: pin the folders they resolve against today
         command += ["--root", str(root), "--data", str(settings.data.path.resolve())]
-    return Schedule(hour, minute, tuple(command), root, root / "logs",
-                    start_timeout_s(settings, resources), stop_timeout_s(settings), name)
+    return Schedule(
+        hour,
+        minute,
+        tuple(command),
+        root,
+        root / "logs",
+        start_timeout_s(settings, resources),
+        stop_timeout_s(settings),
+        name,
+    )
 
 
 def retrainer_command() -> list[str]:
@@ -99,62 +108,75 @@ def start_timeout_s(settings: Settings, resources: Resources) -> int:
     """
     run = settings.run
     symbols = max(1, symbol_count(settings))
-    window = window_size(run.mode, symbols, max_concurrent_for(run, resources.has_gpu),
-                         resources.machine_slots)
+    window = window_size(
+        run.mode, symbols, max_concurrent_for(run, resources.has_gpu), resources.machine_slots
+    )
     attempts = symbols * (run.retries + 1)
     attempt_s = run.timeout_minutes * 60 + run.kill_grace_s
     rounds = math.ceil(attempts / window) + 1
-    total = (rounds * attempt_s + run.retries * run.backoff_cap_s + RUN_OVERHEAD_S
-             + settings.notify.close_timeout_s)
+    total = (
+        rounds * attempt_s
+        + run.retries * run.backoff_cap_s
+        + RUN_OVERHEAD_S
+        + settings.notify.close_timeout_s
+    )
     return math.ceil(total)
 
 
 def stop_timeout_s(settings: Settings) -> int:
     """The graceful stop: running items get stop_grace_s to finish, then SIGTERM and
     kill_grace_s, then the run writes its summary and notifies."""
-    return math.ceil(settings.run.stop_grace_s + settings.run.kill_grace_s
-                     + settings.notify.close_timeout_s + STOP_MARGIN_S)
+    return math.ceil(
+        settings.run.stop_grace_s
+        + settings.run.kill_grace_s
+        + settings.notify.close_timeout_s
+        + STOP_MARGIN_S
+    )
 
 
 def systemd_units(schedule: Schedule, user: bool) -> dict[str, str]:
     """File name → content of the .service and the .timer."""
     service, timer = f"{schedule.name}.service", f"{schedule.name}.timer"
     network = [] if user else ["After=network-online.target", "Wants=network-online.target"]
-    service_text = "\n".join([
-        "# Written by `retrainer schedule systemd`; regenerate it rather than edit it.",
-        "[Unit]",
-        "Description=retrainer: nightly per-symbol model retraining",
-        *network,
-        "",
-        "[Service]",
-        "Type=oneshot",
-        f"WorkingDirectory={_systemd_path(schedule.working_dir)}",
-        f"ExecStart={_systemd_command(schedule.command)}",
-        "# Longer than the whole run, every attempt timing out included (derived from the",
-        "# config: symbols, retries, timeout_minutes, kill_grace_s, concurrency).",
-        f"TimeoutStartSec={schedule.start_timeout_s}",
-        "# SIGTERM to retrainer alone: it stops its items gracefully (exit 130); whatever",
-        "# is left when the stop timeout ends gets SIGKILL.",
-        "KillMode=mixed",
-        f"TimeoutStopSec={schedule.stop_timeout_s}",
-        f"SyslogIdentifier={schedule.name}",
-        "",
-    ])
-    timer_text = "\n".join([
-        "# Written by `retrainer schedule systemd`; regenerate it rather than edit it.",
-        "[Unit]",
-        f"Description=retrainer: nightly run at {schedule.hour:02d}:{schedule.minute:02d}",
-        "",
-        "[Timer]",
-        f"OnCalendar=*-*-* {schedule.hour:02d}:{schedule.minute:02d}:00",
-        "# A night missed while the machine was off runs as soon as it is back.",
-        "Persistent=true",
-        f"Unit={service}",
-        "",
-        "[Install]",
-        "WantedBy=timers.target",
-        "",
-    ])
+    service_text = "\n".join(
+        [
+            "# Written by `retrainer schedule systemd`; regenerate it rather than edit it.",
+            "[Unit]",
+            "Description=retrainer: nightly per-symbol model retraining",
+            *network,
+            "",
+            "[Service]",
+            "Type=oneshot",
+            f"WorkingDirectory={_systemd_path(schedule.working_dir)}",
+            f"ExecStart={_systemd_command(schedule.command)}",
+            "# Longer than the whole run, every attempt timing out included (derived from the",
+            "# config: symbols, retries, timeout_minutes, kill_grace_s, concurrency).",
+            f"TimeoutStartSec={schedule.start_timeout_s}",
+            "# SIGTERM to retrainer alone: it stops its items gracefully (exit 130); whatever",
+            "# is left when the stop timeout ends gets SIGKILL.",
+            "KillMode=mixed",
+            f"TimeoutStopSec={schedule.stop_timeout_s}",
+            f"SyslogIdentifier={schedule.name}",
+            "",
+        ]
+    )
+    timer_text = "\n".join(
+        [
+            "# Written by `retrainer schedule systemd`; regenerate it rather than edit it.",
+            "[Unit]",
+            f"Description=retrainer: nightly run at {schedule.hour:02d}:{schedule.minute:02d}",
+            "",
+            "[Timer]",
+            f"OnCalendar=*-*-* {schedule.hour:02d}:{schedule.minute:02d}:00",
+            "# A night missed while the machine was off runs as soon as it is back.",
+            "Persistent=true",
+            f"Unit={service}",
+            "",
+            "[Install]",
+            "WantedBy=timers.target",
+            "",
+        ]
+    )
     return {service: service_text, timer: timer_text}
 
 
@@ -166,10 +188,12 @@ def cron_command(schedule: Schedule) -> str:
     log = _sh(schedule.log_dir / CRON_LOG_NAME)
     lock = _sh(schedule.working_dir / CRON_LOCK_NAME)
     run = " ".join(_sh(a) for a in schedule.command)
-    return (f"mkdir -p {_sh(schedule.log_dir)} && cd {_sh(schedule.working_dir)} && "
-            f"{{ {_sh(flock)} -n -E {LOCK_BUSY_EXIT} {lock} {run} >> {log} 2>&1 || "
-            f"[ $? -ne {LOCK_BUSY_EXIT} ] || echo \"$(date -u +%FT%TZ) retrainer: not started,"
-            f" the previous run still holds the cron lock\" >> {log}; }}")
+    return (
+        f"mkdir -p {_sh(schedule.log_dir)} && cd {_sh(schedule.working_dir)} && "
+        f"{{ {_sh(flock)} -n -E {LOCK_BUSY_EXIT} {lock} {run} >> {log} 2>&1 || "
+        f'[ $? -ne {LOCK_BUSY_EXIT} ] || echo "$(date -u +%FT%TZ) retrainer: not started,'
+        f' the previous run still holds the cron lock" >> {log}; }}'
+    )
 
 
 def cron_line(schedule: Schedule) -> str:

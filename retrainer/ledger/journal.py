@@ -101,8 +101,13 @@ def _entry_json(raw: Mapping[str, Any]) -> str:
 class Ledger:
     """The writable ledger of one day. Thread-safe: uploads record from their own thread."""
 
-    def __init__(self, status_path: Path, journal_path: Path, flush_interval_s: float = 1.0,
-                 syncer: Syncer | None = None):
+    def __init__(
+        self,
+        status_path: Path,
+        journal_path: Path,
+        flush_interval_s: float = 1.0,
+        syncer: Syncer | None = None,
+    ):
         """With a syncer, a durable line's fsync runs in its thread (syncer.py)."""
         self.status_path = status_path
         self.journal_path = journal_path
@@ -144,8 +149,12 @@ class Ledger:
             return
         with self._lock:
             first = self._state.seq + 1
-            self._write_line("".join(f'{{"seq":{first + i},"entry":{text}}}\n'
-                                     for i, (_, text) in enumerate(texts)), durable)
+            self._write_line(
+                "".join(
+                    f'{{"seq":{first + i},"entry":{text}}}\n' for i, (_, text) in enumerate(texts)
+                ),
+                durable,
+            )
             self._state.seq = first + len(texts) - 1
             for entry, text in texts:
                 self._state.entries[entry.item_id] = entry

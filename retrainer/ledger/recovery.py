@@ -33,16 +33,25 @@ def settle(entry: LedgerEntry, layout: Layout) -> LedgerEntry:
     folder = layout.root / attempt.artifact_dir if attempt.artifact_dir else None
     metrics = _finished_metrics(folder) if folder else None
     if folder is None or metrics is None:
-        stopped = replace(attempt, state=ItemState.INTERRUPTED, ended_at=iso(now_utc()),
-                          reason=dead)
+        stopped = replace(
+            attempt, state=ItemState.INTERRUPTED, ended_at=iso(now_utc()), reason=dead
+        )
         return entry.with_attempt(stopped, updated_at=stopped.ended_at)
     manifest = folder / MANIFEST_NAME
     ended_at = iso(datetime.fromtimestamp(manifest.stat().st_mtime, UTC))
-    done = replace(attempt, state=ItemState.SUCCESS, ended_at=ended_at,
-                   reason=f"finished; recorded after {dead}")
+    done = replace(
+        attempt,
+        state=ItemState.SUCCESS,
+        ended_at=ended_at,
+        reason=f"finished; recorded after {dead}",
+    )
     return entry.with_attempt(
-        done, updated_at=ended_at, artifact_dir=attempt.artifact_dir,
-        manifest_sha256=sha256_bytes(manifest.read_bytes()), metrics=metrics)
+        done,
+        updated_at=ended_at,
+        artifact_dir=attempt.artifact_dir,
+        manifest_sha256=sha256_bytes(manifest.read_bytes()),
+        metrics=metrics,
+    )
 
 
 def _finished_metrics(folder: Path) -> dict[str, Any] | None:

@@ -53,10 +53,12 @@ class SyncReport:
 
     def lines(self) -> list[str]:
         days = ", ".join(self.days) or "none"
-        return [*(f"uploaded {line}" for line in self.uploaded),
-                *(f"problem: {line}" for line in [*self.unsyncable, *self.errors]),
-                f"days synced: {days}; {len(self.uploaded)} symbols uploaded, "
-                f"{len(self.still_pending)} still pending, to {self.destination}"]
+        return [
+            *(f"uploaded {line}" for line in self.uploaded),
+            *(f"problem: {line}" for line in [*self.unsyncable, *self.errors]),
+            f"days synced: {days}; {len(self.uploaded)} symbols uploaded, "
+            f"{len(self.still_pending)} still pending, to {self.destination}",
+        ]
 
 
 def marker_path(layout: Layout, day: str) -> Path:
@@ -99,26 +101,40 @@ def sync_day(layout: Layout, day: str, storage: StorageClient, report: SyncRepor
         ledger.close()
     if not reachable:
         return False
-    run_files = [p for p in (layout.costs_path(day), layout.status_path(day),
-                             layout.summary_path(day)) if p.is_file()]
+    run_files = [
+        p
+        for p in (layout.costs_path(day), layout.status_path(day), layout.summary_path(day))
+        if p.is_file()
+    ]
     batch = upload_files(storage, layout, run_files)
     if not batch.ok:
         report.errors.append(f"{day}: {batch.error}")
         return False
-    pending = [e for e in read_ledger(layout.status_path(day), layout.journal_path(day)
-                                      ).entries.values()
-               if e.state is ItemState.SUCCESS and e.upload is UploadState.PENDING]
+    pending = [
+        e
+        for e in read_ledger(layout.status_path(day), layout.journal_path(day)).entries.values()
+        if e.state is ItemState.SUCCESS and e.upload is UploadState.PENDING
+    ]
     if not pending:
         marker_path(layout, day).unlink(missing_ok=True)
     return True
 
 
-def _sync_entry(layout: Layout, day: str, ledger: Ledger, entry: LedgerEntry,
-                storage: StorageClient, report: SyncReport) -> bool:
+def _sync_entry(
+    layout: Layout,
+    day: str,
+    ledger: Ledger,
+    entry: LedgerEntry,
+    storage: StorageClient,
+    report: SyncReport,
+) -> bool:
     log = structlog.get_logger().bind(symbol=entry.symbol)
     folder = layout.root / (entry.artifact_dir or "")
-    problems = verify_manifest(folder, entry.manifest_sha256) if entry.artifact_dir else [
-        "no artifact folder recorded"]
+    problems = (
+        verify_manifest(folder, entry.manifest_sha256)
+        if entry.artifact_dir
+        else ["no artifact folder recorded"]
+    )
     if problems:
         # Nothing verifiable to upload: say so once, and stop retrying it every night.
         reason = "local artifacts do not verify: " + "; ".join(problems[:3])
@@ -126,8 +142,9 @@ def _sync_entry(layout: Layout, day: str, ledger: Ledger, entry: LedgerEntry,
         report.unsyncable.append(f"{day} {entry.symbol}: {reason}")
         log.warning("upload_unsyncable", day=day, reason=reason)
         return True
-    batch = upload_files(storage, layout, [*artifact_files(folder), folder / MANIFEST_NAME],
-                         entry.symbol)
+    batch = upload_files(
+        storage, layout, [*artifact_files(folder), folder / MANIFEST_NAME], entry.symbol
+    )
     if batch.ok:
         ledger.record(replace(entry, upload=UploadState.UPLOADED, upload_error=None))
         report.uploaded.append(f"{day} {entry.symbol}")
@@ -143,8 +160,12 @@ def sync_before_run(root: Path, storage: StorageClient) -> SyncReport:
     report = sync_pending(root, storage)
     if report.days:
         structlog.get_logger().info(
-            "uploads_synced", days=report.days, uploaded=len(report.uploaded),
-            still_pending=len(report.still_pending), unsyncable=len(report.unsyncable))
+            "uploads_synced",
+            days=report.days,
+            uploaded=len(report.uploaded),
+            still_pending=len(report.still_pending),
+            unsyncable=len(report.unsyncable),
+        )
     return report
 
 
@@ -153,16 +174,16 @@ def finish_run_uploads(layout: Layout, day: str, batches: list[UploadBatch]) -> 
     if not all(b.ok for b in batches):
         return
     entries = read_ledger(layout.status_path(day), layout.journal_path(day)).entries
-    if not any(e.state is ItemState.SUCCESS and e.upload in NEEDS_UPLOAD
-               for e in entries.values()):
+    if not any(e.state is ItemState.SUCCESS and e.upload in NEEDS_UPLOAD for e in entries.values()):
         marker_path(layout, day).unlink(missing_ok=True)
 
 
 def run_sync(settings: Settings, storage: StorageClient, day: str | None) -> SyncReport:
     """`retrainer sync`: under the run lock, logged to today's engine log."""
     layout = Layout(settings.run.root.resolve())
-    if day is not None and not (layout.status_path(day).exists()
-                                or layout.journal_path(day).exists()):
+    if day is not None and not (
+        layout.status_path(day).exists() or layout.journal_path(day).exists()
+    ):
         raise BadInputError(f"no run ledger for {day} under {layout.root}/runs")
     run_id = f"sync-{attempt_stamp(now_utc())}-{os.getpid()}"
     with RunLock(layout.lock_path(), run_id):

@@ -39,8 +39,13 @@ class UploadBatch:
         return self.error is None
 
 
-def upload_files(storage: StorageClient, layout: Layout, files: Iterable[Path],
-                 symbol: str | None = None, record: bool = True) -> UploadBatch:
+def upload_files(
+    storage: StorageClient,
+    layout: Layout,
+    files: Iterable[Path],
+    symbol: str | None = None,
+    record: bool = True,
+) -> UploadBatch:
     """Upload files in order, logging one event per file; stop at the first failure."""
     log = structlog.get_logger().bind(symbol=symbol) if symbol else structlog.get_logger()
     uploaded = 0
@@ -50,12 +55,24 @@ def upload_files(storage: StorageClient, layout: Layout, files: Iterable[Path],
         try:
             result = storage.put_file(path, key)
         except (UploadError, OSError, ValueError) as exc:
-            log.warning(UPLOAD_FAILED, key=key, uri=_uri(storage, key), bytes=_size(path),
-                        seconds=round(time.monotonic() - started, 4), error=str(exc))
+            log.warning(
+                UPLOAD_FAILED,
+                key=key,
+                uri=_uri(storage, key),
+                bytes=_size(path),
+                seconds=round(time.monotonic() - started, 4),
+                error=str(exc),
+            )
             return UploadBatch(symbol, uploaded, f"{key}: {exc}", record)
         uploaded += 1
-        log.info(UPLOAD_SUCCEEDED, key=key, uri=result.uri, bytes=result.bytes,
-                 seconds=round(result.seconds, 4), skipped=result.skipped)
+        log.info(
+            UPLOAD_SUCCEEDED,
+            key=key,
+            uri=result.uri,
+            bytes=result.bytes,
+            seconds=round(result.seconds, 4),
+            skipped=result.skipped,
+        )
     return UploadBatch(symbol, uploaded, None, record)
 
 
@@ -66,13 +83,15 @@ class Uploader:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         self._futures: list[Future[UploadBatch]] = []
 
-    def submit(self, files: Iterable[Path], symbol: str | None = None,
-               record: bool = True) -> None:
+    def submit(self, files: Iterable[Path], symbol: str | None = None, record: bool = True) -> None:
         chosen = list(files)
         # The caller's log context (run_id) goes along into the upload thread.
         context = contextvars.copy_context()
-        self._futures.append(self._pool.submit(context.run, upload_files, self.storage,
-                                               self.layout, chosen, symbol, record))
+        self._futures.append(
+            self._pool.submit(
+                context.run, upload_files, self.storage, self.layout, chosen, symbol, record
+            )
+        )
 
     def finished(self) -> list[UploadBatch]:
         """The batches done since the last call (non-blocking)."""

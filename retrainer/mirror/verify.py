@@ -34,27 +34,35 @@ class VerifyReport:
 
     def lines(self) -> list[str]:
         bad = len({item_id for item_id, _ in self.problems})
-        return [*(f"{item_id}: {problem}" for item_id, problem in self.problems),
-                f"{self.day}: {self.checked} symbols checked{self.where}, {bad} with problems"]
+        return [
+            *(f"{item_id}: {problem}" for item_id, problem in self.problems),
+            f"{self.day}: {self.checked} symbols checked{self.where}, {bad} with problems",
+        ]
 
 
 def verify_run(root: Path, day: str | None) -> VerifyReport:
     """Re-hash each successful symbol's artifacts against its sha256.txt."""
     return _check_each_success(
-        root, day, lambda folder, _key, entry: verify_manifest(folder, entry.manifest_sha256),
-        "")
+        root, day, lambda folder, _key, entry: verify_manifest(folder, entry.manifest_sha256), ""
+    )
 
 
 def verify_remote(root: Path, day: str | None, storage: StorageClient) -> VerifyReport:
     """Check each successful symbol's stored objects against its local sha256.txt."""
     return _check_each_success(
-        root, day, lambda folder, key, _entry: remote_problems(folder, key, storage),
-        f" against {storage.describe()}")
+        root,
+        day,
+        lambda folder, key, _entry: remote_problems(folder, key, storage),
+        f" against {storage.describe()}",
+    )
 
 
-def _check_each_success(root: Path, day: str | None,
-                        problems_of: Callable[[Path, str, LedgerEntry], list[str]],
-                        where: str) -> VerifyReport:
+def _check_each_success(
+    root: Path,
+    day: str | None,
+    problems_of: Callable[[Path, str, LedgerEntry], list[str]],
+    where: str,
+) -> VerifyReport:
     """Every problem of every symbol that succeeded that day. problems_of gets the
     artifact folder, its key (relative path) and the ledger entry."""
     layout = Layout(root)

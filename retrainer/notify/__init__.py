@@ -9,5 +9,11 @@ from retrainer.notify.registry import (
     notifier_for_run,
 )
 
-__all__ = ["NOTIFIER_BACKENDS", "Notifier", "NotifierFactory", "NullNotifier", "make_notifier",
-           "notifier_for_run"]
+__all__ = [
+    "NOTIFIER_BACKENDS",
+    "Notifier",
+    "NotifierFactory",
+    "NullNotifier",
+    "make_notifier",
+    "notifier_for_run",
+]

@@ -30,8 +30,11 @@ class FailureBatcher:
         self.failed_total += 1
         if self._due_at is None:
             self._due_at = now + self.window_s
-        if not self.escalated and self.to_run and (
-                self.failed_total / self.to_run >= self.escalate_share):
+        if (
+            not self.escalated
+            and self.to_run
+            and (self.failed_total / self.to_run >= self.escalate_share)
+        ):
             self._escalate_now = True
 
     def due_at(self) -> float | None:

@@ -28,8 +28,9 @@ class TelegramCredentials:
         return f"TelegramCredentials(token=***, chat_id={self.chat_id!r})"
 
 
-def load_credentials(secrets_file: Path | None,
-                     environ: Mapping[str, str] | None = None) -> TelegramCredentials:
+def load_credentials(
+    secrets_file: Path | None, environ: Mapping[str, str] | None = None
+) -> TelegramCredentials:
     environ = os.environ if environ is None else environ
     values = read_secrets_file(secrets_file) if secrets_file is not None else {}
     values.update({k: environ[k] for k in (TOKEN_ENV, CHAT_ID_ENV) if environ.get(k)})

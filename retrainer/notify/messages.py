@@ -37,13 +37,16 @@ def started_text(info: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def failures_text(failures: Sequence[tuple[str, str]], failed_total: int, to_run: int,
-                  escalated: bool) -> str:
+def failures_text(
+    failures: Sequence[tuple[str, str]], failed_total: int, to_run: int, escalated: bool
+) -> str:
     """One alert for a window's failures; escalated when a large share of symbols failed."""
     if escalated:
         share = f" ({failed_total / to_run:.0%})" if to_run else ""
-        head = (f"🚨 retrainer: SYSTEMIC FAILURE? {failed_total} of {to_run} symbols to train "
-                f"have failed{share}")
+        head = (
+            f"🚨 retrainer: SYSTEMIC FAILURE? {failed_total} of {to_run} symbols to train "
+            f"have failed{share}"
+        )
     else:
         noun = "symbol" if len(failures) == 1 else "symbols"
         head = f"❌ retrainer: {len(failures)} {noun} failed ({failed_total} so far this run)"
@@ -70,8 +73,11 @@ def finished_text(summary: Mapping[str, Any]) -> str:
     if best_worst:
         (best, best_v), (worst, worst_v) = best_worst
         lines.append(f"net Sharpe: best {best} {best_v:.2f} · worst {worst} {worst_v:.2f}")
-    failures = [(sym, f"{s.get('status')}: {s.get('reason') or 'no reason recorded'}")
-                for sym, s in by_symbol.items() if sym in (summary.get("failures") or {})]
+    failures = [
+        (sym, f"{s.get('status')}: {s.get('reason') or 'no reason recorded'}")
+        for sym, s in by_symbol.items()
+        if sym in (summary.get("failures") or {})
+    ]
     if failures:
         lines.append("failures:")
         lines += _failure_lines(failures)
@@ -124,7 +130,7 @@ def _failure_lines(failures: Sequence[tuple[str, str]]) -> list[str]:
 
 def _short(reason: str) -> str:
     one_line = " ".join(reason.split())
-    return one_line if len(one_line) <= REASON_CHARS else one_line[:REASON_CHARS - 1] + "…"
+    return one_line if len(one_line) <= REASON_CHARS else one_line[: REASON_CHARS - 1] + "…"
 
 
 def _minutes(value: Any) -> str:
@@ -134,13 +140,17 @@ def _minutes(value: Any) -> str:
 
 
 def _slowest(by_symbol: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, float]]:
-    timed = [(sym, float(s["minutes"])) for sym, s in by_symbol.items()
-             if s.get("status") == "success" and isinstance(s.get("minutes"), int | float)]
+    timed = [
+        (sym, float(s["minutes"]))
+        for sym, s in by_symbol.items()
+        if s.get("status") == "success" and isinstance(s.get("minutes"), int | float)
+    ]
     return sorted(timed, key=lambda pair: (-pair[1], pair[0]))[:SLOWEST_SHOWN]
 
 
-def _best_and_worst(by_symbol: Mapping[str, Mapping[str, Any]]
-                    ) -> tuple[tuple[str, float], tuple[str, float]] | None:
+def _best_and_worst(
+    by_symbol: Mapping[str, Mapping[str, Any]],
+) -> tuple[tuple[str, float], tuple[str, float]] | None:
     values = []
     for sym, s in by_symbol.items():
         value = (s.get("metrics") or {}).get(SHARPE_KEY)

@@ -56,6 +56,7 @@ def notifier_for_run(settings: NotifySettings) -> Notifier:
     try:
         return make_notifier(settings.kind, settings.model_dump())
     except BadInputError as exc:
-        structlog.get_logger().error("notify_failed", what="setup", kind=settings.kind,
-                                     reason=str(exc))
+        structlog.get_logger().error(
+            "notify_failed", what="setup", kind=settings.kind, reason=str(exc)
+        )
         return make_notifier("null")

@@ -72,20 +72,21 @@ class _Finished:
 
 
 class TelegramNotifier:
-    def __init__(self, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
-                 ) -> None:
+    def __init__(
+        self, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> None:
         self.settings = NotifySettings.model_validate(dict(options))
         credentials = load_credentials(self.settings.secrets_file, environ)
         self._sender = _BotSender(credentials, self.settings, lambda: self._deadline)
         self._queue: queue.Queue[object] = queue.Queue()
-        self._batcher = FailureBatcher(self.settings.batch_window_s,
-                                       self.settings.escalate_share)
+        self._batcher = FailureBatcher(self.settings.batch_window_s, self.settings.escalate_share)
         self._deadline: float | None = None
         self._log = structlog.get_logger(notifier="telegram")
         # The thread logs with the run's bound context (run_id) as it was when built.
         context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._serve,),
-                                        name="retrainer-notify", daemon=True)
+        self._thread = threading.Thread(
+            target=context.run, args=(self._serve,), name="retrainer-notify", daemon=True
+        )
         self._thread.start()
 
     # -- the Notifier protocol: called by the run, never blocks it -------------------------
@@ -106,9 +107,11 @@ class TelegramNotifier:
         self._queue.put(_CLOSE)
         self._thread.join(self.settings.close_timeout_s + 1.0)
         if self._thread.is_alive():
-            self._log.warning(NOTIFY_FAILED, what="close",
-                              reason=f"still busy after {self.settings.close_timeout_s} s; "
-                              "left behind")
+            self._log.warning(
+                NOTIFY_FAILED,
+                what="close",
+                reason=f"still busy after {self.settings.close_timeout_s} s; left behind",
+            )
 
     # -- the notifier's thread -----------------------------------------------------------
     def _serve(self) -> None:
@@ -167,8 +170,12 @@ class TelegramNotifier:
 class _BotSender:
     """One Bot, its requests, and the retry policy. Runs inside the notifier's thread."""
 
-    def __init__(self, credentials: TelegramCredentials, settings: NotifySettings,
-                 deadline: Callable[[], float | None]) -> None:
+    def __init__(
+        self,
+        credentials: TelegramCredentials,
+        settings: NotifySettings,
+        deadline: Callable[[], float | None],
+    ) -> None:
         telegram = import_optional("telegram", "telegram")
         from telegram.request import HTTPXRequest
 
@@ -186,15 +193,23 @@ class _BotSender:
         timeout = settings.request_timeout_s
         api_url = settings.api_url.rstrip("/")
         self._requests = [
-            HTTPXRequest(connection_pool_size=2, read_timeout=timeout, write_timeout=timeout,
-                         connect_timeout=timeout, pool_timeout=timeout,
-                         media_write_timeout=timeout)
+            HTTPXRequest(
+                connection_pool_size=2,
+                read_timeout=timeout,
+                write_timeout=timeout,
+                connect_timeout=timeout,
+                pool_timeout=timeout,
+                media_write_timeout=timeout,
+            )
             for _ in range(2)  # python-telegram-bot wants its own one for getUpdates
         ]
-        self._bot = telegram.Bot(credentials.token, base_url=f"{api_url}/bot",
-                                 base_file_url=f"{api_url}/file/bot",
-                                 request=self._requests[0],
-                                 get_updates_request=self._requests[1])
+        self._bot = telegram.Bot(
+            credentials.token,
+            base_url=f"{api_url}/bot",
+            base_file_url=f"{api_url}/file/bot",
+            request=self._requests[0],
+            get_updates_request=self._requests[1],
+        )
         self._errors = telegram.error
         self._log = structlog.get_logger(notifier="telegram")
 
@@ -210,9 +225,12 @@ class _BotSender:
     async def send_summary(self, summary: Mapping[str, Any]) -> bool:
         body = json.dumps(summary, indent=2, default=str).encode("utf-8")
         call = functools.partial(
-            self._bot.send_document, chat_id=self._chat_id, document=body,
+            self._bot.send_document,
+            chat_id=self._chat_id,
+            document=body,
             filename=f"engine_summary_{summary.get('day', 'run')}.json",
-            caption=f"engine_summary.json of run {summary.get('run_id', '?')}")
+            caption=f"engine_summary.json of run {summary.get('run_id', '?')}",
+        )
         return await self._send("summary_document", call)
 
     async def _send(self, what: str, call: Callable[[], Awaitable[Any]]) -> bool:
@@ -228,15 +246,22 @@ class _BotSender:
             except Exception as exc:
                 delay, reason = self._classify(exc, attempt)
                 if delay is None or attempt == retries:
-                    self._log.warning(NOTIFY_FAILED, what=what, reason=reason,
-                                      attempts=attempt + 1)
+                    self._log.warning(NOTIFY_FAILED, what=what, reason=reason, attempts=attempt + 1)
                     return False
-                self._log.warning(NOTIFY_RETRY, what=what, attempt=attempt + 1,
-                                  delay_s=round(delay, 3), reason=reason)
+                self._log.warning(
+                    NOTIFY_RETRY,
+                    what=what,
+                    attempt=attempt + 1,
+                    delay_s=round(delay, 3),
+                    reason=reason,
+                )
                 if not await self._sleep(delay):
-                    self._log.warning(NOTIFY_FAILED, what=what, attempts=attempt + 1,
-                                      reason=f"{reason}; the close deadline passed while "
-                                      "waiting to retry")
+                    self._log.warning(
+                        NOTIFY_FAILED,
+                        what=what,
+                        attempts=attempt + 1,
+                        reason=f"{reason}; the close deadline passed while waiting to retry",
+                    )
                     return False
             else:
                 self._log.info(NOTIFY_SENT, what=what, attempts=attempt + 1)
@@ -256,7 +281,7 @@ class _BotSender:
         if isinstance(exc, errors.BadRequest | errors.ChatMigrated):
             return None, f"bad request: {reason}"
         if isinstance(exc, errors.NetworkError | TimeoutError):
-            return min(RETRY_CAP_S, RETRY_BASE_S * 2 ** attempt), reason
+            return min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt), reason
         return None, reason
 
     def _past_deadline(self) -> bool:

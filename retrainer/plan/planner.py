@@ -75,14 +75,16 @@ def symbol_seed(base_seed: int, symbol: str) -> int:
     return (base_seed * 1_000_003 + zlib.crc32(symbol.encode("utf-8"))) % 2**31
 
 
-def build_plan(settings: Settings, trainer: Trainer, resources: Resources, now: datetime,
-               force: bool) -> Plan:
+def build_plan(
+    settings: Settings, trainer: Trainer, resources: Resources, now: datetime, force: bool
+) -> Plan:
     """trainer: the configured plug-in, loaded once by the caller."""
     layout = Layout(settings.run.root.resolve())
     day = run_day(now)
     params = validate_trainer_params(trainer, settings.trainer.params)
-    symbols = resolve_symbols(settings.run.symbols,
-                              settings.data.path.resolve(), settings.data.topn_window_days)
+    symbols = resolve_symbols(
+        settings.run.symbols, settings.data.path.resolve(), settings.data.topn_window_days
+    )
     costs = _costs_for(symbols, settings)
     ledger = read_ledger(layout.status_path(day), layout.journal_path(day))
     items = []
@@ -93,11 +95,29 @@ def build_plan(settings: Settings, trainer: Trainer, resources: Resources, now: 
         if previous is not None and settled:
             previous = settle(previous, layout)
         action, why = decide(previous, layout, force)
-        items.append(PlanItem(symbol, action, why, data_path, symbol_costs,
-                              symbol_seed(settings.run.seed, symbol), previous, settled))
+        items.append(
+            PlanItem(
+                symbol,
+                action,
+                why,
+                data_path,
+                symbol_costs,
+                symbol_seed(settings.run.seed, symbol),
+                previous,
+                settled,
+            )
+        )
     runnable = sum(1 for i in items if i.action is Action.RUN)
-    return Plan(day, layout, tuple(items), resolve_policy(settings, resources, runnable),
-                resources, settings.trainer.plugin, params, settings.data.min_rows)
+    return Plan(
+        day,
+        layout,
+        tuple(items),
+        resolve_policy(settings, resources, runnable),
+        resources,
+        settings.trainer.plugin,
+        params,
+        settings.data.min_rows,
+    )
 
 
 def _costs_for(symbols: list[str], settings: Settings) -> dict[str, tuple[Path, SymbolCosts]]:
@@ -115,8 +135,12 @@ def _costs_for(symbols: list[str], settings: Settings) -> dict[str, tuple[Path, 
         except DataError as exc:
             problems.append(str(exc))
             continue
-        found[symbol] = (path, resolve_costs_from_arrays(
-            symbol, timestamps, values["high"], values["low"], settings.costs))
+        found[symbol] = (
+            path,
+            resolve_costs_from_arrays(
+                symbol, timestamps, values["high"], values["low"], settings.costs
+            ),
+        )
     if problems:
         raise BadInputError("bad data, nothing was started:\n  " + "\n  ".join(problems))
     return found

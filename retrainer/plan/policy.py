@@ -50,12 +50,18 @@ def resolve_policy(settings: Settings, resources: Resources, runnable: int) -> R
     max_concurrent = max_concurrent_for(run, resources.has_gpu)
     window = window_size(run.mode, max(1, runnable), max_concurrent, resources.machine_slots)
     return RunPolicy(
-        mode=run.mode, max_concurrent=max_concurrent, window=window,
+        mode=run.mode,
+        max_concurrent=max_concurrent,
+        window=window,
         threads_per_item=resources.threads_per_item(window),
         memory_cap_mb=run.max_memory_mb or resources.memory_cap_mb(window),
-        timeout_s=run.timeout_minutes * 60.0, kill_grace_s=run.kill_grace_s,
-        stop_grace_s=run.stop_grace_s, retries=run.retries,
-        backoff_base_s=run.backoff_base_s, backoff_cap_s=run.backoff_cap_s, seed=run.seed,
+        timeout_s=run.timeout_minutes * 60.0,
+        kill_grace_s=run.kill_grace_s,
+        stop_grace_s=run.stop_grace_s,
+        retries=run.retries,
+        backoff_base_s=run.backoff_base_s,
+        backoff_cap_s=run.backoff_cap_s,
+        seed=run.seed,
         mirrored=settings.storage.kind != "none",
         upload_partials=settings.storage.upload_partials,
     )

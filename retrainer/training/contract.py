@@ -126,13 +126,12 @@ def load_trainer(spec: str) -> Trainer:
     """Resolve "package.module:function"; a bad spec is bad input (exit 2)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise BadInputError(f"trainer.plugin {spec!r}: expected \"package.module:function\"")
+        raise BadInputError(f'trainer.plugin {spec!r}: expected "package.module:function"')
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any error in a plug-in's import is the plug-in's, not ours
         raise BadInputError(
-            f"trainer.plugin {spec!r}: cannot import {module_name} "
-            f"({type(exc).__name__}: {exc})"
+            f"trainer.plugin {spec!r}: cannot import {module_name} ({type(exc).__name__}: {exc})"
         ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):

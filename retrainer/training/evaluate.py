@@ -127,4 +127,3 @@ def evaluate_test_span(
         "bars_per_year": periods_per_year,
         **buy_hold.prefixed("buy_hold"),
     }
-

@@ -84,7 +84,8 @@ def hour_of_day(timestamps: pd.Series) -> dict[str, pd.Series]:
 def as_utc(timestamps: pd.Series) -> pd.Series:
     """Validated bars are UTC; a naive column is taken as UTC rather than refused."""
     utc: pd.Series = (
-        timestamps.dt.tz_localize("UTC") if timestamps.dt.tz is None
+        timestamps.dt.tz_localize("UTC")
+        if timestamps.dt.tz is None
         else timestamps.dt.tz_convert("UTC")
     )
     return utc

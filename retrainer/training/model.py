@@ -229,8 +229,9 @@ def fit(
         optimiser = Adam(
             model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
         )
-        return _train_with_early_stopping(model, optimiser, (tx, ty), (vx, vy), params,
-                                          batch_generator)
+        return _train_with_early_stopping(
+            model, optimiser, (tx, ty), (vx, vy), params, batch_generator
+        )
 
 
 def _generator_on(device: torch.device, seed: int) -> torch.Generator:
@@ -254,8 +255,9 @@ def _train_with_early_stopping(
     best_loss, best_epoch, best_state = float("inf"), 0, _state_copy(model)
     stale_epochs = 0
     for epoch in range(1, params.max_epochs + 1):
-        train_loss = _train_one_epoch(model, optimiser, loss_fn, train, params.batch_size,
-                                      batch_generator)
+        train_loss = _train_one_epoch(
+            model, optimiser, loss_fn, train, params.batch_size, batch_generator
+        )
         val_loss = evaluate_loss(model, loss_fn, val)
         history.append(EpochLoss(epoch, train_loss, val_loss))
         if val_loss < best_loss - params.min_delta:
@@ -292,9 +294,7 @@ def _train_one_epoch(
     return float(total.item()) / len(x)
 
 
-def evaluate_loss(
-    model: MLP, loss_fn: nn.Module, data: tuple[torch.Tensor, torch.Tensor]
-) -> float:
+def evaluate_loss(model: MLP, loss_fn: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
     x, y = data
     model.eval()
     with torch.no_grad():
@@ -305,9 +305,7 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def predict_proba(
-    model: MLP, x: np.ndarray, device: str, threads: int | None = 1
-) -> np.ndarray:
+def predict_proba(model: MLP, x: np.ndarray, device: str, threads: int | None = 1) -> np.ndarray:
     """P(target = 1) per row, as float64 for the metrics (`threads`: see `torch_threads`)."""
     dev = torch.device(device)
     model.to(dev).eval()

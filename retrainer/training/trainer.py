@@ -174,8 +174,9 @@ def write_final_artifacts(
 
     from retrainer.training.model import checkpoint_bytes
 
-    atomic_write_bytes(ctx.out_dir / MODEL_FILE,
-                       checkpoint_bytes(fitted.model, standardiser, names, params))
+    atomic_write_bytes(
+        ctx.out_dir / MODEL_FILE, checkpoint_bytes(fitted.model, standardiser, names, params)
+    )
     config = {
         "symbol": ctx.symbol,
         "params": params.model_dump(mode="json"),
@@ -196,7 +197,7 @@ def write_final_artifacts(
 
 
 def _rows(frame: pd.DataFrame, span: Span) -> pd.DataFrame:
-    return frame.iloc[span.start:span.stop]
+    return frame.iloc[span.start : span.stop]
 
 
 def ohlcv_values_sha256(bars: pd.DataFrame) -> str:

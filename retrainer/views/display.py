@@ -29,11 +29,27 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
         f"{policy.memory_cap_mb} MB per item, "
         f"{res.cpu_count} cores, {device}; root {plan.layout.root}"
     )
-    headers = ("symbol", "action", "why", "taker bps", "maker bps", "half-spread bps",
-               "cost/turnover bps")
-    rows = [(item.symbol, item.action.value, item.why, f"{item.costs.taker_fee_bps:.2f}",
-             f"{item.costs.maker_fee_bps:.2f}", f"{item.costs.half_spread_bps:.2f}",
-             f"{item.costs.cost_per_turnover_bps:.2f}") for item in plan.items]
+    headers = (
+        "symbol",
+        "action",
+        "why",
+        "taker bps",
+        "maker bps",
+        "half-spread bps",
+        "cost/turnover bps",
+    )
+    rows = [
+        (
+            item.symbol,
+            item.action.value,
+            item.why,
+            f"{item.costs.taker_fee_bps:.2f}",
+            f"{item.costs.maker_fee_bps:.2f}",
+            f"{item.costs.half_spread_bps:.2f}",
+            f"{item.costs.cost_per_turnover_bps:.2f}",
+        )
+        for item in plan.items
+    ]
     right = [("bps" in name) for name in headers]
     if console.is_terminal:
         table = Table(show_lines=False)
@@ -47,14 +63,16 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
     console.print(f"{len(plan.to_run)} to run, {len(plan.to_skip)} to skip")
 
 
-def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-                right: Sequence[bool]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows,
-                                                                       strict=True)]
+def plain_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]
+) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.rjust(width) if align else cell.ljust(width)
-                         for cell, width, align in zip(cells, widths, right, strict=True))
+        return "  ".join(
+            cell.rjust(width) if align else cell.ljust(width)
+            for cell, width, align in zip(cells, widths, right, strict=True)
+        )
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([line(headers), rule, *(line(row) for row in rows)]) + "\n"

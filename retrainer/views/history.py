@@ -34,17 +34,22 @@ def symbol_history(root: Path, symbol: str) -> list[HistoryRow]:
     layout = Layout(root)
     rows: list[HistoryRow] = []
     for day in days_under(root):
-        entry = read_ledger(layout.status_path(day), layout.journal_path(day)).entries.get(
-            symbol)
+        entry = read_ledger(layout.status_path(day), layout.journal_path(day)).entries.get(symbol)
         if entry is None:
             continue
         for a in entry.attempts:
             kept = entry.artifact_dir is not None and a.artifact_dir == entry.artifact_dir
-            rows.append(HistoryRow(
-                day=day, attempt=a.number, started_at=a.started_at, status=a.state.value,
-                minutes=None if a.seconds is None else round(a.seconds / 60.0, 3),
-                reason=None if a.state.value == "success" else a.reason,
-                metrics=key_metrics(entry.metrics) if kept else {}))
+            rows.append(
+                HistoryRow(
+                    day=day,
+                    attempt=a.number,
+                    started_at=a.started_at,
+                    status=a.state.value,
+                    minutes=None if a.seconds is None else round(a.seconds / 60.0, 3),
+                    reason=None if a.state.value == "success" else a.reason,
+                    metrics=key_metrics(entry.metrics) if kept else {},
+                )
+            )
     return rows
 
 
@@ -61,12 +66,19 @@ def print_history(symbol: str, rows: list[HistoryRow], as_json: bool, console: C
         return
     table = Table(title=f"{symbol}: {len(rows)} attempts", title_justify="left")
     for name in ("day", "attempt", "started", "status", "minutes", *KEY_METRICS, "reason"):
-        table.add_column(name, overflow="fold",
-                         justify="right" if name in ("minutes", *KEY_METRICS) else "left")
+        table.add_column(
+            name, overflow="fold", justify="right" if name in ("minutes", *KEY_METRICS) else "left"
+        )
     for r in rows:
-        table.add_row(r.day, str(r.attempt), r.started_at[11:19], r.status,
-                      "" if r.minutes is None else f"{r.minutes:.2f}",
-                      *(_number(r.metrics.get(k)) for k in KEY_METRICS), r.reason or "")
+        table.add_row(
+            r.day,
+            str(r.attempt),
+            r.started_at[11:19],
+            r.status,
+            "" if r.minutes is None else f"{r.minutes:.2f}",
+            *(_number(r.metrics.get(k)) for k in KEY_METRICS),
+            r.reason or "",
+        )
     console.print(table)
 
 

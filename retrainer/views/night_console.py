@@ -24,8 +24,9 @@ class NightConsole:
     def plan(self, plan: Plan, dry_run: bool) -> None:
         print_plan(plan, self.console, dry_run=dry_run)
 
-    def progress(self, ledger: Ledger, run: Mapping[str, Any], day: str, engine_log: Path,
-                 log_level: str) -> AbstractContextManager[None]:
+    def progress(
+        self, ledger: Ledger, run: Mapping[str, Any], day: str, engine_log: Path, log_level: str
+    ) -> AbstractContextManager[None]:
         return live_progress(ledger, run, day, self.console, engine_log, log_level)
 
     def result(self, summary: dict[str, Any], summary_path: Path) -> None:

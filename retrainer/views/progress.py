@@ -34,8 +34,11 @@ MAX_RUNNING_IN_LINE = 8
 
 
 def counts_text(view: RunView) -> str:
-    parts = [f"{view.done}/{view.total} done", f"{len(view.running)} running",
-             f"{view.failed} failed"]
+    parts = [
+        f"{view.done}/{view.total} done",
+        f"{len(view.running)} running",
+        f"{view.failed} failed",
+    ]
     if view.retrying:
         parts.append(f"{view.retrying} retrying")
     parts.append(f"{view.skipped} skipped")
@@ -53,14 +56,17 @@ def headline(view: RunView) -> str:
     elif view.phase is Phase.DEAD:
         phase = "died: no finish recorded and its process is gone"
     eta = f", ETA {hms(view.eta_s)}" if view.phase is Phase.RUNNING else ""
-    return (f"run {view.day} ({view.run_id}, {view.mode}, {view.window} at a time): {phase}\n"
-            f"{counts_text(view)}; elapsed {hms(view.elapsed_s)}{eta}")
+    return (
+        f"run {view.day} ({view.run_id}, {view.mode}, {view.window} at a time): {phase}\n"
+        f"{counts_text(view)}; elapsed {hms(view.elapsed_s)}{eta}"
+    )
 
 
 def plain_line(view: RunView) -> str:
     """One line for logs: counts, elapsed, ETA and the running symbols."""
-    running = ", ".join(f"{r.symbol} {hms(r.elapsed_s)}"
-                        for r in view.running[:MAX_RUNNING_IN_LINE])
+    running = ", ".join(
+        f"{r.symbol} {hms(r.elapsed_s)}" for r in view.running[:MAX_RUNNING_IN_LINE]
+    )
     if len(view.running) > MAX_RUNNING_IN_LINE:
         running += f", +{len(view.running) - MAX_RUNNING_IN_LINE} more"
     line = f"progress: {counts_text(view)}; elapsed {hms(view.elapsed_s)}, ETA {hms(view.eta_s)}"
@@ -75,8 +81,13 @@ def render_view(view: RunView) -> RenderableType:
         for name in ("symbol", "attempt", "elapsed", "device", "slot"):
             table.add_column(name)
         for r in sorted(view.running, key=lambda r: -r.elapsed_s):
-            table.add_row(r.symbol, str(r.attempt), hms(r.elapsed_s), r.device,
-                          "" if r.slot is None else str(r.slot))
+            table.add_row(
+                r.symbol,
+                str(r.attempt),
+                hms(r.elapsed_s),
+                r.device,
+                "" if r.slot is None else str(r.slot),
+            )
         parts.append(table)
     if view.failures:
         table = Table(title="failures", title_justify="left")
@@ -132,15 +143,20 @@ class _PlainReporter:
         if key == self._printed or (view.done + view.failed + view.retrying == 0):
             return
         if final or time.monotonic() - self._last >= self._interval_s:
-            self._console.print(plain_line(view), markup=False, highlight=False,
-                                soft_wrap=True)
+            self._console.print(plain_line(view), markup=False, highlight=False, soft_wrap=True)
             self._printed, self._last = key, time.monotonic()
 
 
 @contextlib.contextmanager
-def live_progress(ledger: Ledger, run: Mapping[str, Any], day: str, console: Console,
-                  engine_log: Path, log_level: str,
-                  plain_interval_s: float = PLAIN_INTERVAL_S) -> Iterator[None]:
+def live_progress(
+    ledger: Ledger,
+    run: Mapping[str, Any],
+    day: str,
+    console: Console,
+    engine_log: Path,
+    log_level: str,
+    plain_interval_s: float = PLAIN_INTERVAL_S,
+) -> Iterator[None]:
     """Show the run's progress while the block (the runner's loop) runs."""
     run = dict(run)
 
@@ -155,9 +171,13 @@ def live_progress(ledger: Ledger, run: Mapping[str, Any], day: str, console: Con
         finally:
             reporter.stop()
         return
-    live = Live(get_renderable=lambda: render_view(view()), console=console,
-                refresh_per_second=LIVE_REFRESH_PER_S, redirect_stdout=False,
-                redirect_stderr=False)
+    live = Live(
+        get_renderable=lambda: render_view(view()),
+        console=console,
+        refresh_per_second=LIVE_REFRESH_PER_S,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
     logs_on_terminal = sys.stderr.isatty()
     live.start()
     if logs_on_terminal:  # the log's console lines scroll above the live view

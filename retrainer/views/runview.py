@@ -111,8 +111,9 @@ def view_day(root: Path, day: str | None, now: datetime | None = None) -> RunVie
     runs = ordered_runs(state)
     if not runs:
         raise BadInputError(f"the ledger of {day} records no run yet")
-    return build_view(day, runs[-1], state.entries, now or now_utc(), alive=process_alive(
-        runs[-1]), until=None)
+    return build_view(
+        day, runs[-1], state.entries, now or now_utc(), alive=process_alive(runs[-1]), until=None
+    )
 
 
 def process_alive(run: Mapping[str, Any]) -> bool | None:
@@ -128,17 +129,25 @@ def process_alive(run: Mapping[str, Any]) -> bool | None:
         return False
 
 
-def attempts_in_run(entry: LedgerEntry, run: Mapping[str, Any],
-                    until: str | None) -> list[Attempt]:
+def attempts_in_run(entry: LedgerEntry, run: Mapping[str, Any], until: str | None) -> list[Attempt]:
     """The symbol's attempts that started within the run's span (ISO UTC text sorts)."""
     start = str(run.get("started_at", ""))
     end = run.get("finished_at") or until
-    return [a for a in entry.attempts
-            if a.started_at >= start and (end is None or a.started_at <= str(end))]
+    return [
+        a
+        for a in entry.attempts
+        if a.started_at >= start and (end is None or a.started_at <= str(end))
+    ]
 
 
-def build_view(day: str, run: Mapping[str, Any], entries: Mapping[str, LedgerEntry],
-               now: datetime, alive: bool | None, until: str | None) -> RunView:
+def build_view(
+    day: str,
+    run: Mapping[str, Any],
+    entries: Mapping[str, LedgerEntry],
+    now: datetime,
+    alive: bool | None,
+    until: str | None,
+) -> RunView:
     finished_at = run.get("finished_at")
     phase = Phase.FINISHED if finished_at else (Phase.DEAD if alive is False else Phase.RUNNING)
     started = parse_iso(str(run["started_at"]))
@@ -152,13 +161,23 @@ def build_view(day: str, run: Mapping[str, Any], entries: Mapping[str, LedgerEnt
     queued = not_started if phase is Phase.RUNNING else 0
     window = max(1, int(run.get("window", 1)))
     return RunView(
-        day=day, run_id=str(run["run_id"]), phase=phase, started_at=str(run["started_at"]),
-        finished_at=str(finished_at) if finished_at else None, exit_code=run.get("exit_code"),
-        mode=str(run.get("mode", "")), window=window,
-        total=to_run + int(run.get("to_skip", 0)), done=tally.counts[ItemState.SUCCESS],
-        failed=tally.failed, retrying=tally.retrying, skipped=int(run.get("to_skip", 0)),
+        day=day,
+        run_id=str(run["run_id"]),
+        phase=phase,
+        started_at=str(run["started_at"]),
+        finished_at=str(finished_at) if finished_at else None,
+        exit_code=run.get("exit_code"),
+        mode=str(run.get("mode", "")),
+        window=window,
+        total=to_run + int(run.get("to_skip", 0)),
+        done=tally.counts[ItemState.SUCCESS],
+        failed=tally.failed,
+        retrying=tally.retrying,
+        skipped=int(run.get("to_skip", 0)),
         interrupted=tally.counts[ItemState.INTERRUPTED] + not_started - queued,
-        queued=queued, running=tuple(tally.running), failures=tuple(tally.failures),
+        queued=queued,
+        running=tuple(tally.running),
+        failures=tuple(tally.failures),
         elapsed_s=max(0.0, (end - started).total_seconds()),
         eta_s=_eta(tally, queued, window) if phase is Phase.RUNNING else None,
     )
@@ -188,18 +207,21 @@ class _Tally:
         if state is ItemState.RUNNING and self.phase is not Phase.RUNNING:
             state = ItemState.INTERRUPTED  # its run is over: it was not seen to finish
         self.counts[state] += 1
-        self.finished_s += [a.seconds for a in attempts
-                            if a.state is ItemState.SUCCESS and a.seconds is not None]
+        self.finished_s += [
+            a.seconds for a in attempts if a.state is ItemState.SUCCESS and a.seconds is not None
+        ]
         if state is ItemState.RUNNING:
             elapsed = (self.now - parse_iso(last.started_at)).total_seconds()
-            self.running.append(RunningItem(symbol, last.number, max(0.0, elapsed),
-                                            last.device, last.slot))
+            self.running.append(
+                RunningItem(symbol, last.number, max(0.0, elapsed), last.device, last.slot)
+            )
         elif state in FAILED_STATES:
             retrying = self.phase is Phase.RUNNING and len(attempts) <= self.retries
             self.retrying += retrying
             self.failed += not retrying
-            self.failures.append(Failure(symbol, state.value, last.reason or "",
-                                         len(attempts), retrying))
+            self.failures.append(
+                Failure(symbol, state.value, last.reason or "", len(attempts), retrying)
+            )
 
     def mean_s(self) -> float | None:
         return statistics.fmean(self.finished_s) if self.finished_s else None
@@ -225,5 +247,10 @@ def hms(seconds: float | None) -> str:
 
 
 def days_under(root: Path) -> list[str]:
-    return sorted({p.parent.name for pattern in ("runs/*/status.json", "runs/*/ledger.jsonl")
-                   for p in root.glob(pattern)})
+    return sorted(
+        {
+            p.parent.name
+            for pattern in ("runs/*/status.json", "runs/*/ledger.jsonl")
+            for p in root.glob(pattern)
+        }
+    )

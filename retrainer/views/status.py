@@ -20,8 +20,15 @@ from retrainer.views.runview import Phase, RunView, view_day
 WATCH_INTERVAL_S = 1.0
 
 
-def show_status(root: Path, day: str | None, *, watch: bool, as_json: bool,
-                console: Console, interval_s: float = WATCH_INTERVAL_S) -> ExitCode:
+def show_status(
+    root: Path,
+    day: str | None,
+    *,
+    watch: bool,
+    as_json: bool,
+    console: Console,
+    interval_s: float = WATCH_INTERVAL_S,
+) -> ExitCode:
     try:
         if not watch:
             _print_once(view_day(root, day), as_json, console)
@@ -41,8 +48,9 @@ def _print_once(view: RunView, as_json: bool, console: Console) -> None:
         console.print(render_view(view))
 
 
-def _watch_lines(root: Path, day: str | None, as_json: bool, console: Console,
-                 interval_s: float) -> None:
+def _watch_lines(
+    root: Path, day: str | None, as_json: bool, console: Console, interval_s: float
+) -> None:
     """Scripts and logs: a JSON object or a plain line each time something changed."""
     last = None
     while True:
@@ -60,8 +68,18 @@ def _watch_lines(root: Path, day: str | None, as_json: bool, console: Console,
 
 def _changes(view: RunView) -> str:
     """What makes a new line worth printing: counts and who runs (not the clock)."""
-    return json.dumps([view.done, view.failed, view.retrying, view.skipped, view.interrupted,
-                       view.queued, [r.symbol for r in view.running], view.phase.value])
+    return json.dumps(
+        [
+            view.done,
+            view.failed,
+            view.retrying,
+            view.skipped,
+            view.interrupted,
+            view.queued,
+            [r.symbol for r in view.running],
+            view.phase.value,
+        ]
+    )
 
 
 def _watch_live(root: Path, day: str | None, console: Console, interval_s: float) -> None:

@@ -32,8 +32,9 @@ REFRESH_TOKEN = "refresh-token-ZmFrZS1yZWZyZXNoLXRva2VuLTEyMw"
 
 
 def dropbox_content_hash(data: bytes) -> str:
-    blocks = b"".join(hashlib.sha256(data[i:i + BLOCK]).digest()
-                      for i in range(0, len(data), BLOCK))
+    blocks = b"".join(
+        hashlib.sha256(data[i : i + BLOCK]).digest() for i in range(0, len(data), BLOCK)
+    )
     return hashlib.sha256(blocks).hexdigest()
 
 
@@ -59,11 +60,16 @@ class StoredFile:
 
     def metadata(self) -> dict[str, Any]:
         return {
-            ".tag": "file", "name": self.path_display.rsplit("/", 1)[-1],
+            ".tag": "file",
+            "name": self.path_display.rsplit("/", 1)[-1],
             "id": "id:" + hashlib.sha1(self.path_display.lower().encode()).hexdigest()[:22],
-            "client_modified": self.modified, "server_modified": self.modified,
-            "rev": self.rev, "size": len(self.data), "path_lower": self.path_display.lower(),
-            "path_display": self.path_display, "content_hash": dropbox_content_hash(self.data),
+            "client_modified": self.modified,
+            "server_modified": self.modified,
+            "rev": self.rev,
+            "size": len(self.data),
+            "path_lower": self.path_display.lower(),
+            "path_display": self.path_display,
+            "content_hash": dropbox_content_hash(self.data),
             "is_downloadable": True,
         }
 
@@ -106,11 +112,13 @@ class DropboxTestServer:
         self._thread.join(10)
 
     # -- for tests ---------------------------------------------------------------
-    def fail_next(self, route: str, status: int, times: int = 1,
-                  retry_after_s: int | None = None) -> None:
+    def fail_next(
+        self, route: str, status: int, times: int = 1, retry_after_s: int | None = None
+    ) -> None:
         with self.state.lock:
             self.state.faults.setdefault(route, []).extend(
-                Fault(status, retry_after_s) for _ in range(times))
+                Fault(status, retry_after_s) for _ in range(times)
+            )
 
     def cut_next(self, route: str, times: int = 1) -> None:
         with self.state.lock:
@@ -126,8 +134,9 @@ class DropboxTestServer:
         """Change a stored file behind the client's back (a corrupted remote copy)."""
         with self.state.lock:
             stored = self.state.files[path.lower()]
-            self.state.files[path.lower()] = StoredFile(stored.path_display, data,
-                                                        _new_rev(), _now())
+            self.state.files[path.lower()] = StoredFile(
+                stored.path_display, data, _new_rev(), _now()
+            )
 
     def seen(self, route: str) -> list[Seen]:
         with self.state.lock:
@@ -147,8 +156,7 @@ def _new_rev() -> str:
 
 
 def _path_error(tag: str, summary: str) -> dict[str, Any]:
-    return {"error_summary": f"path/{summary}/..", "error": {".tag": "path",
-                                                             "path": {".tag": tag}}}
+    return {"error_summary": f"path/{summary}/..", "error": {".tag": "path", "path": {".tag": tag}}}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -205,14 +213,22 @@ class _Handler(BaseHTTPRequestHandler):
         assert fault.status is not None
         if fault.status == 429:
             retry = fault.retry_after_s or 1
-            body = {"error_summary": "too_many_requests/..",
-                    "error": {"reason": {".tag": "too_many_requests"}, "retry_after": retry}}
+            body = {
+                "error_summary": "too_many_requests/..",
+                "error": {"reason": {".tag": "too_many_requests"}, "retry_after": retry},
+            }
             self._json(route, 429, body, {"Retry-After": str(retry)})
         else:
             self._send(route, fault.status, b"Internal Server Error", "text/plain")
 
-    def _send(self, route: str, status: int, payload: bytes, content_type: str,
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        route: str,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._record(route, status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -223,26 +239,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _json(self, route: str, status: int, obj: Any,
-              headers: dict[str, str] | None = None) -> None:
+    def _json(
+        self, route: str, status: int, obj: Any, headers: dict[str, str] | None = None
+    ) -> None:
         self._send(route, status, json.dumps(obj).encode(), "application/json", headers)
 
     def _token(self, body: bytes) -> None:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-        ok = (form.get("grant_type") == "refresh_token"
-              and form.get("refresh_token") == REFRESH_TOKEN
-              and form.get("client_id") == APP_KEY
-              and form.get("client_secret") in (None, APP_SECRET))
+        ok = (
+            form.get("grant_type") == "refresh_token"
+            and form.get("refresh_token") == REFRESH_TOKEN
+            and form.get("client_id") == APP_KEY
+            and form.get("client_secret") in (None, APP_SECRET)
+        )
         if not ok:
-            self._json("oauth2/token", 400, {"error": "invalid_grant",
-                                             "error_description": "refresh token is invalid"})
+            self._json(
+                "oauth2/token",
+                400,
+                {"error": "invalid_grant", "error_description": "refresh token is invalid"},
+            )
             return
         token = "sl." + secrets.token_urlsafe(24)
         with self.state.lock:
             lifetime = self.state.token_lifetime_s
             self.state.tokens[token] = time.monotonic() + lifetime
-        self._json("oauth2/token", 200, {"access_token": token, "expires_in": lifetime,
-                                         "token_type": "bearer"})
+        self._json(
+            "oauth2/token",
+            200,
+            {"access_token": token, "expires_in": lifetime, "token_type": "bearer"},
+        )
 
     def _authorised(self, route: str) -> bool:
         auth = self.headers.get("Authorization", "")
@@ -297,8 +322,13 @@ class _Handler(BaseHTTPRequestHandler):
         if stored is None:
             self._json(route, 409, _path_error("not_found", "not_found"))
             return
-        self._send(route, 200, stored.data, "application/octet-stream",
-                   {"Dropbox-API-Result": json.dumps(stored.metadata())})
+        self._send(
+            route,
+            200,
+            stored.data,
+            "application/octet-stream",
+            {"Dropbox-API-Result": json.dumps(stored.metadata())},
+        )
 
     def _commit(self, route: str, commit: dict[str, Any], data: bytes) -> None:
         mode = commit.get("mode", "add")
@@ -307,18 +337,29 @@ class _Handler(BaseHTTPRequestHandler):
         lower = path.lower()
         parents = {lower[:i] for i in range(1, len(lower)) if lower[i] == "/"}
         with self.state.lock:
-            if (mode != "overwrite" and lower in self.state.files) or any(
-                    p in self.state.files for p in parents) or any(
-                    f.startswith(lower + "/") for f in self.state.files):
+            if (
+                (mode != "overwrite" and lower in self.state.files)
+                or any(p in self.state.files for p in parents)
+                or any(f.startswith(lower + "/") for f in self.state.files)
+            ):
                 conflict = True
             else:
                 conflict = False
                 self.state.files[path.lower()] = StoredFile(path, data, _new_rev(), _now())
                 meta = self.state.files[path.lower()].metadata()
         if conflict:
-            self._json(route, 409, {"error_summary": "path/conflict/file/..", "error": {
-                ".tag": "path", "reason": {".tag": "conflict", "conflict": {".tag": "file"}},
-                "upload_session_id": ""}})
+            self._json(
+                route,
+                409,
+                {
+                    "error_summary": "path/conflict/file/..",
+                    "error": {
+                        ".tag": "path",
+                        "reason": {".tag": "conflict", "conflict": {".tag": "file"}},
+                        "upload_session_id": "",
+                    },
+                },
+            )
             return
         self._json(route, 200, meta)
 
@@ -333,12 +374,17 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             session = self.state.sessions.get(cursor["session_id"])
         if session is None:
-            self._json(route, 409, {"error_summary": "not_found/",
-                                    "error": {".tag": "not_found"}})
+            self._json(route, 409, {"error_summary": "not_found/", "error": {".tag": "not_found"}})
             return False
         if len(session) != cursor["offset"]:
-            self._json(route, 409, {"error_summary": "incorrect_offset/", "error": {
-                ".tag": "incorrect_offset", "correct_offset": len(session)}})
+            self._json(
+                route,
+                409,
+                {
+                    "error_summary": "incorrect_offset/",
+                    "error": {".tag": "incorrect_offset", "correct_offset": len(session)},
+                },
+            )
             return False
         return True
 

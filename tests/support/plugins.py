@@ -162,8 +162,11 @@ def _threads(ctx: TrainContext) -> Any:
     """What runs inside the item's process: its OS threads and the BLAS pools' sizes."""
     from threadpoolctl import threadpool_info
 
-    return {"os_threads": len(os.listdir("/proc/self/task")), "budget": ctx.threads,
-            "blas_threads": max((p["num_threads"] for p in threadpool_info()), default=0)}
+    return {
+        "os_threads": len(os.listdir("/proc/self/task")),
+        "budget": ctx.threads,
+        "blas_threads": max((p["num_threads"] for p in threadpool_info()), default=0),
+    }
 
 
 def _modules(ctx: TrainContext) -> Any:
@@ -174,12 +177,23 @@ def _modules(ctx: TrainContext) -> Any:
 BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "partial_then_fail": _partial_then_fail,
     "corrupt_partial_then_fail": lambda ctx: _partial_then_fail(ctx, corrupt=True),
-    "ok": _ok, "hang": _hang, "hang_ignoring_term": _hang_ignoring_term,
-    "grandchild": _grandchild, "raise": _raise, "exit3": _exit3, "segfault": _segfault,
-    "garbage": _garbage, "fail_once": _fail_once, "slow": _slow,
-    "daemon_then_crash": _daemon_then_crash, "daemon_then_ok": _daemon_then_ok,
-    "alloc": _alloc, "alloc_in_child": _alloc_in_child, "big_artifact": _big_artifact,
-    "threads": _threads, "modules": _modules,
+    "ok": _ok,
+    "hang": _hang,
+    "hang_ignoring_term": _hang_ignoring_term,
+    "grandchild": _grandchild,
+    "raise": _raise,
+    "exit3": _exit3,
+    "segfault": _segfault,
+    "garbage": _garbage,
+    "fail_once": _fail_once,
+    "slow": _slow,
+    "daemon_then_crash": _daemon_then_crash,
+    "daemon_then_ok": _daemon_then_ok,
+    "alloc": _alloc,
+    "alloc_in_child": _alloc_in_child,
+    "big_artifact": _big_artifact,
+    "threads": _threads,
+    "modules": _modules,
 }
 
 

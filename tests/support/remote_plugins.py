@@ -1,8 +1,8 @@
 """A light trainer for the remote-storage runs: artifacts in milliseconds, and a gate.
 
-    [trainer.params]
-    gate_file = "/tmp/x/open"    # symbols other than those in `free` wait for this file
-    free = ["BTCUSDT"]
+[trainer.params]
+gate_file = "/tmp/x/open"    # symbols other than those in `free` wait for this file
+free = ["BTCUSDT"]
 """
 
 from __future__ import annotations

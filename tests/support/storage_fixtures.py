@@ -74,7 +74,8 @@ def new_bucket(server: SeaweedServer) -> str:
     client: Any = boto3.session.Session(
         aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1").client("s3", endpoint_url=server.endpoint_url)
+        region_name="us-east-1",
+    ).client("s3", endpoint_url=server.endpoint_url)
     client.create_bucket(Bucket=name)
     return name
 
@@ -85,10 +86,8 @@ def bucket(seaweed: SeaweedServer, aws_env: dict[str, str]) -> str:
 
 
 def s3_client(endpoint_url: str, bucket: str, **options: Any) -> S3Storage:
-    defaults: dict[str, Any] = {"prefix": "nightly", "max_attempts": 2,
-                                "addressing_style": "path"}
-    return S3Storage(S3Options(bucket=bucket, endpoint_url=endpoint_url,
-                               **{**defaults, **options}))
+    defaults: dict[str, Any] = {"prefix": "nightly", "max_attempts": 2, "addressing_style": "path"}
+    return S3Storage(S3Options(bucket=bucket, endpoint_url=endpoint_url, **{**defaults, **options}))
 
 
 def raw_s3(server: SeaweedServer) -> Any:
@@ -98,7 +97,8 @@ def raw_s3(server: SeaweedServer) -> Any:
     return boto3.session.Session(
         aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1").client("s3", endpoint_url=server.endpoint_url)
+        region_name="us-east-1",
+    ).client("s3", endpoint_url=server.endpoint_url)
 
 
 @pytest.fixture
@@ -109,12 +109,20 @@ def dropbox_server() -> Iterator[DropboxTestServer]:
 
 
 DROPBOX_CREDENTIALS = DropboxCredentials(REFRESH_TOKEN, APP_KEY, APP_SECRET)
-DROPBOX_ENV = {"DROPBOX_REFRESH_TOKEN": REFRESH_TOKEN, "DROPBOX_APP_KEY": APP_KEY,
-               "DROPBOX_APP_SECRET": APP_SECRET}
+DROPBOX_ENV = {
+    "DROPBOX_REFRESH_TOKEN": REFRESH_TOKEN,
+    "DROPBOX_APP_KEY": APP_KEY,
+    "DROPBOX_APP_SECRET": APP_SECRET,
+}
 
 
 def dropbox_client(server: DropboxTestServer, **options: Any) -> DropboxStorage:
-    defaults: dict[str, Any] = {"prefix": "nightly", "max_retries_on_error": 2,
-                                "max_retries_on_rate_limit": 3, "timeout_s": 30.0}
-    return DropboxStorage(DROPBOX_CREDENTIALS, DropboxOptions(
-        endpoint_url=server.url, **{**defaults, **options}))
+    defaults: dict[str, Any] = {
+        "prefix": "nightly",
+        "max_retries_on_error": 2,
+        "max_retries_on_rate_limit": 3,
+        "timeout_s": 30.0,
+    }
+    return DropboxStorage(
+        DROPBOX_CREDENTIALS, DropboxOptions(endpoint_url=server.url, **{**defaults, **options})
+    )

@@ -93,20 +93,35 @@ class FakeBotApi:
 
     def _reply(self, answer: str, recorded: Recorded) -> tuple[int, dict[str, Any]]:
         if answer == "429":
-            return 429, {"ok": False, "error_code": 429,
-                         "description": "Too Many Requests: retry after 1",
-                         "parameters": {"retry_after": 1}}
+            return 429, {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 1",
+                "parameters": {"retry_after": 1},
+            }
         if answer in ("500", "401", "400"):
-            descriptions = {"500": "Internal Server Error", "401": "Unauthorized",
-                            "400": "Bad Request: chat not found"}
-            return int(answer), {"ok": False, "error_code": int(answer),
-                                 "description": descriptions[answer]}
+            descriptions = {
+                "500": "Internal Server Error",
+                "401": "Unauthorized",
+                "400": "Bad Request: chat not found",
+            }
+            return int(answer), {
+                "ok": False,
+                "error_code": int(answer),
+                "description": descriptions[answer],
+            }
         chat = {"id": int(recorded.fields.get("chat_id", "1")), "type": "private"}
         if recorded.method == "getMe":
-            return 200, {"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "t",
-                                                "username": "t_bot"}}
-        result: dict[str, Any] = {"message_id": self._message_id, "date": int(time.time()),
-                                  "chat": chat, "text": recorded.fields.get("text", "")}
+            return 200, {
+                "ok": True,
+                "result": {"id": 1, "is_bot": True, "first_name": "t", "username": "t_bot"},
+            }
+        result: dict[str, Any] = {
+            "message_id": self._message_id,
+            "date": int(time.time()),
+            "chat": chat,
+            "text": recorded.fields.get("text", ""),
+        }
         if recorded.method == "sendDocument":
             result["document"] = {"file_id": "f1", "file_unique_id": "u1"}
         return 200, {"ok": True, "result": result}
@@ -146,7 +161,8 @@ def _handler_for(api: FakeBotApi) -> type[BaseHTTPRequestHandler]:
 def _parse(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
     if content_type.startswith("multipart/form-data"):
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body
+        )
         fields: dict[str, str] = {}
         files: dict[str, tuple[str, bytes]] = {}
         for part in message.iter_parts():

@@ -44,8 +44,9 @@ def make_bars(rows: int = 1500, seed: int = 7) -> pd.DataFrame:
 
 
 def make_costs(symbol: str = "TESTUSDT") -> SymbolCosts:
-    return SymbolCosts(symbol, taker_fee_bps=10.0, maker_fee_bps=2.0, half_spread_bps=1.5,
-                       spread_bars=500)
+    return SymbolCosts(
+        symbol, taker_fee_bps=10.0, maker_fee_bps=2.0, half_spread_bps=1.5, spread_bars=500
+    )
 
 
 class EventLog:

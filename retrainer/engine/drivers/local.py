@@ -48,8 +48,9 @@ class LocalDriver:
         # budget differs resizes them (worker._limit_threads).
         try:
             # Started now: its imports (torch's take seconds) overlap the plan's work.
-            self._zygote.start(self._preload,
-                               dict.fromkeys(THREAD_ENV_VARS, str(self._threads)), lifeline_r)
+            self._zygote.start(
+                self._preload, dict.fromkeys(THREAD_ENV_VARS, str(self._threads)), lifeline_r
+            )
         finally:
             os.close(lifeline_r)  # the zygote and its children hold it now
         self._warm = WarmPool(self._zygote)

@@ -37,8 +37,9 @@ class WarmPool:
         self._wanted = 0
         self._failed_at: float | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._fill, name="retrainer-warm-processes",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._fill, name="retrainer-warm-processes", daemon=True
+        )
         self._thread.start()
 
     def want(self, count: int, wait_s: float = 0.0) -> bool:
@@ -49,7 +50,8 @@ class WarmPool:
             surplus = [self._ready.pop() for _ in range(len(self._ready) - count)]
             self._cond.notify_all()
             done = self._cond.wait_for(
-                lambda: len(self._ready) >= count or self._failed_at is not None, wait_s)
+                lambda: len(self._ready) >= count or self._failed_at is not None, wait_s
+            )
         dismiss(surplus)
         return done
 

@@ -60,12 +60,20 @@ class Zygote:
         """Start it; its imports (torch's take seconds) overlap the caller's work."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         status_r, status_w = os.pipe()
-        setup = {"control": theirs.fileno(), "status": status_w, "lifeline": lifeline_fd,
-                 "sys_path": sys.path, "preload": list(preload)}
+        setup = {
+            "control": theirs.fileno(),
+            "status": status_w,
+            "lifeline": lifeline_fd,
+            "sys_path": sys.path,
+            "preload": list(preload),
+        }
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-c", ENTRY, json.dumps(setup)], stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(), status_w, lifeline_fd), env={**os.environ, **env})
+                [sys.executable, "-c", ENTRY, json.dumps(setup)],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(), status_w, lifeline_fd),
+                env={**os.environ, **env},
+            )
         except BaseException:
             ours.close()
             os.close(status_r)
@@ -257,8 +265,9 @@ def serve() -> None:
 
 
 class _Server:
-    def __init__(self, control: socket.socket, status_fd: int, lifeline_fd: int,
-                 wake: tuple[int, int]) -> None:
+    def __init__(
+        self, control: socket.socket, status_fd: int, lifeline_fd: int, wake: tuple[int, int]
+    ) -> None:
         self.control = control
         self.status_fd = status_fd
         self.lifeline_fd = lifeline_fd
@@ -323,8 +332,9 @@ class _Server:
                 os.close(fd)
             from retrainer.engine.worker import run_when_handed
 
-            run_when_handed(Connection(inbox_fd, writable=False),
-                            Connection(self.lifeline_fd, writable=False))
+            run_when_handed(
+                Connection(inbox_fd, writable=False), Connection(self.lifeline_fd, writable=False)
+            )
             code = 0
         except BaseException:  # the worker reports its own errors: this is a bug of ours
             traceback.print_exc()

@@ -41,8 +41,11 @@ from retrainer.mirror.storage.protocol import (
 
 MB = 1 << 20
 DROPBOX_HOSTS = ("https://api.dropboxapi.com", "https://content.dropboxapi.com")
-ENV_NAMES = {"refresh_token": "DROPBOX_REFRESH_TOKEN", "app_key": "DROPBOX_APP_KEY",
-             "app_secret": "DROPBOX_APP_SECRET"}
+ENV_NAMES = {
+    "refresh_token": "DROPBOX_REFRESH_TOKEN",
+    "app_key": "DROPBOX_APP_KEY",
+    "app_secret": "DROPBOX_APP_SECRET",
+}
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class DropboxCredentials:
         return tuple(s for s in (self.refresh_token, self.app_secret) if s)
 
 
-def load_credentials(secrets_file: Path | None,
-                     environ: Mapping[str, str] | None = None) -> DropboxCredentials:
+def load_credentials(
+    secrets_file: Path | None, environ: Mapping[str, str] | None = None
+) -> DropboxCredentials:
     """From the environment first, then the secrets file; name what is missing, not values."""
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
@@ -68,18 +72,22 @@ def load_credentials(secrets_file: Path | None,
         try:
             parsed = tomllib.loads(secrets_file.read_text("utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise BadInputError(f"storage.secrets_file {secrets_file}: cannot be read as TOML "
-                                f"({type(exc).__name__})") from None
+            raise BadInputError(
+                f"storage.secrets_file {secrets_file}: cannot be read as TOML "
+                f"({type(exc).__name__})"
+            ) from None
         values = {k: str(parsed[k]) for k in ENV_NAMES if parsed.get(k)}
     for field, env in ENV_NAMES.items():
         if environ.get(env):
             values[field] = environ[env]
     missing = [ENV_NAMES[f] for f in ("refresh_token", "app_key") if not values.get(f)]
     if missing:
-        raise BadInputError("Dropbox storage needs a refresh token and an app key: set "
-                            + " and ".join(missing) + " or storage.secrets_file")
-    return DropboxCredentials(values["refresh_token"], values["app_key"],
-                              values.get("app_secret"))
+        raise BadInputError(
+            "Dropbox storage needs a refresh token and an app key: set "
+            + " and ".join(missing)
+            + " or storage.secrets_file"
+        )
+    return DropboxCredentials(values["refresh_token"], values["app_key"], values.get("app_secret"))
 
 
 def redirected_session(endpoint_url: str) -> Any:
@@ -93,7 +101,7 @@ def redirected_session(endpoint_url: str) -> Any:
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
             for host in DROPBOX_HOSTS:
                 if request.url.startswith(host + "/"):
-                    request.url = base + request.url[len(host):]
+                    request.url = base + request.url[len(host) :]
                     break
             return super().send(request, *args, **kwargs)
 
@@ -115,8 +123,9 @@ class DropboxOptions:
 
 
 class DropboxStorage:
-    def __init__(self, credentials: DropboxCredentials, options: DropboxOptions,
-                 session: Any = None) -> None:
+    def __init__(
+        self, credentials: DropboxCredentials, options: DropboxOptions, session: Any = None
+    ) -> None:
         self._sdk = import_optional("dropbox", "dropbox")
         self._files = import_optional("dropbox.files", "dropbox")
         self._exceptions = import_optional("dropbox.exceptions", "dropbox")
@@ -127,23 +136,31 @@ class DropboxStorage:
             session = redirected_session(options.endpoint_url)
         self._secrets = credentials.secrets
         self._client: Any = self._sdk.Dropbox(
-            oauth2_refresh_token=credentials.refresh_token, app_key=credentials.app_key,
-            app_secret=credentials.app_secret, session=session,
+            oauth2_refresh_token=credentials.refresh_token,
+            app_key=credentials.app_key,
+            app_secret=credentials.app_secret,
+            session=session,
             max_retries_on_error=options.max_retries_on_error,
             max_retries_on_rate_limit=options.max_retries_on_rate_limit,
-            timeout=options.timeout_s)
+            timeout=options.timeout_s,
+        )
         # content_hash → sha256 of objects this process stored or read: checksum() needs
         # no download for them.
         self._sha_by_content_hash: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> DropboxStorage:
-        return cls(load_credentials(settings.secrets_file), DropboxOptions(
-            prefix=settings.prefix, session_threshold_bytes=int(settings.multipart_threshold_mb
-                                                                * MB),
-            chunk_bytes=int(settings.chunk_mb * MB), max_retries_on_error=settings.max_attempts,
-            max_retries_on_rate_limit=settings.max_attempts * 2,
-            endpoint_url=settings.endpoint_url))
+        return cls(
+            load_credentials(settings.secrets_file),
+            DropboxOptions(
+                prefix=settings.prefix,
+                session_threshold_bytes=int(settings.multipart_threshold_mb * MB),
+                chunk_bytes=int(settings.chunk_mb * MB),
+                max_retries_on_error=settings.max_attempts,
+                max_retries_on_rate_limit=settings.max_attempts * 2,
+                endpoint_url=settings.endpoint_url,
+            ),
+        )
 
     # -- the Protocol ------------------------------------------------------------
     def describe(self) -> str:
@@ -180,8 +197,9 @@ class DropboxStorage:
         finally:
             response.close()
         if hasher.hexdigest() != remote:
-            raise UploadError(key, f"{self.uri(key)}: downloaded bytes differ from its "
-                                   "content_hash")
+            raise UploadError(
+                key, f"{self.uri(key)}: downloaded bytes differ from its content_hash"
+            )
         self._sha_by_content_hash[remote] = sha.hexdigest()
         return sha.hexdigest()
 
@@ -191,21 +209,24 @@ class DropboxStorage:
             size = local_path.stat().st_size
             sha256, content_hash = self._local_hashes(local_path)
         except OSError as exc:
-            raise UploadError(key, f"cannot read {local_path.name}: "
-                                   f"{exc.strerror or type(exc).__name__}") from exc
+            raise UploadError(
+                key, f"cannot read {local_path.name}: {exc.strerror or type(exc).__name__}"
+            ) from exc
         if self._content_hash(key) == content_hash:
             self._sha_by_content_hash[content_hash] = sha256
             return self._result(key, size, sha256, started, skipped=True)
         try:
             with local_path.open("rb") as handle:
                 if size <= self.options.session_threshold_bytes:
-                    meta = self._client.files_upload(handle.read(), self._path(key),
-                                                     mode=self._files.WriteMode.overwrite)
+                    meta = self._client.files_upload(
+                        handle.read(), self._path(key), mode=self._files.WriteMode.overwrite
+                    )
                 else:
                     meta = self._upload_session(handle, size, key)
         except OSError as exc:
-            raise UploadError(key, f"cannot read {local_path.name}: "
-                                   f"{exc.strerror or type(exc).__name__}") from exc
+            raise UploadError(
+                key, f"cannot read {local_path.name}: {exc.strerror or type(exc).__name__}"
+            ) from exc
         except (self._exceptions.DropboxException, self._requests_errors()) as exc:
             raise UploadError(key, self._reason("upload", key, exc)) from None
         self._confirm(key, meta, size, content_hash)
@@ -221,8 +242,9 @@ class DropboxStorage:
         if self._content_hash(key) == content_hash:
             return self._result(key, len(data), sha256, started, skipped=True)
         try:
-            meta = self._client.files_upload(data, self._path(key),
-                                             mode=self._files.WriteMode.overwrite)
+            meta = self._client.files_upload(
+                data, self._path(key), mode=self._files.WriteMode.overwrite
+            )
         except (self._exceptions.DropboxException, self._requests_errors()) as exc:
             raise UploadError(key, self._reason("upload", key, exc)) from None
         self._confirm(key, meta, len(data), content_hash)
@@ -238,10 +260,10 @@ class DropboxStorage:
         """start → append_v2 … → finish, `chunk_bytes` at a time, overwrite on commit."""
         chunk = self.options.chunk_bytes
         started = self._client.files_upload_session_start(handle.read(chunk))
-        cursor = self._files.UploadSessionCursor(session_id=started.session_id,
-                                                 offset=handle.tell())
-        commit = self._files.CommitInfo(path=self._path(key),
-                                        mode=self._files.WriteMode.overwrite)
+        cursor = self._files.UploadSessionCursor(
+            session_id=started.session_id, offset=handle.tell()
+        )
+        commit = self._files.CommitInfo(path=self._path(key), mode=self._files.WriteMode.overwrite)
         while size - handle.tell() > chunk:
             self._client.files_upload_session_append_v2(handle.read(chunk), cursor)
             cursor.offset = handle.tell()
@@ -283,10 +305,17 @@ class DropboxStorage:
     def _requests_errors(self) -> type[Exception]:
         return import_optional("requests", "dropbox").RequestException  # type: ignore[no-any-return]
 
-    def _result(self, key: str, size: int, sha256: str, started: float,
-                skipped: bool) -> UploadResult:
-        return UploadResult(key=key, uri=self.uri(key), bytes=size, sha256=sha256,
-                            seconds=time.monotonic() - started, skipped=skipped)
+    def _result(
+        self, key: str, size: int, sha256: str, started: float, skipped: bool
+    ) -> UploadResult:
+        return UploadResult(
+            key=key,
+            uri=self.uri(key),
+            bytes=size,
+            sha256=sha256,
+            seconds=time.monotonic() - started,
+            skipped=skipped,
+        )
 
     def _reason(self, operation: str, key: str, exc: Exception) -> str:
         """The operation, the path and Dropbox's error summary; never a token."""

@@ -32,8 +32,17 @@ from retrainer.mirror.storage.protocol import (
 SHA256_META = "sha256"  # x-amz-meta-sha256: the whole object's sha256, hex
 MB = 1 << 20
 # Error codes that no retry can fix: fail fast.
-PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
-             "AllAccessDisabled", "AccountProblem", "InvalidBucketName", "403", "400"}
+PERMANENT = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchBucket",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "InvalidBucketName",
+    "403",
+    "400",
+}
 
 
 @dataclass(frozen=True)
@@ -72,19 +81,23 @@ class S3Storage:
         )
         # The standard chain only: no key ever comes from our config or flags.
         self._client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=options.endpoint_url, config=config)
+            "s3", endpoint_url=options.endpoint_url, config=config
+        )
         self._transfer_config = transfer.TransferConfig(
             multipart_threshold=options.multipart_threshold_bytes,
             multipart_chunksize=options.chunk_bytes,
             max_concurrency=options.max_concurrency,
             use_threads=options.max_concurrency > 1,
         )
-        self._client_error: type[Exception] = import_optional("botocore.exceptions",
-                                                              "s3").ClientError
-        self._botocore_error: type[Exception] = import_optional("botocore.exceptions",
-                                                                "s3").BotoCoreError
+        self._client_error: type[Exception] = import_optional(
+            "botocore.exceptions", "s3"
+        ).ClientError
+        self._botocore_error: type[Exception] = import_optional(
+            "botocore.exceptions", "s3"
+        ).BotoCoreError
         self._transfer_failed: type[Exception] = import_optional(
-            "boto3.exceptions", "s3").S3UploadFailedError
+            "boto3.exceptions", "s3"
+        ).S3UploadFailedError
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> S3Storage:
@@ -92,13 +105,19 @@ class S3Storage:
             from retrainer.base.errors import BadInputError
 
             raise BadInputError('storage.bucket is required when storage.kind = "s3"')
-        return cls(S3Options(
-            bucket=settings.bucket, prefix=settings.prefix, region=settings.region,
-            endpoint_url=settings.endpoint_url, addressing_style=settings.addressing_style,
-            multipart_threshold_bytes=int(settings.multipart_threshold_mb * MB),
-            chunk_bytes=int(settings.chunk_mb * MB), max_concurrency=settings.max_concurrency,
-            max_attempts=settings.max_attempts,
-        ))
+        return cls(
+            S3Options(
+                bucket=settings.bucket,
+                prefix=settings.prefix,
+                region=settings.region,
+                endpoint_url=settings.endpoint_url,
+                addressing_style=settings.addressing_style,
+                multipart_threshold_bytes=int(settings.multipart_threshold_mb * MB),
+                chunk_bytes=int(settings.chunk_mb * MB),
+                max_concurrency=settings.max_concurrency,
+                max_attempts=settings.max_attempts,
+            )
+        )
 
     # -- the Protocol ------------------------------------------------------------
     def describe(self) -> str:
@@ -124,16 +143,21 @@ class S3Storage:
             size = local_path.stat().st_size
             digests = _local_digests(local_path, self._part_size(size), self._is_multipart(size))
         except OSError as exc:
-            raise UploadError(key, f"cannot read {local_path.name}: "
-                                   f"{exc.strerror or type(exc).__name__}") from exc
+            raise UploadError(
+                key, f"cannot read {local_path.name}: {exc.strerror or type(exc).__name__}"
+            ) from exc
         if self._already_there(key, digests.sha256):
             return self._result(key, size, digests.sha256, started, skipped=True)
         extra = {"Metadata": {SHA256_META: digests.sha256}, "ChecksumAlgorithm": "SHA256"}
         try:
-            self._client.upload_file(str(local_path), self.bucket, object_key,
-                                     ExtraArgs=extra, Config=self._transfer_config)
-        except (self._client_error, self._botocore_error, self._transfer_failed,
-                OSError) as exc:
+            self._client.upload_file(
+                str(local_path),
+                self.bucket,
+                object_key,
+                ExtraArgs=extra,
+                Config=self._transfer_config,
+            )
+        except (self._client_error, self._botocore_error, self._transfer_failed, OSError) as exc:
             raise UploadError(key, self._reason("upload", key, exc)) from None
         self._confirm(key, size, digests)
         return self._result(key, size, digests.sha256, started, skipped=False)
@@ -147,9 +171,13 @@ class S3Storage:
             return self._result(key, len(data), digest.hexdigest(), started, skipped=True)
         try:
             self._client.put_object(
-                Bucket=self.bucket, Key=object_key, Body=data, ContentType="application/json",
+                Bucket=self.bucket,
+                Key=object_key,
+                Body=data,
+                ContentType="application/json",
                 Metadata={SHA256_META: digest.hexdigest()},
-                ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"))
+                ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
+            )
         except (self._client_error, self._botocore_error) as exc:
             raise UploadError(key, self._reason("upload", key, exc)) from None
         self._confirm(key, len(data), _Digests(digest.hexdigest(), _b64(digest.digest())))
@@ -164,7 +192,8 @@ class S3Storage:
         object_key = self._object_key(key)
         try:
             head: dict[str, Any] = self._client.head_object(
-                Bucket=self.bucket, Key=object_key, ChecksumMode="ENABLED")
+                Bucket=self.bucket, Key=object_key, ChecksumMode="ENABLED"
+            )
         except self._client_error as exc:
             code = _error_code(exc)
             if code in ("404", "NoSuchKey", "NotFound"):
@@ -201,10 +230,17 @@ class S3Storage:
         adjuster = import_optional("s3transfer.utils", "s3").ChunksizeAdjuster()
         return int(adjuster.adjust_chunksize(self.options.chunk_bytes, size))
 
-    def _result(self, key: str, size: int, sha256: str, started: float,
-                skipped: bool) -> UploadResult:
-        return UploadResult(key=key, uri=self.uri(key), bytes=size, sha256=sha256,
-                            seconds=time.monotonic() - started, skipped=skipped)
+    def _result(
+        self, key: str, size: int, sha256: str, started: float, skipped: bool
+    ) -> UploadResult:
+        return UploadResult(
+            key=key,
+            uri=self.uri(key),
+            bytes=size,
+            sha256=sha256,
+            seconds=time.monotonic() - started,
+            skipped=skipped,
+        )
 
     def _reason(self, operation: str, key: str, exc: Exception) -> str:
         """What failed, where, and why, in words that carry no credential."""
@@ -216,8 +252,7 @@ class S3Storage:
         if code is not None:
             message = getattr(exc, "response", {}).get("Error", {}).get("Message") or ""
             hint = " (permanent: not retried)" if code in PERMANENT else ""
-            status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get(
-                "HTTPStatusCode")
+            status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
             named = code if code != str(status) else ""
             detail = " ".join(part for part in (named, message) if part)
             return f"{operation} of {where} failed: HTTP {status} {detail}{hint}"

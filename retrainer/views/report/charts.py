@@ -16,8 +16,13 @@ if TYPE_CHECKING:
 
 # One colour per outcome, the same in every chart and in the page's table.
 STATE_COLOURS = {
-    "success": "#2e9b4f", "failed": "#d1343b", "timeout": "#ef8a17",
-    "interrupted": "#8c8c8c", "running": "#2f6fd0", "pending": "#c9c9c9", "skipped": "#c9c9c9",
+    "success": "#2e9b4f",
+    "failed": "#d1343b",
+    "timeout": "#ef8a17",
+    "interrupted": "#8c8c8c",
+    "running": "#2f6fd0",
+    "pending": "#c9c9c9",
+    "skipped": "#c9c9c9",
 }
 MAX_LABELLED_BARS = 60  # beyond this, symbol names on the timeline would only be noise
 MAX_SEAMED_BARS = 300
@@ -30,7 +35,8 @@ def _figure(width_in: float, height_in: float) -> Figure:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - the dev install has it
         raise BadInputError(
-            "retrainer report needs matplotlib: pip install 'retrainer[report]'") from None
+            "retrainer report needs matplotlib: pip install 'retrainer[report]'"
+        ) from None
     return Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
 
 
@@ -59,22 +65,40 @@ def gantt_png(bars: Sequence[Bar]) -> bytes:
         width = max((bar.end - bar.start).total_seconds() / unit_s, span_s / unit_s / 2000)
         spans[(bar.lane, bar.state)].append((start, width))
         if len(bars) <= MAX_LABELLED_BARS:
-            ax.text(start + width / 2, bar.lane, bar.symbol, ha="center", va="center",
-                    fontsize=6, color="white", clip_on=True, zorder=3)
+            ax.text(
+                start + width / 2,
+                bar.lane,
+                bar.symbol,
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white",
+                clip_on=True,
+                zorder=3,
+            )
     # White seams tell neighbouring bars apart; on thousands of thin bars they would
     # wash the colours out.
     seam = 0.5 if len(bars) <= MAX_SEAMED_BARS else 0.0
     for (lane, state), ranges in spans.items():
-        ax.broken_barh(ranges, (lane - 0.4, 0.8), facecolors=STATE_COLOURS.get(state, "#555555"),
-                       edgecolors="white", linewidth=seam)
+        ax.broken_barh(
+            ranges,
+            (lane - 0.4, 0.8),
+            facecolors=STATE_COLOURS.get(state, "#555555"),
+            edgecolors="white",
+            linewidth=seam,
+        )
     ax.set_yticks(lanes, [f"slot {n}" for n in lanes])
     ax.invert_yaxis()
     since = f" since {origin:%H:%M:%S} UTC" if origin else ""
     ax.set_xlabel(f"{unit}{since}")
     ax.set_title("Attempts per worker slot")
     seen = [s for s in STATE_COLOURS if any(b.state == s for b in bars)]
-    ax.legend(handles=[Patch(color=STATE_COLOURS[s], label=s) for s in seen],
-              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.legend(
+        handles=[Patch(color=STATE_COLOURS[s], label=s) for s in seen],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=8,
+    )
     ax.grid(axis="x", alpha=0.3)
     if not bars:
         ax.text(0.5, 0.5, "no attempts recorded", transform=ax.transAxes, ha="center")
@@ -87,9 +111,13 @@ def minutes_png(minutes: Sequence[tuple[float, str]]) -> bytes:
     ax = fig.add_subplot()
     states = [s for s in STATE_COLOURS if any(state == s for _, state in minutes)]
     if minutes:
-        ax.hist([[m for m, state in minutes if state == s] for s in states],
-                bins=min(30, max(5, len(minutes) // 2)), stacked=True,
-                color=[STATE_COLOURS[s] for s in states], label=states)
+        ax.hist(
+            [[m for m, state in minutes if state == s] for s in states],
+            bins=min(30, max(5, len(minutes) // 2)),
+            stacked=True,
+            color=[STATE_COLOURS[s] for s in states],
+            label=states,
+        )
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no finished attempts", transform=ax.transAxes, ha="center")

@@ -59,8 +59,11 @@ class ReportData:
     @property
     def minutes(self) -> list[tuple[float, str]]:
         """Each finished attempt's minutes, with how it ended."""
-        return [((b.end - b.start).total_seconds() / 60.0, b.state) for b in self.bars
-                if b.state != ItemState.RUNNING.value]
+        return [
+            ((b.end - b.start).total_seconds() / 60.0, b.state)
+            for b in self.bars
+            if b.state != ItemState.RUNNING.value
+        ]
 
     @property
     def sharpes(self) -> list[tuple[str, float]]:
@@ -73,20 +76,29 @@ def gather(root: Path, day: str | None) -> ReportData:
     if not runs:
         raise BadInputError(f"the ledger of {day} records no run yet")
     now = now_utc()
-    latest = build_view(day, runs[-1], state.entries, now, alive=process_alive(runs[-1]),
-                        until=None)
+    latest = build_view(
+        day, runs[-1], state.entries, now, alive=process_alive(runs[-1]), until=None
+    )
     # A bar with no end stops where the latest run finished, or now while it runs.
     finished = runs[-1].get("finished_at")
     open_end = parse_iso(str(finished)) if finished else now
     entries = dict(sorted(state.entries.items()))
-    return ReportData(day=day, root=root, generated_at=now, runs=runs, latest=latest,
-                      bars=_bars(entries, now, open_end),
-                      rows=[_row(e) for e in entries.values()])
+    return ReportData(
+        day=day,
+        root=root,
+        generated_at=now,
+        runs=runs,
+        latest=latest,
+        bars=_bars(entries, now, open_end),
+        rows=[_row(e) for e in entries.values()],
+    )
 
 
 def _bars(entries: Mapping[str, LedgerEntry], now: datetime, open_end: datetime) -> list[Bar]:
-    attempts = sorted(((e.symbol, a) for e in entries.values() for a in e.attempts),
-                      key=lambda sa: sa[1].started_at)
+    attempts = sorted(
+        ((e.symbol, a) for e in entries.values() for a in e.attempts),
+        key=lambda sa: sa[1].started_at,
+    )
     lanes = _lanes([a for _, a in attempts], open_end)
     bars = []
     for (symbol, a), lane in zip(attempts, lanes, strict=True):
@@ -107,8 +119,11 @@ def _lanes(attempts: list[Attempt], open_end: datetime) -> list[int]:
     for a in attempts:
         start = parse_iso(a.started_at)
         end = parse_iso(a.ended_at) if a.ended_at else open_end
-        lane = a.slot if a.slot is not None else next(
-            (n for n in range(len(free_at) + 1) if free_at.get(n, start) <= start), 0)
+        lane = (
+            a.slot
+            if a.slot is not None
+            else next((n for n in range(len(free_at) + 1) if free_at.get(n, start) <= start), 0)
+        )
         free_at[lane] = end
         lanes.append(lane)
     return lanes
@@ -119,10 +134,15 @@ def _row(entry: LedgerEntry) -> SymbolRow:
     last = entry.last_attempt
     reason = "" if entry.state is ItemState.SUCCESS or last is None else (last.reason or "")
     return SymbolRow(
-        symbol=entry.symbol, status=entry.state.value, attempts=len(entry.attempts),
-        minutes=entry.train_minutes, net_sharpe=_finite(metrics.get("net_sharpe")),
+        symbol=entry.symbol,
+        status=entry.state.value,
+        attempts=len(entry.attempts),
+        minutes=entry.train_minutes,
+        net_sharpe=_finite(metrics.get("net_sharpe")),
         gross_sharpe=_finite(metrics.get("gross_sharpe")),
-        accuracy=_finite(metrics.get("test_accuracy")), reason=reason)
+        accuracy=_finite(metrics.get("test_accuracy")),
+        reason=reason,
+    )
 
 
 def _finite(value: Any) -> float | None:

@@ -50,7 +50,8 @@ def render_page(data: ReportData, charts: Mapping[str, bytes]) -> str:
     view = data.latest
     failures = [r for r in data.rows if r.status in ("failed", "timeout", "interrupted")]
     parts = [
-        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>retrainer report {escape(data.day)}</title>",
         f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
         f"<h1>retrainer report: {escape(data.day)}</h1>",
@@ -59,18 +60,23 @@ def render_page(data: ReportData, charts: Mapping[str, bytes]) -> str:
         '<p id="image-warning"></p>',
         f'<p class="headline">Latest run {escape(view.run_id)}: {escape(view.phase.value)}; '
         f"{escape(counts_text(view))}; wall {hms(view.elapsed_s)}.</p>",
-        "<h2>Runs</h2>", _runs_table(data.runs),
+        "<h2>Runs</h2>",
+        _runs_table(data.runs),
         "<h2>Timeline</h2>",
         _img(charts["gantt"], "timeline of attempts per worker slot", "gantt"),
         '<div class="charts"><div><h2>Training minutes</h2>',
         _img(charts["minutes"], "histogram of minutes per attempt", "minutes"),
         "</div><div><h2>Net-of-cost Sharpe</h2>",
-        _img(charts["sharpe"], "net Sharpe per symbol", "sharpe"), "</div></div>",
+        _img(charts["sharpe"], "net Sharpe per symbol", "sharpe"),
+        "</div></div>",
     ]
     if failures:
         parts += ["<h2>Failures</h2>", "<ul>"]
-        parts += [f"<li><b>{escape(r.symbol)}</b> {_state(r.status)} after {r.attempts} "
-                  f"attempt(s): {escape(r.reason)}</li>" for r in failures]
+        parts += [
+            f"<li><b>{escape(r.symbol)}</b> {_state(r.status)} after {r.attempts} "
+            f"attempt(s): {escape(r.reason)}</li>"
+            for r in failures
+        ]
         parts.append("</ul>")
     parts += ["<h2>Symbols</h2>", _symbols_table(data.rows), "</body></html>"]
     return "\n".join(parts) + "\n"
@@ -93,19 +99,32 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: set[s
         return f"<{tag}{align}>{content}</{tag}>"
 
     head = "".join(cell("th", h, escape(h)) for h in headers)
-    body = "".join("<tr>" + "".join(cell("td", h, c) for h, c in zip(headers, row, strict=True))
-                   + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(cell("td", h, c) for h, c in zip(headers, row, strict=True)) + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _runs_table(runs: list[dict[str, Any]]) -> str:
-    rows = [[escape(str(r.get("run_id", ""))), escape(str(r.get("mode", ""))),
-             escape(str(r.get("window", ""))), escape(str(r.get("started_at", ""))),
-             escape(str(r.get("finished_at") or "not recorded")),
-             escape(str(r.get("to_run", ""))), escape(str(r.get("to_skip", ""))),
-             escape(str(r.get("exit_code", "")))] for r in runs]
-    return _table(["run", "mode", "at a time", "started", "finished", "to run", "skipped",
-                   "exit"], rows, {"at a time", "to run", "skipped", "exit"})
+    rows = [
+        [
+            escape(str(r.get("run_id", ""))),
+            escape(str(r.get("mode", ""))),
+            escape(str(r.get("window", ""))),
+            escape(str(r.get("started_at", ""))),
+            escape(str(r.get("finished_at") or "not recorded")),
+            escape(str(r.get("to_run", ""))),
+            escape(str(r.get("to_skip", ""))),
+            escape(str(r.get("exit_code", ""))),
+        ]
+        for r in runs
+    ]
+    return _table(
+        ["run", "mode", "at a time", "started", "finished", "to run", "skipped", "exit"],
+        rows,
+        {"at a time", "to run", "skipped", "exit"},
+    )
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -113,9 +132,30 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def _symbols_table(rows: list[SymbolRow]) -> str:
-    cells = [[escape(r.symbol), _state(r.status), str(r.attempts), _number(r.minutes, 2),
-              _number(r.net_sharpe, 2), _number(r.gross_sharpe, 2), _number(r.accuracy, 3),
-              escape(r.reason)] for r in rows]
-    return _table(["symbol", "status", "attempts", "minutes", "net Sharpe", "gross Sharpe",
-                   "accuracy", "reason"], cells,
-                  {"attempts", "minutes", "net Sharpe", "gross Sharpe", "accuracy"})
+    cells = [
+        [
+            escape(r.symbol),
+            _state(r.status),
+            str(r.attempts),
+            _number(r.minutes, 2),
+            _number(r.net_sharpe, 2),
+            _number(r.gross_sharpe, 2),
+            _number(r.accuracy, 3),
+            escape(r.reason),
+        ]
+        for r in rows
+    ]
+    return _table(
+        [
+            "symbol",
+            "status",
+            "attempts",
+            "minutes",
+            "net Sharpe",
+            "gross Sharpe",
+            "accuracy",
+            "reason",
+        ],
+        cells,
+        {"attempts", "minutes", "net Sharpe", "gross Sharpe", "accuracy"},
+    )
