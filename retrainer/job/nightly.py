@@ -47,7 +47,7 @@ from retrainer.ledger.journal import Ledger
 from retrainer.mirror.storage.registry import make_storage
 from retrainer.mirror.sync import finish_run_uploads, mark_pending, sync_before_run
 from retrainer.mirror.uploads import Uploader
-from retrainer.notify.registry import notifier_for_run
+from retrainer.notify.registry import observers_for_run
 from retrainer.plan.planner import Plan, build_plan
 from retrainer.plan.policy import likely_threads_per_item
 from retrainer.training.contract import Trainer, load_trainer
@@ -163,7 +163,7 @@ class Night:
             )
             for folder, item_id in recovered:  # finished before the scheduler died
                 self.uploader.submit([*artifact_files(folder), folder / MANIFEST_NAME], item_id)
-        self.notifier = notifier_for_run(settings.notify)
+        self.notifier = observers_for_run(settings)
         stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
         listeners.append(NotifyListener(self.notifier))
         self.run_record = self._run_record()

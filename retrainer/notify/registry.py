@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from retrainer.base.config import NotifySettings
+from retrainer.base.config import NotifySettings, Settings
 from retrainer.base.errors import BadInputError
 from retrainer.notify.protocol import Notifier
 
@@ -60,3 +60,9 @@ def notifier_for_run(settings: NotifySettings) -> Notifier:
             "notify_failed", what="setup", kind=settings.kind, reason=str(exc)
         )
         return make_notifier("null")
+
+
+def observers_for_run(settings: Settings) -> Notifier:
+    """Everything that hears about a run's start and end, as one notifier: the chat
+    notifier of [notify]. Each never fails or delays the run."""
+    return notifier_for_run(settings.notify)
