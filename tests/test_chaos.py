@@ -6,12 +6,14 @@ rerun finishes every symbol exactly once without training again one that was don
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from retrainer.base.artifacts import Layout, verify_manifest
@@ -85,3 +87,31 @@ def test_a_scheduler_killed_at_a_random_moment_loses_and_redoes_nothing(
         assert [layout.relative(d) for d in finished] == [after[symbol].artifact_dir]
         assert verify_manifest(finished[0], after[symbol].manifest_sha256) == []
     assert_all_dead(recorded_pids(tmp_path))
+
+
+def _zygote_of(scheduler_pid: int, within_s: float = 60) -> psutil.Process:
+    """The scheduler's zygote, as soon as it exists (it then imports torch for seconds)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(scheduler_pid).children():
+                if "drivers.zygote import serve" in " ".join(child.cmdline()):
+                    return child
+        time.sleep(0.01)
+    raise AssertionError("the scheduler started no zygote")
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.3, 1.0])
+def test_a_zygote_still_importing_torch_dies_with_its_sigkilled_scheduler(
+    tmp_path: Path, small_data: Path, delay_s: float
+) -> None:
+    names = symbols_of(small_data)
+    config = faulty_config(tmp_path, small_data, dict.fromkeys(names, "ok"))
+    scheduler = start_scheduler(config, tmp_path)
+    zygote = _zygote_of(scheduler.pid)
+    time.sleep(delay_s)
+    scheduler.send_signal(signal.SIGKILL)
+    scheduler.wait()  # not its pipes: the zygote holds them until it exits
+    # A moment, not the seconds its imports take.
+    assert_all_dead([zygote.pid], within_s=1.0)
+    scheduler.communicate()

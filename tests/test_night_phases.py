@@ -14,7 +14,7 @@ import pytest
 from retrainer.base.clock import now_utc
 from retrainer.base.config import load_settings
 from retrainer.base.logs import configure_logging
-from retrainer.base.resources import detect_resources
+from retrainer.base.resources import Resources, detect_resources
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.protocol import AttemptHandle
 from retrainer.engine.supervisor import AttemptLimits
@@ -37,6 +37,9 @@ class DriverThatBreaks:
         raise RuntimeError("the driver broke")
 
     def wait(self, running: Sequence[AttemptHandle], timeout_s: float) -> None: ...
+
+    def resources(self) -> Resources | None:
+        return None
 
     def helper_pids(self) -> Collection[int]:
         return ()

@@ -24,6 +24,12 @@ class Resources:
     gpu_count: int
     memory_mb: int
     cuda_visible_devices: str | None
+    # A cluster (a remote driver's): how many items its nodes run at once, each item's
+    # thread budget there, and its nodes. None and () for this machine.
+    item_slots: int | None = None
+    item_threads: int | None = None
+    item_memory_mb: int | None = None
+    nodes: tuple[dict[str, Any], ...] = ()
 
     @property
     def has_gpu(self) -> bool:
@@ -31,23 +37,38 @@ class Resources:
 
     @property
     def machine_slots(self) -> int:
-        """How many items the machine itself can run at once (parallel mode's bound)."""
+        """How many items the machine (or cluster) can run at once: parallel's bound."""
+        if self.item_slots is not None:
+            return self.item_slots
         return max(self.cpu_count, self.gpu_count)
 
     def threads_per_item(self, window: int) -> int:
-        """Cores ÷ concurrency, at least 1: parallel items never oversubscribe the CPU."""
+        """Cores ÷ concurrency, at least 1: parallel items never oversubscribe the CPU.
+        On a cluster: what each item asked of its node."""
+        if self.item_threads is not None:
+            return self.item_threads
         return max(1, self.cpu_count // max(1, window))
 
     def memory_cap_mb(self, window: int) -> int:
         """Default per-item cap: 80 % of RAM shared by the window, so a full window of
         items at their caps still leaves the scheduler and the machine room to work."""
+        if self.item_memory_mb is not None:  # what each item asked of its node
+            return self.item_memory_mb
         return max(MIN_MEMORY_CAP_MB, int(self.memory_mb * MEMORY_SHARE) // max(1, window))
 
     def device_for_slot(self, slot: int) -> str:
+        """This machine's GPUs round-robin over the slots; on a cluster the engine assigns
+        each attempt its device on its node."""
+        if self.nodes:
+            return "cpu"
         return f"cuda:{slot % self.gpu_count}" if self.has_gpu else "cpu"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        if not self.nodes:  # this machine: the record keeps its former shape
+            for key in ("item_slots", "item_threads", "item_memory_mb", "nodes"):
+                raw.pop(key)
+        return raw
 
 
 def usable_cpu_count() -> int:

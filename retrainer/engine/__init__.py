@@ -1,1 +1,1 @@
-"""Work items, the ledger, modes, the supervisor, workers and drivers."""
+"""The engine: the one loop, the attempt contract, the supervisor, the worker, drivers."""

@@ -43,6 +43,11 @@ class AttemptSpec:
     submitted_at: float = field(default_factory=time.time)
     # The ledger's key for the item: the symbol for a nightly item.
     item_id: str = ""
+    # Set in the attempt's process before anything else: e.g. CUDA_VISIBLE_DEVICES for the
+    # GPU a remote engine assigned (the zygote that forks it may hold an older value).
+    environment: dict[str, str] = field(default_factory=dict)
+    # How the data file names its columns and stores its times (base.data.DataFormat).
+    data_format: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.item_id:

@@ -69,7 +69,7 @@ class Listeners(ItemListener):
                 self._log.error(
                     "listener_failed",
                     listener=type(listener).__name__,
-                    event=event,
+                    hook=event,  # not `event=`: that is the log event's own name
                     error_type=type(exc).__name__,
                     reason=str(exc),
                 )

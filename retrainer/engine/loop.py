@@ -269,7 +269,7 @@ class Engine:
             attempt=number,
             data_path=item.data_path,
             min_rows=plan.min_rows,
-            costs=item.costs.to_dict(),
+            costs=item.costs.to_dict() if item.costs else {},  # an item that runs has them
             out_dir=out_dir,
             log_dir=layout.symbol_log_dir(plan.day, item.symbol),
             engine_log=layout.engine_log(plan.day),
@@ -281,6 +281,7 @@ class Engine:
             log_level=self.log_level,
             reuse_dir=reuse_dir,
             item_id=item.item_id,
+            data_format=plan.data_format.to_dict(),
         )
 
     # -- finishing -----------------------------------------------------------------
@@ -486,14 +487,20 @@ class Engine:
         )
 
     def _pending_entry(self, item: PlanItem) -> LedgerEntry:
-        """Queued. A symbol that succeeded earlier keeps that state until it really reruns:
-        its verified artifacts are still the truth if this run is stopped first."""
+        """Queued. A symbol that succeeded earlier keeps its entry as it is (state, time,
+        run, why) until it really reruns: its verified artifacts are still the truth if
+        this run is stopped first, and the summary reports it not started."""
         previous = self.ledger.get(item.item_id)
         if previous is None:
             return self._new_entry(item)
-        state = ItemState.SUCCESS if previous.state is ItemState.SUCCESS else ItemState.PENDING
+        if previous.state is ItemState.SUCCESS:
+            return previous
         return replace(
-            previous, state=state, why=item.why, updated_at=iso(now_utc()), run_id=self.run_id
+            previous,
+            state=ItemState.PENDING,
+            why=item.why,
+            updated_at=iso(now_utc()),
+            run_id=self.run_id,
         )
 
 

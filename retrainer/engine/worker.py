@@ -29,7 +29,7 @@ import structlog
 
 from retrainer.base.artifacts import atomic_write_json, sha256_bytes
 from retrainer.base.costs import SymbolCosts
-from retrainer.base.logs import configure_worker_logging
+from retrainer.base.logs import configure_worker_logging, redact_text
 from retrainer.engine.attempt import (
     EXIT_FAILED,
     EXIT_RESULT_NOT_WRITTEN,
@@ -62,6 +62,7 @@ def run_when_handed(inbox: Connection, lifeline: Connection) -> None:
     os.setsid()  # own session and process group: the supervisor kills the whole tree
     become_subreaper()
     _watch_lifeline(lifeline)
+    signal.signal(signal.SIGTERM, _die_with_descendants)
     try:
         spec = inbox.recv()
     except (EOFError, OSError):  # not needed after all, or the scheduler is gone
@@ -73,6 +74,7 @@ def run_when_handed(inbox: Connection, lifeline: Connection) -> None:
 def run_attempt(spec: AttemptSpec) -> None:
     """Exit 0 with an ok result, or exit 1 with an error result."""
     startup_ms = (time.time() - spec.submitted_at) * 1000.0
+    os.environ.update(spec.environment)
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     _redirect_output(spec.stdout_path)
     _limit_threads(spec.threads)
@@ -87,6 +89,7 @@ def run_attempt(spec: AttemptSpec) -> None:
     try:
         metrics = _train(spec, log)
     except BaseException as exc:  # everything, so the supervisor learns what happened
+        _print_traceback(exc)
         _end_leftovers(log)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             _free_disk(spec.out_dir, log)
@@ -147,9 +150,9 @@ def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
 def _load_bars(spec: AttemptSpec) -> Any:
     # Imported here: pandas and pyarrow are in the zygote only for trainers that read
     # bars, and a zygote without them forks a few milliseconds faster.
-    from retrainer.base.data import load_ohlcv
+    from retrainer.base.data import DataFormat, load_ohlcv
 
-    return load_ohlcv(spec.data_path, spec.min_rows)
+    return load_ohlcv(spec.data_path, spec.min_rows, DataFormat.from_dict(spec.data_format))
 
 
 def _partial_key(spec: AttemptSpec) -> str:
@@ -212,6 +215,15 @@ def _error_result(exc: BaseException, startup_ms: float) -> AttemptResult:
     )
 
 
+def _print_traceback(exc: BaseException) -> None:
+    """The whole traceback, chained causes included, to the attempt's log (our stderr);
+    the result, and so the ledger, keeps the last STACK_FRAMES_KEPT frames."""
+    with contextlib.suppress(Exception):  # a log that cannot be written loses only this
+        text = "".join(traceback.format_exception(exc))
+        sys.stderr.write(redact_text(text))
+        sys.stderr.flush()
+
+
 def _short(text: str, limit: int = 500) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -222,6 +234,16 @@ def _write_result(spec: AttemptSpec, result: AttemptResult) -> None:
         atomic_write_json(spec.result_path, result.to_dict(), durable=False)
     except OSError:  # a full or read-only run folder: the exit code is all we can leave
         os._exit(EXIT_RESULT_NOT_WRITTEN)
+
+
+def _die_with_descendants(signum: int, _frame: object) -> None:
+    """SIGTERM without a handler of the trainer's: die as SIGTERM makes a process die, and
+    take every descendant along. Whoever sends it (our supervisor, or an engine's worker
+    that ends and signals what it started, as Ray's does) does not always reach a
+    descendant that left our group; as their subreaper we can."""
+    kill_descendants()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _watch_lifeline(lifeline: Connection) -> None:

@@ -42,6 +42,19 @@ class Outcome:
     stack: tuple[str, ...] = ()
     metrics: dict[str, Any] | None = None
     startup_ms: float | None = None
+    node: str | None = None  # where it ran, when a remote driver ran it
+    device: str | None = None  # the device the engine assigned there, if the head did not
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dict(vars(self))
+        raw["stack"] = list(self.stack)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Outcome:
+        return cls(
+            **{**raw, "state": ItemState(raw["state"]), "stack": tuple(raw.get("stack", ()))}
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class Attempt:
     error_type: str | None = None
     stack: tuple[str, ...] = ()
     slot: int | None = None  # the worker slot it ran in (for the report's timeline)
+    node: str | None = None  # the machine it ran on, for remote drivers
 
     def ended(self, outcome: Outcome, ended_at: str, seconds: float) -> Attempt:
         return replace(
@@ -71,6 +85,8 @@ class Attempt:
             exit_code=outcome.exit_code,
             error_type=outcome.error_type,
             stack=outcome.stack,
+            node=outcome.node or self.node,
+            device=outcome.device or self.device,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,3 +154,45 @@ class LedgerEntry:
                 "attempts": tuple(Attempt.from_dict(a) for a in raw.get("attempts", ())),
             }
         )
+
+
+# An item whose data file was bad (the plan's "fail", [data] on_bad = "skip") is recorded
+# failed without an attempt; LedgerEntry.extra keeps why, when and in which run.
+BAD_DATA = "bad_data"
+
+
+def failed_on_bad_data(
+    previous: LedgerEntry | None, symbol: str, why: str, at: str, run_id: str
+) -> LedgerEntry:
+    """The item's entry once the plan found its data bad: failed, with no new attempt
+    (earlier attempts of the day are kept)."""
+    mark = {"why": why, "at": at, "run_id": run_id}
+    if previous is None:
+        return LedgerEntry(
+            symbol, ItemState.FAILED, at, why=why, run_id=run_id, extra={BAD_DATA: mark}
+        )
+    return replace(
+        previous,
+        state=ItemState.FAILED,
+        updated_at=at,
+        why=why,
+        run_id=run_id,
+        extra={**previous.extra, BAD_DATA: mark},
+    )
+
+
+def bad_data_mark(entry: LedgerEntry) -> dict[str, str] | None:
+    """The latest bad-data failure of the entry's day: why, at, run_id (None: none)."""
+    mark = entry.extra.get(BAD_DATA)
+    return mark if isinstance(mark, dict) else None
+
+
+def bad_data_reason(entry: LedgerEntry) -> str | None:
+    """Why the entry is failed, if that is its bad data (no attempt started since)."""
+    mark = bad_data_mark(entry)
+    if mark is None or entry.state is not ItemState.FAILED:
+        return None
+    last = entry.last_attempt
+    if last is not None and last.started_at > str(mark.get("at", "")):
+        return None
+    return str(mark.get("why", ""))

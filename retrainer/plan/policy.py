@@ -38,16 +38,19 @@ class RunPolicy:
     upload_partials: bool  # partial outputs go up as soon as they are saved
 
 
-def max_concurrent_for(run: RunSettings, has_gpu: bool) -> int:
-    """The hybrid window: the configured one, else 12 with a GPU and 2 on CPU."""
+def max_concurrent_for(run: RunSettings, has_gpu: bool, cluster_slots: int | None = None) -> int:
+    """The hybrid window: the configured one; else on a cluster as many items as its nodes
+    run at once; else 12 with a GPU and 2 on CPU."""
     if run.max_concurrent:
         return run.max_concurrent
+    if cluster_slots is not None:
+        return cluster_slots
     return GPU_DEFAULT_CONCURRENCY if has_gpu else CPU_DEFAULT_CONCURRENCY
 
 
 def resolve_policy(settings: Settings, resources: Resources, runnable: int) -> RunPolicy:
     run = settings.run
-    max_concurrent = max_concurrent_for(run, resources.has_gpu)
+    max_concurrent = max_concurrent_for(run, resources.has_gpu, resources.item_slots)
     window = window_size(run.mode, max(1, runnable), max_concurrent, resources.machine_slots)
     return RunPolicy(
         mode=run.mode,

@@ -174,6 +174,14 @@ def _modules(ctx: TrainContext) -> Any:
     return {name: name in sys.modules for name in ("retrainer.cli.app", "typer", "pydantic")}
 
 
+def _device(ctx: TrainContext) -> Any:
+    """Which device the engine gave the attempt, held for slow_s (so items overlap)."""
+    time.sleep(float(ctx.params.get("slow_s", 1.0)))
+    (ctx.out_dir / "model.bin").write_bytes(ctx.symbol.encode() * 100)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return {"device": ctx.device, "cuda_visible_devices": visible, "value": 1.0}
+
+
 BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "partial_then_fail": _partial_then_fail,
     "corrupt_partial_then_fail": lambda ctx: _partial_then_fail(ctx, corrupt=True),
@@ -194,6 +202,7 @@ BEHAVIOURS: dict[str, Callable[[TrainContext], Any]] = {
     "big_artifact": _big_artifact,
     "threads": _threads,
     "modules": _modules,
+    "device": _device,
 }
 
 
@@ -201,3 +210,11 @@ def faulty(ctx: TrainContext) -> Any:
     _record_pid(ctx, os.getpid(), "item")
     behaviour = dict(ctx.params.get("behaviours", {})).get(ctx.symbol, "ok")
     return BEHAVIOURS[behaviour](ctx)
+
+
+def light(ctx: TrainContext) -> Any:
+    """faulty, for a zygote that preloads nothing heavy (no torch): fast starts on nodes."""
+    return faulty(ctx)
+
+
+light.preload_modules = ()  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 
+from retrainer.base.resources import Resources
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.protocol import AttemptHandle
 from retrainer.engine.drivers.warm import WarmPool, dismiss
@@ -81,6 +82,9 @@ class LocalDriver:
             wait(list(sentinels), timeout=max(0.0, timeout_s))
         else:  # only retries waiting out their backoff: sleep rather than spin
             time.sleep(max(0.0, timeout_s))
+
+    def resources(self) -> Resources | None:
+        return None  # this machine's: the plan detects them
 
     @property
     def zygote_pid(self) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from retrainer.base.resources import Resources
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.supervisor import AttemptLimits
 from retrainer.ledger.entries import Outcome
@@ -66,6 +67,10 @@ class Driver(Protocol):
     def wait(self, running: Sequence[AttemptHandle], timeout_s: float) -> None:
         """Block until one of the attempts has news (its end, then its outcome) or the
         timeout passes."""
+
+    def resources(self) -> Resources | None:
+        """What the attempts can use: a remote driver's cluster (after start); None for
+        this machine's own (the plan detects them)."""
 
     def helper_pids(self) -> Collection[int]:
         """The driver's own helper processes on this machine (a zygote, warm processes):

@@ -61,6 +61,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         status_r, status_w = os.pipe()
         setup = {
+            "parent": os.getpid(),
             "control": theirs.fileno(),
             "status": status_w,
             "lifeline": lifeline_fd,
@@ -249,12 +250,20 @@ def _open_pidfd(pid: int) -> int | None:
 def serve() -> None:
     """The zygote's main: preload, then fork on request and report each child's end."""
     setup = json.loads(sys.argv[1])
+    # Until the control socket is watched (after the imports: seconds for torch), the
+    # kernel kills us if the scheduler dies; a scheduler already gone means we exit now.
+    _die_with_parent(signal.SIGKILL)
+    if os.getppid() != setup["parent"]:
+        os._exit(0)
     sys.path[:] = setup["sys_path"]
     # Ctrl-C reaches the whole foreground group: the scheduler decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from retrainer.engine.preload import preload
 
     preload(setup["preload"])
+    # From here the control socket's end says the scheduler is gone. The death signal is
+    # tied to the thread that started us (a Dask worker's may end), so it goes.
+    _die_with_parent(0)
     control = socket.socket(fileno=setup["control"])
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -262,6 +271,17 @@ def serve() -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select through wake_w
     server = _Server(control, setup["status"], setup["lifeline"], (wake_r, wake_w))
     server.loop()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): sig when the parent (its thread) exits; 0 clears it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 class _Server:

@@ -1,0 +1,197 @@
+"""--driver ray, end to end through the real command, on a real multi-node Ray cluster."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from retrainer.base.artifacts import Layout
+from retrainer.base.clock import now_utc, run_day
+from retrainer.ledger.journal import read_ledger
+from tests.conftest import read_json
+from tests.distributed.conftest import (
+    RayCluster,
+    assert_all_dead,
+    cluster_config,
+    recorded_pids,
+    run_retrainer,
+    start_retrainer,
+    wait_for_pids,
+)
+from tests.test_item_faults import symbols_of
+
+# Items that only the two CPU nodes take, one at a time each.
+CPU_ITEM = {"num_cpus": 1, "resources": {"cpu_item": 1}}
+
+
+def ledger_of(tmp_path: Path) -> dict[str, Any]:
+    layout, day = Layout(tmp_path / "root"), run_day(now_utc())
+    return dict(read_ledger(layout.status_path(day), layout.journal_path(day)).entries)
+
+
+def test_a_night_on_ray_trains_every_symbol_on_the_nodes_and_its_artifacts_verify(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    names = symbols_of(small_data)[:4]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "ok"),
+        "ray",
+        {"address": ray_cluster.address, **CPU_ITEM},
+    )
+    done = run_retrainer(tmp_path, "run", "--config", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    entries = ledger_of(tmp_path)
+    assert {s: e.state.value for s, e in entries.items()} == dict.fromkeys(names, "success")
+    nodes = {e.attempts[-1].node for e in entries.values()}
+    assert len(nodes) == 2 and all(n and "/" in n for n in nodes)  # both CPU nodes worked
+    assert run_retrainer(tmp_path, "verify", "--config", str(config)).returncode == 0
+    # The nodes wrote into their own scratch folders, and kept nothing of the attempts.
+    scratches = sorted((tmp_path / "scratch").glob("retrainer-node-*"))
+    assert len(scratches) == 2
+    assert all(list((s / "attempts").iterdir()) == [] for s in scratches)
+    assert all(len(list((s / "data").iterdir())) >= 1 for s in scratches)
+    assert_all_dead(recorded_pids(tmp_path))
+
+
+def test_a_hung_item_is_killed_on_its_node_and_a_crashing_one_fails_alone(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    hung, crashing, good = symbols_of(small_data)[:3]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        {hung: "grandchild", crashing: "segfault", good: "ok"},
+        "ray",
+        {"address": ray_cluster.address, **CPU_ITEM},
+        timeout_minutes=0.1,
+    )
+    done = run_retrainer(tmp_path, "run", "--config", str(config))
+    assert done.returncode == 1, done.stderr[-3000:]
+    entries = ledger_of(tmp_path)
+    assert entries[hung].state.value == "timeout"
+    assert "timed out" in (entries[hung].attempts[-1].reason or "")
+    assert entries[crashing].state.value == "failed"
+    assert "SIGSEGV" in (entries[crashing].attempts[-1].reason or "")
+    assert entries[good].state.value == "success"
+    assert_all_dead(recorded_pids(tmp_path))  # the item and its setsid grandchild
+
+
+def test_an_item_whose_node_is_removed_is_retried_elsewhere_and_finished_ones_stay(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    names = symbols_of(small_data)[:3]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "slow"),
+        "ray",
+        {"address": ray_cluster.address, **CPU_ITEM},
+        retries=1,
+    )
+    head = start_retrainer(tmp_path, "run", "--config", str(config))
+    wait_for_pids(tmp_path, 2)  # one item on each CPU node
+    ray_cluster.remove("node_b")
+    try:
+        out, err = head.communicate(timeout=300)
+        assert head.returncode == 0, err[-3000:]
+    finally:
+        ray_cluster.add("node_b", num_cpus=1, resources={"cpu_item": 1})
+    entries = ledger_of(tmp_path)
+    assert {s: e.state.value for s, e in entries.items()} == dict.fromkeys(names, "success")
+    lost = [a for e in entries.values() for a in e.attempts if a.state.value == "failed"]
+    assert len(lost) == 1 and (lost[0].reason or "").startswith("node lost:")
+    assert run_retrainer(tmp_path, "verify", "--config", str(config)).returncode == 0
+    assert_all_dead(recorded_pids(tmp_path))
+
+
+def test_a_head_killed_mid_run_leaves_no_attempt_alive_on_any_node(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    names = symbols_of(small_data)[:2]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "grandchild"),
+        "ray",
+        {"address": ray_cluster.address, **CPU_ITEM},
+    )
+    head = start_retrainer(tmp_path, "run", "--config", str(config))
+    pids = wait_for_pids(tmp_path, 4)  # each item and its grandchild
+    head.send_signal(signal.SIGKILL)
+    head.communicate()
+    assert_all_dead(pids, within_s=10)
+    # The next run settles them as a local run does, and trains them again.
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "ok"),
+        "ray",
+        {"address": ray_cluster.address, **CPU_ITEM},
+    )
+    assert run_retrainer(tmp_path, "run", "--config", str(config)).returncode == 0
+
+
+def test_fractional_gpus_pack_four_items_on_one_gpu(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    names = symbols_of(small_data)[:5]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "device"),
+        "ray",
+        {"address": ray_cluster.address, "num_cpus": 1, "num_gpus": 0.25},
+    )
+    done = run_retrainer(tmp_path, "run", "--config", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_json(tmp_path / "root" / "summary" / run_day(now_utc()) / "engine_summary.json")
+    assert summary["window"] == 4  # the one GPU node holds four items of a quarter GPU each
+    entries = ledger_of(tmp_path)
+    assert {e.attempts[-1].device for e in entries.values()} == {"cuda:0"}
+    assert {str(e.metrics and e.metrics["device"]) for e in entries.values()} == {"cuda:0"}
+    assert {str(e.metrics and e.metrics["cuda_visible_devices"]) for e in entries.values()} == {"0"}
+    assert len({e.attempts[-1].node for e in entries.values()}) == 1
+    spans = sorted((a.started_at, a.ended_at) for e in entries.values() for a in e.attempts)
+    overlapping = sum(1 for start, _ in spans[:4] if start < min(end for _, end in spans[:4]))
+    assert overlapping == 4  # the first four ran at once
+
+
+def test_a_request_no_node_can_meet_exits_2_at_once_naming_the_resource(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    names = symbols_of(small_data)[:2]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "ok"),
+        "ray",
+        {"address": ray_cluster.address, "num_gpus": 2},
+    )
+    began = time.monotonic()
+    done = run_retrainer(tmp_path, "run", "--config", str(config))
+    assert done.returncode == 2
+    assert "GPU" in done.stderr and "no node offers enough GPU" in done.stderr
+    assert time.monotonic() - began < 60
+    assert not (tmp_path / "root" / "models").exists()
+
+
+def test_a_dry_run_on_ray_shows_the_cluster_and_the_window(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    names = symbols_of(small_data)[:3]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "ok"),
+        "ray",
+        {"address": ray_cluster.address, **CPU_ITEM},
+    )
+    done = run_retrainer(tmp_path, "run", "--config", str(config), "--dry_run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 at a time" in done.stdout
+    assert "node_a" in done.stdout or "cpu_item" in done.stdout
+    assert not (tmp_path / "root" / "runs").exists()
