@@ -30,13 +30,17 @@ run: $(STAMP) $(DEMO_DATA)/.complete
 
 # System tools the tests use, installed when missing (as root, else through sudo):
 # Debian's cron and systemd (`crontab -n` and `systemd-analyze verify` check the generated
-# schedule files) and chromium (opens `retrainer report`'s page in a real browser).
+# schedule files), chromium (opens `retrainer report`'s page in a real browser), and
+# Prometheus' Pushgateway and node_exporter (receive and read the run's metrics).
 test-tools:
 	@missing=""; \
 	command -v crontab >/dev/null || missing="$$missing cron"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v prometheus-pushgateway >/dev/null || missing="$$missing prometheus-pushgateway"; \
+	command -v prometheus-node-exporter >/dev/null || missing="$$missing prometheus-node-exporter"; \
 	if [ -z "$$missing" ]; then echo "system tools for the tests: all present"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "system tools for the tests: installing the missing$$missing (apt)"; \
@@ -45,8 +49,13 @@ test-tools:
 	    -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The Ray and Dask drivers' tests run in a private network namespace with only loopback up
+# (Ray binds the machine's address otherwise), and a PID namespace that every process of
+# their clusters dies with.
 test: $(STAMP) test-tools
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/distributed
+	RAY_USAGE_STATS_ENABLED=0 unshare $$(test "$$(id -u)" = 0 || echo -r) -n -p -f --mount-proc \
+	  sh -c 'ip link set lo up && exec $(PY) -m pytest tests/distributed'
 
 # ruff, mypy (strict; tests too), the layers of the package, and the docs site (strict:
 # a broken link or anchor fails).

@@ -50,7 +50,7 @@ def test_a_bad_config_is_refused_naming_the_key(
 @pytest.mark.parametrize(
     "content", ["", "timestamp,open,high,low,close,volume\n", "\x00\x01 not a table"]
 )
-def test_an_empty_or_unreadable_data_file_is_refused_naming_it(
+def test_with_on_bad_fail_an_empty_or_unreadable_data_file_is_refused_naming_it(
     tmp_path: Path, small_data: Path, run_cli: RunCli, content: str
 ) -> None:
     data = tmp_path / "data"
@@ -58,7 +58,10 @@ def test_an_empty_or_unreadable_data_file_is_refused_naming_it(
     (data / "BROKEN.csv").write_text(content)
     config = write_config(
         tmp_path / "c.toml",
-        {"run": {"root": str(tmp_path / "root"), "symbols": "BROKEN"}, "data": {"path": str(data)}},
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": "BROKEN"},
+            "data": {"path": str(data), "on_bad": "fail"},
+        },
     )
     assert_refused(run_cli("run", "--config", str(config)), "BROKEN.csv")
 

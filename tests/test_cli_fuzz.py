@@ -70,7 +70,7 @@ SECTIONS = {
         "max_memory_mb",
         "backoff_base_s",
     ],
-    "data": ["path", "min_rows", "topn_window_days"],
+    "data": ["path", "min_rows", "topn_window_days", "on_bad", "columns", "timestamp_unit"],
     "costs": ["taker_fee_bps", "maker_fee_bps", "spread_window_days", "overrides"],
     "trainer": ["plugin", "params"],
     "storage": ["kind", "path"],

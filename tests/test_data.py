@@ -278,7 +278,7 @@ def test_epoch_seconds_in_csv_are_rejected_with_a_hint(tmp_path: Path) -> None:
     path.write_text("timestamp,open,high,low,close,volume\n1767225600,1,2,0.5,1.5,10\n")
     message = problem_of(path)
     assert "row 0 is not an ISO-8601 time ('1767225600')" in message
-    assert "epoch numbers are not accepted" in message
+    assert 'epoch numbers need [data] timestamp_unit, e.g. "ms"' in message
 
 
 def test_empty_timestamp_cell_names_the_row(tmp_path: Path) -> None:
@@ -301,6 +301,7 @@ def test_numeric_parquet_timestamps_are_rejected_by_type(tmp_path: Path) -> None
     bars["timestamp"] = np.arange(5) * 3600
     message = problem_of(write_parquet(tmp_path / "X.parquet", bars))
     assert "column timestamp has type int64; expected timestamps" in message
+    assert "epoch numbers need [data] timestamp_unit" in message
 
 
 def test_timestamps_going_back_name_the_row_and_both_times(tmp_path: Path) -> None:
@@ -327,7 +328,7 @@ def test_timestamps_out_of_the_nanosecond_range_are_reported(tmp_path: Path) -> 
         }
     )
     pq.write_table(table, tmp_path / "X.parquet")
-    assert "timestamps out of range" in problem_of(tmp_path / "X.parquet")
+    assert "timestamps out of range at row 1: " in problem_of(tmp_path / "X.parquet")
 
 
 # --- values --------------------------------------------------------------------------------
@@ -341,13 +342,15 @@ def test_bad_price_names_the_column_and_the_first_bad_row(
     bars = make_bars(10)
     bars.loc[[5, 8], column] = bad
     message = problem_of(write_parquet(tmp_path / "X.parquet", bars))
-    assert f"{column} at row 5 is {bad!r} (prices must be finite and positive)" in message
+    assert (
+        f"{column} at row 5 (2026-01-01T05:00:00Z) is {bad!r} (prices must be finite and positive)"
+    ) in message
 
 
 def test_empty_csv_price_cell_is_reported_as_nan(tmp_path: Path) -> None:
     path = tmp_path / "X.csv"
     path.write_text("timestamp,open,high,low,close,volume\n2026-01-01T00:00:00Z,1,2,0.5,,10\n")
-    assert "close at row 0 is nan" in problem_of(path)
+    assert "close at row 0 (2026-01-01T00:00:00Z) is nan" in problem_of(path)
 
 
 def test_price_text_that_is_not_a_number_names_the_row(tmp_path: Path) -> None:
@@ -364,7 +367,7 @@ def test_bad_volume_names_the_first_bad_row(tmp_path: Path, bad: float) -> None:
     bars = make_bars(10)
     bars.loc[7, "volume"] = bad
     message = problem_of(write_parquet(tmp_path / "X.parquet", bars))
-    assert f"volume at row 7 is {bad!r}" in message
+    assert f"volume at row 7 (2026-01-01T07:00:00Z) is {bad!r}" in message
 
 
 @pytest.mark.parametrize(
@@ -383,7 +386,7 @@ def test_inconsistent_bar_names_the_first_bad_row_and_why(
         for column, value in change.items():
             bars.loc[row, column] = value
     message = problem_of(write_parquet(tmp_path / "X.parquet", bars))
-    assert f"inconsistent bar at row 4: {why}" in message
+    assert f"inconsistent bar at row 4 (2026-01-01T04:00:00Z): {why}" in message
 
 
 def test_too_few_rows_says_how_many_are_needed(tmp_path: Path) -> None:
@@ -394,7 +397,9 @@ def test_too_few_rows_says_how_many_are_needed(tmp_path: Path) -> None:
 def test_a_corrupt_value_is_reported_before_the_row_count(tmp_path: Path) -> None:
     bars = make_bars(40)
     bars.loc[1, "close"] = -3.0
-    assert "close at row 1" in problem_of(write_parquet(tmp_path / "X.parquet", bars), 1000)
+    assert "close at row 1 (2026-01-01T01:00:00Z)" in problem_of(
+        write_parquet(tmp_path / "X.parquet", bars), 1000
+    )
 
 
 # --- finding files and fingerprints --------------------------------------------------------

@@ -47,9 +47,10 @@ def start_run(tmp_path: Path, config: Path) -> subprocess.Popen[str]:
     )
 
 
-def status_json(run_cli: RunCli, config: Path) -> dict[str, Any]:
+def status_json(run_cli: RunCli, config: Path, code: int = 0) -> dict[str, Any]:
+    """`status --json`; its exit code is 0 while the run goes or after it ended with 0."""
     result = run_cli("status", "--json", "--config", str(config))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == code, result.stderr
     loaded: dict[str, Any] = json.loads(result.stdout)
     return loaded
 
@@ -148,12 +149,12 @@ def test_status_from_another_shell_follows_a_run_until_it_finishes(
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 130
     out, err = watch.communicate(timeout=60)  # the watch ends by itself with the run
-    assert watch.returncode == 0, err
+    assert watch.returncode == 1, err  # the run it watched did not end with 0
     assert "\x1b" not in first + out
     assert "finished" in out.splitlines()[-2] and "(exit 130)" in out.splitlines()[-2]
     assert "1/3 done, 0 running, 1 failed, 0 skipped, 1 interrupted" in out.splitlines()[-1]
 
-    after = status_json(run_cli, config)
+    after = status_json(run_cli, config, code=1)
     assert after["phase"] == "finished" and after["exit_code"] == 130
     assert after["running"] == [] and after["interrupted"] == 1 and after["eta_s"] is None
 
@@ -165,7 +166,7 @@ def test_status_tells_a_run_that_died_without_finishing(
     poll_status(run_cli, config, lambda v: len(v["running"]) == 1, run)
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=60)
-    view = status_json(run_cli, config)
+    view = status_json(run_cli, config, code=1)
     assert view["phase"] == "died" and view["running"] == []
     assert view["interrupted"] == 1 and view["exit_code"] is None
     assert "died: no finish recorded" in run_cli("status", "--config", str(config)).stdout

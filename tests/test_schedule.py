@@ -303,12 +303,64 @@ def test_a_night_that_finds_the_last_one_running_does_not_start_and_says_so(
 
     with open(root / ".retrainer.base.lock.cron", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as the previous night's flock holds it
-        done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env=_cron_env(), timeout=60)
+        done = subprocess.run(
+            ["/bin/sh", "-c", command],
+            cwd="/",
+            env=_cron_env(),
+            timeout=60,
+            capture_output=True,
+            text=True,
+        )
 
-    assert done.returncode == 0
-    log = (root / "logs" / "cron.log").read_text()
-    assert "retrainer: not started, the previous run still holds the cron lock" in log
+    assert done.returncode == 75 and done.stdout == ""
+    said = (
+        "retrainer: the nightly run failed: not started, the previous run still holds the cron lock"
+    )
+    (line,) = done.stderr.splitlines()  # one line, for cron's mail
+    assert said in line and f"(log: {root}/logs/cron.log)" in line
+    assert said in (root / "logs" / "cron.log").read_text()
     assert not (root / "summary").exists()
+
+
+def run_cron_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/sh", "-c", command], cwd="/", env=env, timeout=180, capture_output=True, text=True
+    )
+
+
+def test_a_night_that_fails_under_cron_mails_one_line_and_logs_everything(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    (tmp_path / "conf").mkdir()
+    config = nightly_config(tmp_path, small_data, symbols="NOSUCH")
+    command = shell_of(cron_line(run_cli, config))
+
+    done = run_cron_command(command, _cron_env())
+
+    assert done.returncode == 2  # the run's own code, whatever cron makes of it
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert "retrainer: the nightly run failed: exit 2; FAILED: run " in line
+    assert "did not start: exit 2 (bad input)" in line and "NOSUCH" in line
+    log = (tmp_path / "root" / "logs" / "cron.log").read_text()
+    assert "retrainer: symbol list: 1 bad symbol(s): NOSUCH" in log  # the run's own stderr
+    assert log.rstrip().endswith(line)
+
+
+def test_a_config_that_cannot_be_read_under_cron_still_mails_why(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    (tmp_path / "conf").mkdir()
+    config = nightly_config(tmp_path, small_data)
+    command = shell_of(cron_line(run_cli, config))
+    config.write_text("[run\n")  # broken after the schedule was set up
+
+    done = run_cron_command(command, _cron_env())
+
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert "retrainer: the nightly run failed: exit 2; retrainer: config file" in line
+    assert "not valid TOML" in line
 
 
 def _cron_env() -> dict[str, str]:

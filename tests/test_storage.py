@@ -372,11 +372,16 @@ class TestLocalStorage:
         assert not LocalStorage(root).put_file(new, KEY).skipped
         assert LocalStorage(root).checksum(KEY) == sha256_file(new)
 
-    def test_stored_objects_are_readable_by_others(
-        self, storage: LocalStorage, root: Path, tmp_path: Path
+    @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+    def test_stored_objects_get_the_mode_the_umask_gives(
+        self, storage: LocalStorage, root: Path, tmp_path: Path, umask: int, mode: int
     ) -> None:
-        storage.put_file(make_file(tmp_path, "m.bin", b"x"), KEY)
-        assert (root / KEY).stat().st_mode & 0o777 == 0o644
+        previous = os.umask(umask)
+        try:
+            storage.put_file(make_file(tmp_path, "m.bin", b"x"), KEY)
+        finally:
+            os.umask(previous)
+        assert (root / KEY).stat().st_mode & 0o777 == mode
 
 
 class TestRegistry:

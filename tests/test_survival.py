@@ -173,7 +173,7 @@ def test_a_stopped_run_lets_running_items_finish_within_the_grace(
     assert scheduler.returncode == 130, stderr
     summary = summary_of(tmp_path)
     states = {behaviours[s]: summary["by_symbol"][s]["status"] for s in behaviours}
-    assert states == {"slow": "success", "hang": "interrupted", "ok": "pending"}
+    assert states == {"slow": "success", "hang": "interrupted", "ok": "not_started"}
     assert summary["by_symbol"][names[1]]["reason"] == "scheduler stopped by SIGTERM"
     assert_all_dead(recorded_pids(tmp_path))
 

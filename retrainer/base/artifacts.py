@@ -1,7 +1,10 @@
 """The output layout (a contract), atomic writes and sha256 manifests.
 
 Every file retrainer writes goes through `atomic_write_bytes`: a temp file in the same
-folder, fsync, rename. A kill -9 at any instant leaves the old file or the new one.
+folder, fsync, rename. A kill -9 at any instant leaves the old file or the new one. The
+file gets the mode the umask gives (0644 under umask 022, 0640 under 027), as open(2)
+would: mkstemp alone makes every file 0600, unreadable to an inference service or a web
+server running as another user. retrainer writes no file that holds a secret.
 """
 
 from __future__ import annotations
@@ -82,6 +85,42 @@ class Layout:
             return str(path)
 
 
+def _umask_from_proc() -> int | None:
+    """The process's umask as Linux tells it (/proc/self/status, since 4.7): read without
+    changing it, so any thread may ask at any time."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    # Elsewhere os.umask can only be read by setting it, which another thread creating a
+    # file at that moment would see: done once, as the main thread imports this module.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FROM_PROC = _umask_from_proc()
+_UMASK_AT_IMPORT: int = _umask_by_setting() if _FROM_PROC is None else _FROM_PROC
+
+
+def current_umask() -> int:
+    """The process's umask now (Linux), else the one it had when it imported this."""
+    mask = _umask_from_proc()
+    return _UMASK_AT_IMPORT if mask is None else mask
+
+
+def file_mode() -> int:
+    """The mode open(2) would give a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -99,6 +138,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), file_mode())  # mkstemp's 0600 → what the umask gives
             handle.write(data)
             handle.flush()
             if durable:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from retrainer.base.errors import BadInputError
+from retrainer.base.logs import MASK, is_secret_key
 
 ENV_PREFIX = "RETRAINER_"
 CONFIG_ENV = "RETRAINER_CONFIG"
@@ -30,7 +32,14 @@ PATH_KEYS = {
     ("storage", "path"),
     ("storage", "secrets_file"),
     ("notify", "secrets_file"),
+    ("healthchecks", "secrets_file"),
+    ("prometheus", "textfile"),
+    ("prometheus", "secrets_file"),
 }
+# Keys holding lists of paths, resolved the same way.
+PATH_LIST_KEYS = {("trainer", "paths")}
+# An HTTP header name (RFC 9110 token).
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 
 
 class Mode(StrEnum):
@@ -49,7 +58,7 @@ class RunSettings(_Section):
     symbols: str = Field(default="top20", min_length=1)
     timeout_minutes: float = Field(default=45.0, gt=0)
     retries: int = Field(default=2, ge=0, le=100)
-    driver: Literal["local"] = "local"
+    driver: Literal["local", "ray", "dask"] = "local"
     root: Path = Path(".")
     seed: int = Field(default=42, ge=0, lt=2**31)
     kill_grace_s: float = Field(default=10.0, ge=0)
@@ -63,10 +72,44 @@ class RunSettings(_Section):
     backoff_cap_s: float = Field(default=300.0, gt=0)
 
 
+class DataColumns(_Section):
+    """[data.columns]: the name each of our columns has in the files (`timestamp = "date"`,
+    `open = "Open"`…); one not given is spelled as ours."""
+
+    timestamp: str = Field(default="timestamp", min_length=1)
+    open: str = Field(default="open", min_length=1)
+    high: str = Field(default="high", min_length=1)
+    low: str = Field(default="low", min_length=1)
+    close: str = Field(default="close", min_length=1)
+    volume: str = Field(default="volume", min_length=1)
+
+    def renamed(self) -> dict[str, str]:
+        """Ours -> the files', for the columns spelled otherwise."""
+        return {ours: theirs for ours, theirs in self.model_dump().items() if ours != theirs}
+
+
 class DataSettings(_Section):
     path: Path = Path("data")
     min_rows: int = Field(default=1000, ge=10)
     topn_window_days: int = Field(default=30, gt=0)
+    # A symbol whose data file is bad (NaN bar, duplicate timestamp, unreadable, too few
+    # rows): "skip" records it failed, trains the others and exits 1; "fail" stops the
+    # whole run before anything starts (exit 2).
+    on_bad: Literal["skip", "fail"] = "skip"
+    columns: DataColumns = DataColumns()
+    # The unit of timestamps stored as epoch numbers: "s", "ms", "us" or "ns" (None: such
+    # timestamps are refused; ISO-8601 text and typed timestamps need no unit).
+    timestamp_unit: Literal["s", "ms", "us", "ns"] | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _one_file_column_each(cls, columns: DataColumns) -> DataColumns:
+        seen: dict[str, str] = {}
+        for ours, theirs in columns.model_dump().items():
+            if theirs in seen:
+                raise ValueError(f"{seen[theirs]} and {ours} both read the column {theirs!r}")
+            seen[theirs] = ours
+        return columns
 
 
 class FeeOverride(_Section):
@@ -84,6 +127,10 @@ class CostSettings(_Section):
 class TrainerSettings(_Section):
     plugin: str = Field(default=DEFAULT_TRAINER, pattern=r"^[\w.]+:\w+$")
     params: dict[str, Any] = Field(default_factory=dict)
+    # Folders searched for the plug-in before anything installed, as PYTHONPATH would be
+    # (relative: to the config file's folder): put on sys.path before the trainer loads,
+    # in the scheduler and in every attempt's process.
+    paths: list[Path] = Field(default_factory=list)
 
 
 class StorageSettings(_Section):
@@ -104,6 +151,49 @@ class StorageSettings(_Section):
     upload_workers: int = Field(default=2, gt=0, le=32)
 
 
+class _ClusterSettings(_Section):
+    """What the Ray and Dask drivers share: where attempts write on a node, and whether
+    the nodes see the run's root."""
+
+    # True: every node sees the root at the same path (NFS, Lustre, EFS): attempts write
+    # there directly and nothing is shipped. False: data goes to each node through the
+    # engine, and each finished attempt's folder comes back to the head.
+    shared_root: bool = False
+    # A node-local folder for shipped data and attempts in progress (None: its temp dir).
+    scratch: str | None = None
+
+
+class RaySettings(_ClusterSettings):
+    """--driver ray: one Ray task per attempt, supervised on its node."""
+
+    # None: a local Ray instance (this machine); else a cluster's address ("ray://…",
+    # "HOST:6379", "auto").
+    address: str | None = None
+    namespace: str = Field(default="retrainer", min_length=1)
+    # What each item asks of the cluster: the CPUs are its thread budget; GPUs may be
+    # fractional (0.25: four items share one GPU).
+    num_cpus: float = Field(default=1.0, gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    # Passed to ray.init as the job's runtime_env (env_vars, working_dir, pip…).
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+
+class DaskSettings(_ClusterSettings):
+    """--driver dask: one Dask task per attempt, supervised on its worker."""
+
+    # None: a LocalCluster on 127.0.0.1 of local_workers processes; else a scheduler's
+    # address (tcp://HOST:8786), e.g. one dask-jobqueue started on SLURM.
+    address: str | None = None
+    local_workers: int | None = Field(default=None, gt=0)
+    # Abstract resources each item takes from a worker (workers declare theirs, e.g.
+    # `dask worker --resources "slots=1"`); empty: any worker thread.
+    resources: dict[str, float] = Field(default_factory=dict)
+    # The thread budget of each item on its worker.
+    threads_per_item: int = Field(default=1, gt=0)
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -112,15 +202,72 @@ class NotifySettings(_Section):
     """Who hears about a run. The token and chat id are secrets: never keys here."""
 
     enabled: bool = True
-    kind: Literal["null", "telegram"] = "null"
+    kind: Literal["null", "telegram", "webhook"] = "null"
     api_url: str = Field(default="https://api.telegram.org", pattern=r"^https?://\S+$")
     secrets_file: Path | None = None
+    # webhook: where to POST (a URL that holds a secret, as Slack's do, goes in
+    # RETRAINER_WEBHOOK_URL or the secrets file instead), the body's shape, and headers
+    # that hold no secret (those: RETRAINER_WEBHOOK_HEADER_<NAME> in the same places).
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    format: Literal["json", "slack"] = "json"
+    headers: dict[str, str] = Field(default_factory=dict)
     batch_window_s: float = Field(default=60.0, ge=0)
     escalate_share: float = Field(default=0.5, gt=0, le=1)
     attach_summary: bool = True
     request_timeout_s: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=20)
     close_timeout_s: float = Field(default=20.0, gt=0)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_hold_no_secret(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if not re.match(HEADER_NAME, name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            if is_secret_key(name):
+                variable = "RETRAINER_WEBHOOK_HEADER_" + name.upper().replace("-", "_")
+                raise ValueError(
+                    f"header {name!r} holds a secret: set {variable} in the environment "
+                    "or the secrets file instead"
+                )
+        return headers
+
+
+class HealthchecksSettings(_Section):
+    """Dead man's switch pings, healthchecks.io style: <ping_url>/start, <ping_url> or
+    <ping_url>/fail. The ping URL may come from RETRAINER_HEALTHCHECKS_PING_URL or the
+    secrets file instead; with none, nothing is pinged."""
+
+    ping_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    secrets_file: Path | None = None
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    close_timeout_s: float = Field(default=15.0, gt=0)
+    # The failure or success ping's body: the exit code, then the summary's last lines.
+    body_lines: int = Field(default=30, gt=0, le=1000)
+
+
+class PrometheusSettings(_Section):
+    """Metrics after every run: a textfile for node_exporter's textfile collector, and/or
+    a push to a Pushgateway. Basic auth for the Pushgateway, if any, comes from
+    RETRAINER_PUSHGATEWAY_USERNAME / _PASSWORD or the secrets file."""
+
+    textfile: Path | None = None
+    pushgateway_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    job: str = Field(default="retrainer", min_length=1)
+    # The Pushgateway grouping key's instance label (None: this machine's host name).
+    instance: str | None = Field(default=None, min_length=1)
+    secrets_file: Path | None = None
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=20)
+    close_timeout_s: float = Field(default=15.0, gt=0)
+
+    @field_validator("textfile")
+    @classmethod
+    def _textfile_is_read_by_node_exporter(cls, path: Path | None) -> Path | None:
+        if path is not None and path.suffix != ".prom":
+            raise ValueError("node_exporter's textfile collector reads only *.prom files")
+        return path
 
 
 class Settings(_Section):
@@ -131,6 +278,10 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     logging: LoggingSettings = LoggingSettings()
     notify: NotifySettings = NotifySettings()
+    healthchecks: HealthchecksSettings = HealthchecksSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    ray: RaySettings = RaySettings()
+    dask: DaskSettings = DaskSettings()
 
 
 def load_settings(
@@ -160,7 +311,23 @@ def load_settings(
         raise BadInputError(f'{source}: storage.path is required when storage.kind = "local"')
     if settings.storage.kind == "s3" and settings.storage.bucket is None:
         raise BadInputError(f'{source}: storage.bucket is required when storage.kind = "s3"')
+    _check_folder("run.root", settings.run.root)
     return settings
+
+
+def _check_folder(key: str, path: Path) -> None:
+    """A folder we will create or write into must not be a file, nor lie under one: bad
+    input (exit 2), named, rather than an I/O error of the run's files later."""
+    for candidate in (path, *path.parents):
+        try:
+            if not candidate.exists():
+                continue
+        except OSError:  # unreadable: whoever writes there says why
+            return
+        if candidate.is_dir():
+            return
+        where = "is a file" if candidate == path else f"lies under the file {candidate}"
+        raise BadInputError(f"{key} {path} {where}, not a folder")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -219,6 +386,13 @@ def _absolute_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
         table = tree.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str | Path):
             table[key] = (base / Path(table[key]).expanduser()).resolve()
+    for section, key in PATH_LIST_KEYS:
+        table = tree.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), list):
+            table[key] = [
+                (base / Path(p).expanduser()).resolve() if isinstance(p, str | Path) else p
+                for p in table[key]
+            ]
     return tree
 
 
@@ -240,5 +414,13 @@ def describe_validation_error(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
         else:
-            parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            parts.append(f"{key}: {err['msg']} (got {_shown(err.get('input'))!r})")
     return "; ".join(parts)
+
+
+def _shown(value: Any) -> Any:
+    """A rejected value as an error may show it: values under secret-looking keys masked
+    (a webhook header refused because it holds a secret)."""
+    if isinstance(value, Mapping):
+        return {k: MASK if is_secret_key(k) else _shown(v) for k, v in value.items()}
+    return value

@@ -11,3 +11,21 @@ class ExitCode(IntEnum):
     INTERNAL_ERROR = 70  # a bug in retrainer itself (sysexits EX_SOFTWARE)
     IO_ERROR = 74  # the run's own folders could not be written: disk full, read-only (EX_IOERR)
     INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the run finished
+
+
+# Each code in a few words, for one-line reports (status, the cron mail, notifications).
+MEANINGS: dict[int, str] = {
+    ExitCode.OK: "ok",
+    ExitCode.SOME_FAILED: "some symbols failed",
+    ExitCode.BAD_INPUT: "bad input",
+    ExitCode.LOCKED: "another run holds the lock",
+    ExitCode.INTERNAL_ERROR: "internal error",
+    ExitCode.IO_ERROR: "cannot write the run's files",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+
+
+def meaning(code: int | None) -> str:
+    if code is None:
+        return "no exit code recorded"
+    return MEANINGS.get(code, "unknown exit code")

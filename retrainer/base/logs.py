@@ -46,8 +46,10 @@ __all__ = [
     "COIN_TIMEOUT",
     "EVENTS",
     "JOB_COMPLETED",
+    "JOB_NOT_STARTED",
     "JOB_STARTED",
     "MASK",
+    "SYMBOLS_UNRANKED",
     "UPLOAD_FAILED",
     "UPLOAD_SUCCEEDED",
     "ConsoleMode",
@@ -77,6 +79,10 @@ COIN_SKIPPED: Final = "coin_skipped"
 UPLOAD_SUCCEEDED: Final = "upload_succeeded"
 UPLOAD_FAILED: Final = "upload_failed"
 JOB_COMPLETED: Final = "job_completed"
+# A `retrainer run` that ended before its night started (exit code, stage, reason).
+JOB_NOT_STARTED: Final = "job_not_started"
+# topN left files out of its ranking because they cannot be read (symbol -> problem).
+SYMBOLS_UNRANKED: Final = "symbols_unranked"
 EVENTS: Final = (
     JOB_STARTED,
     COIN_STARTED,
@@ -89,6 +95,8 @@ EVENTS: Final = (
     UPLOAD_SUCCEEDED,
     UPLOAD_FAILED,
     JOB_COMPLETED,
+    JOB_NOT_STARTED,
+    SYMBOLS_UNRANKED,
 )
 
 ConsoleMode = Literal["auto", "json", "pretty", "off"]
@@ -240,8 +248,40 @@ def _console_sink(mode: ConsoleMode, stream: TextIO) -> _Sink | None:
     on_terminal = _is_terminal(stream)
     if mode == "json" or (mode == "auto" and not on_terminal):
         return _StreamSink(stream, render_json)
-    renderer = structlog.dev.ConsoleRenderer(colors=on_terminal)
-    return _StreamSink(stream, lambda event: renderer(None, "", event))
+    return _StreamSink(stream, _console_renderer(colors=on_terminal))
+
+
+# Keys structlog's ConsoleRenderer prints as preformatted text below the line and expects
+# to be text: our events may carry them as lists (coin_failed's `stack`, the last frames of
+# the trainer's traceback) and a trainer's own events as anything.
+PREFORMATTED_KEYS: Final = ("stack", "exception")
+
+
+def _console_renderer(colors: bool) -> Callable[[EventDict], str]:
+    """A readable line (structlog's ConsoleRenderer); an event it cannot render still
+    reaches the console, as its JSON line."""
+    renderer = structlog.dev.ConsoleRenderer(colors=colors)
+
+    def render(event: EventDict) -> str:
+        try:
+            return renderer(None, "", _as_console_text(dict(event)))
+        except Exception:
+            return render_json(event)
+
+    return render
+
+
+def _as_console_text(event: EventDict) -> EventDict:
+    for key in PREFORMATTED_KEYS:
+        value = event.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        lines = value if isinstance(value, list | tuple) else [value]
+        if lines:  # one indented line each, under the event's line
+            event[key] = "\n".join(f"    {line}" for line in lines)
+        else:
+            del event[key]
+    return event
 
 
 def _is_terminal(stream: TextIO) -> bool:

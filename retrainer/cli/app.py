@@ -56,7 +56,26 @@ def _exit_codes() -> Iterator[None]:
             err=True,
         )
         raise typer.Exit(ExitCode.IO_ERROR) from None
+    except KeyboardInterrupt as exc:  # before a night's own handlers: it never started
+        name = exc.args[0] if exc.args else "SIGINT"
+        typer.echo(f"retrainer: stopped by {name}", err=True)
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
 
+
+def _run_day_option(value: str | None) -> str | None:
+    """Every --run: 20261201Z, 20261201 or 2026-12-01 name the same run; anything else is
+    a bad flag (exit 2) naming the forms."""
+    from retrainer.base.clock import parse_run_day
+
+    if value is None:
+        return None
+    try:
+        return parse_run_day(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+RUN_DAY_HELP = "The run's UTC day: 20261201Z, 20261201 or 2026-12-01."
 
 ConfigOpt = Annotated[
     Path | None,
@@ -98,7 +117,8 @@ def run(
         str | None,
         typer.Option(
             "--symbols",
-            help="topN (by median daily quote volume), A,B,C, or a CSV file. (default: top20)",
+            help="topN (by median daily quote volume), all (every symbol with a data file), "
+            "A,B,C, or a CSV file. (default: top20)",
         ),
     ] = None,
     timeout_minutes: Annotated[
@@ -133,7 +153,27 @@ def run(
     driver: Annotated[
         str | None,
         typer.Option(
-            "--driver", help="Where attempts run: local (child processes). (default: local)"
+            "--driver",
+            help="Where attempts run: local (child processes of this machine), ray or dask "
+            "(a cluster; each attempt supervised on its node). (default: local)",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray_address",
+            "--ray-address",
+            help="With --driver ray: the cluster to join (HOST:PORT, ray://…, auto). "
+            "(default: \\[ray] address, else a local Ray instance)",
+        ),
+    ] = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dask_address",
+            "--dask-address",
+            help="With --driver dask: the scheduler to use (tcp://HOST:8786). "
+            "(default: \\[dask] address, else a LocalCluster)",
         ),
     ] = None,
     dry_run: Annotated[
@@ -158,8 +198,8 @@ def run(
         bool | None,
         typer.Option(
             "--notify/--no-notify",
-            help="Send the configured [notify] messages (Telegram), or "
-            "none. (default: [notify] enabled)",
+            help="Send the configured \\[notify] messages (Telegram), or "
+            "none. (default: \\[notify] enabled)",
         ),
     ] = None,
 ) -> None:
@@ -181,6 +221,8 @@ def run(
         },
         "data": {"path": data},
         "notify": {"enabled": notify},
+        "ray": {"address": ray_address},
+        "dask": {"address": dask_address},
     }
     with _exit_codes():
         settings = load_settings(config, flags)
@@ -193,7 +235,8 @@ def run(
 @app.command()
 def verify(
     run_day: Annotated[
-        str | None, typer.Option("--run", help="The run's UTC day, YYYYMMDDZ. (default: today)")
+        str | None,
+        typer.Option("--run", help=f"{RUN_DAY_HELP} (default: today)", callback=_run_day_option),
     ] = None,
     remote: Annotated[
         bool,
@@ -223,7 +266,9 @@ def verify(
 RunDayOpt = Annotated[
     str | None,
     typer.Option(
-        "--run", help="The run's UTC day, YYYYMMDDZ. (default: the latest day under runs/)"
+        "--run",
+        help=f"{RUN_DAY_HELP} (default: the latest day under runs/)",
+        callback=_run_day_option,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
@@ -236,15 +281,39 @@ def status(
         bool, typer.Option("--watch", help="Refresh until the run finishes (or Ctrl-C).")
     ] = False,
     as_json: JsonOpt = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="For monitoring and scripts: one line, OK or FAILED, and exit 1 also when "
+            "the latest run started longer ago than --max_age_hours.",
+        ),
+    ] = False,
+    max_age_hours: Annotated[
+        float,
+        typer.Option(
+            "--max_age_hours",
+            "--max-age-hours",
+            min=0,
+            help="With --check and no --run: the oldest a latest run may be. (default: 26)",
+        ),
+    ] = 26.0,
     config: ConfigOpt = None,
     root: RootOpt = None,
 ) -> None:
-    """A run's progress from its ledger: counts, running symbols, failures (any shell)."""
+    """A run's progress from its ledger: counts, running symbols, failures (any shell).
+    Exit 0 while it runs or after it ended with 0, 1 after any other end, 2 without one."""
     from retrainer.views.display import make_console
-    from retrainer.views.status import show_status
+    from retrainer.views.status import check_run, show_status
 
     with _exit_codes():
         settings = load_settings(config, {"run": {"root": root}})
+        if check:
+            if watch or as_json:
+                raise BadInputError("--check prints one line: not with --watch or --json")
+            code, line = check_run(settings.run.root.resolve(), run_day, max_age_hours)
+            typer.echo(line)
+            raise typer.Exit(code)
         code = show_status(
             settings.run.root.resolve(),
             run_day,
@@ -301,7 +370,8 @@ def sync(
         str | None,
         typer.Option(
             "--run",
-            help="Only this UTC day, YYYYMMDDZ. (default: every day with uploads still pending)",
+            help=f"Only this day. {RUN_DAY_HELP} (default: every day with uploads still pending)",
+            callback=_run_day_option,
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -404,6 +474,9 @@ def schedule_cron(at: AtOpt, config: ConfigOpt = None) -> None:
 
 
 def main() -> None:
+    from retrainer.cli.streams import tolerate_closed_pipes
+
+    tolerate_closed_pipes()  # `retrainer run --dry_run | head -1`: not an error of ours
     try:
         app()
     except Exception as exc:  # a bug in retrainer: say so, keep the exit code distinct

@@ -11,6 +11,7 @@ from retrainer.base.artifacts import atomic_write_text
 from retrainer.base.config import CONFIG_ENV, load_settings
 from retrainer.base.errors import BadInputError
 from retrainer.base.resources import detect_resources
+from retrainer.job.portability import schedule_warnings
 from retrainer.job.timers import (
     SYSTEM_UNIT_DIR,
     Schedule,
@@ -27,7 +28,10 @@ def _schedule(at: str, config: Path | None, name: str = "retrainer") -> Schedule
     if config is not None and not config.is_file():
         raise BadInputError(f"config file {config} does not exist")
     settings = load_settings(config, {})
-    return build_schedule(settings, config, at, detect_resources(), name)
+    schedule = build_schedule(settings, config, at, detect_resources(), name)
+    for warning in schedule_warnings(settings, config):  # stderr: stdout stays the files
+        typer.echo(f"retrainer: warning: {warning}", err=True)
+    return schedule
 
 
 def write_systemd(
@@ -35,6 +39,15 @@ def write_systemd(
 ) -> None:
     schedule = _schedule(at, config, name)
     units = systemd_units(schedule, user)
+    if schedule.worst_night_s > schedule.start_timeout_s:
+        typer.echo(
+            f"retrainer: warning: a night on which every attempt times out would take "
+            f"{schedule.worst_night_s / 3600:.1f} h; systemd stops it after "
+            f"{schedule.start_timeout_s / 3600:.0f} h (exit 130, its summary written) so that "
+            "the next night starts on time. To fit: lower run.timeout_minutes or "
+            "run.retries, or raise run.max_concurrent.",
+            err=True,
+        )
     if print_only:
         for filename, text in units.items():
             typer.echo(f"# {filename}\n{text}")
@@ -54,8 +67,8 @@ def write_systemd(
         typer.echo(f"wrote {folder / filename}")
     systemctl = "systemctl --user" if user else "systemctl"
     typer.echo(
-        f"start timeout {schedule.start_timeout_s} s, stop timeout "
-        f"{schedule.stop_timeout_s} s; to enable:\n"
+        f"start timeout {schedule.start_timeout_s} s: {schedule.start_timeout_how}\n"
+        f"stop timeout {schedule.stop_timeout_s} s; to enable:\n"
         f"  {systemctl} daemon-reload && {systemctl} enable --now {name}.timer"
     )
     if user:

@@ -8,6 +8,11 @@ close  the summary, the run's finish in the ledger, the last uploads, the notifi
 Everything opened is closed through one ExitStack, and the summary is still attempted when
 the loop raises. What is shown to a person goes through a NightReporter (the CLI's console);
 this module prints nothing itself.
+
+Before all of it, the invocation (invocation.py): engine.log and the run's observers exist as
+soon as the settings do, SIGINT/SIGTERM stop the run at once until the night starts, and an
+invocation that ends before its night records its own end (the trainer, the lock, bad input,
+an error, a stop) leaves its record, its summary and its finished message there.
 """
 
 from __future__ import annotations
@@ -27,26 +32,40 @@ from typing import Any, Protocol
 
 import structlog
 
-from retrainer.base.artifacts import MANIFEST_NAME, Layout, artifact_files, atomic_write_json
-from retrainer.base.clock import attempt_stamp, iso, now_utc
+from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, atomic_write_json
+from retrainer.base.clock import iso, now_utc
 from retrainer.base.config import Settings
 from retrainer.base.exitcodes import ExitCode
 from retrainer.base.lock import RunLock
-from retrainer.base.logs import COIN_SKIPPED, JOB_COMPLETED, JOB_STARTED, configure_logging
-from retrainer.base.resources import detect_resources
-from retrainer.engine.drivers import make_driver
+from retrainer.base.logs import (
+    COIN_FAILED,
+    COIN_SKIPPED,
+    JOB_COMPLETED,
+    JOB_STARTED,
+    SYMBOLS_UNRANKED,
+    configure_logging,
+)
+from retrainer.base.resources import Resources, detect_resources
 from retrainer.engine.drivers.protocol import Driver
+from retrainer.engine.drivers.registry import make_driver
 from retrainer.engine.events import ItemListener
 from retrainer.engine.loop import Engine, RunTally, StopFlag
 from retrainer.engine.reaper import become_subreaper
+from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, record_unfinished
 from retrainer.job.listeners import NotifyListener, UploadListener
 from retrainer.job.summary import build_summary
-from retrainer.ledger.entries import FAILED_STATES, ItemState, UploadState
+from retrainer.ledger.entries import (
+    FAILED_STATES,
+    ItemState,
+    UploadState,
+    failed_on_bad_data,
+)
 from retrainer.ledger.fsync import Syncer
 from retrainer.ledger.journal import Ledger
 from retrainer.mirror.storage.registry import make_storage
 from retrainer.mirror.sync import finish_run_uploads, mark_pending, sync_before_run
 from retrainer.mirror.uploads import Uploader
+from retrainer.notify.protocol import Notifier
 from retrainer.notify.registry import observers_for_run
 from retrainer.plan.planner import Plan, build_plan
 from retrainer.plan.policy import likely_threads_per_item
@@ -69,23 +88,98 @@ def run_night(
     settings: Settings, *, force: bool, dry_run: bool, reporter: NightReporter
 ) -> ExitCode:
     now = now_utc()
-    trainer = load_trainer(settings.trainer.plugin)
-    if dry_run:  # reads only; writes nothing under the root
-        reporter.plan(build_plan(settings, trainer, detect_resources(), now, force), True)
+    if dry_run:  # reads only; writes nothing under the root and tells no one
+        trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
+        reporter.plan(build_plan(settings, trainer, _dry_run_resources(settings), now, force), True)
         return ExitCode.OK
-    run_id = f"{attempt_stamp(now)}-{os.getpid()}"
-    root = settings.run.root.resolve()
-    with RunLock(Layout(root).lock_path(), run_id):
-        become_subreaper()  # what an item leaves behind when it dies is ours to kill
-        driver = make_driver(
-            settings.run.driver, _preload(settings, trainer), likely_threads_per_item(settings)
-        )
-        driver.start()  # the zygote imports torch while the plan reads the data
-        try:
-            plan = build_plan(settings, trainer, detect_resources(), now, force)
-            return Night(settings, plan, driver, run_id, force, reporter).run()
-        finally:
-            driver.close()
+    invocation = Invocation.begin(settings, now, force)
+    _open_log(invocation)
+    # Built as soon as there are settings: a night that stops before it starts is told too.
+    notifier = observers_for_run(settings)
+    night: Night | None = None
+    try:
+        with _stop_before_the_night() as before_the_night:
+            trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
+            invocation.stage = "lock"
+            with RunLock(invocation.layout.lock_path(), invocation.run_id):
+                become_subreaper()  # what an item leaves behind when it dies is ours to kill
+                invocation.stage = "driver"
+                driver = make_driver(
+                    settings, _preload(settings, trainer), likely_threads_per_item(settings)
+                )
+                driver.start()  # the zygote imports torch while the plan reads the data
+                try:
+                    invocation.stage = "plan"
+                    resources = driver.resources() or detect_resources()
+                    plan = build_plan(settings, trainer, resources, now, force)
+                    before_the_night.restore()  # from here the night handles its signals
+                    invocation.stage = "night"
+                    night = Night(
+                        settings, plan, driver, invocation.run_id, force, reporter, notifier
+                    )
+                    return night.run()
+                finally:
+                    driver.close()
+    except BaseException as exc:  # the night that did not record its end is recorded here
+        record_unfinished(invocation, exc, night.record if night else NightRecord(), notifier)
+        raise
+    finally:
+        notifier.close()  # waits at most [notify] close_timeout_s
+
+
+def _dry_run_resources(settings: Settings) -> Resources:
+    """This machine's, or a remote driver's cluster (joined for a look, nothing started)."""
+    if settings.run.driver == "local":
+        return detect_resources()
+    driver = make_driver(settings, (), 1)
+    driver.start()
+    try:
+        return driver.resources() or detect_resources()
+    finally:
+        driver.close()
+
+
+def _open_log(invocation: Invocation) -> None:
+    """engine.log from the start, so that a night that stops before it starts says why
+    there too; a log that cannot be opened leaves the console (the run reports why)."""
+    level = invocation.settings.logging.level
+    try:
+        configure_logging(invocation.layout.engine_log(invocation.day), level)
+    except OSError:
+        configure_logging(None, level)
+    structlog.contextvars.bind_contextvars(run_id=invocation.run_id)
+
+
+class _StopBeforeTheNight:
+    """Before the night starts (trainer, lock, plan), SIGINT and SIGTERM stop the run by
+    raising KeyboardInterrupt (even where the shell had SIGINT ignored, as for a job put
+    in the background), so that the stop is recorded; the night's loop later sets its
+    own handlers (a flag, a graceful stop)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {
+            sig: signal.signal(sig, self._raise) for sig in self.SIGNALS
+        }
+
+    @staticmethod
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+@contextlib.contextmanager
+def _stop_before_the_night() -> Iterator[_StopBeforeTheNight]:
+    handler = _StopBeforeTheNight()
+    try:
+        yield handler
+    finally:
+        handler.restore()
 
 
 # For a trainer that does not say what it needs: what a typical trainer imports.
@@ -111,7 +205,10 @@ class Night:
         run_id: str,
         force: bool,
         reporter: NightReporter,
+        notifier: Notifier | None = None,
     ) -> None:
+        """notifier: the invocation's observers, closed by the caller; None: the night
+        builds and closes its own."""
         self.settings = settings
         self.plan = plan
         self.driver = driver
@@ -124,6 +221,14 @@ class Night:
         self.log = structlog.get_logger()
         self.uploader: Uploader | None = None
         self.run_record: dict[str, Any] = {}
+        self._given_notifier = notifier
+        self.recorded_start = False  # its run is in the day's ledger
+        self.summary: dict[str, Any] | None = None  # the engine_summary.json it wrote
+        self.notified = False  # its observers were told how it finished
+
+    @property
+    def record(self) -> NightRecord:
+        return NightRecord(self.recorded_start, self.summary, self.notified)
 
     def run(self) -> ExitCode:
         with ExitStack() as stack:
@@ -154,6 +259,7 @@ class Night:
         self.ledger = Ledger(layout.status_path(day), layout.journal_path(day), syncer=self.syncer)
         stack.callback(self.ledger.close)
         recovered = _record_settled(plan, self.ledger, storage is not None)
+        _record_bad_data(plan, self.ledger, self.run_id)
         listeners: list[ItemListener] = []
         if storage:
             self.uploader = Uploader(storage, layout, settings.storage.upload_workers)
@@ -163,15 +269,33 @@ class Night:
             )
             for folder, item_id in recovered:  # finished before the scheduler died
                 self.uploader.submit([*artifact_files(folder), folder / MANIFEST_NAME], item_id)
-        self.notifier = observers_for_run(settings)
-        stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
+        if self._given_notifier is None:
+            self.notifier = observers_for_run(settings)
+            stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
+        else:
+            self.notifier = self._given_notifier
         listeners.append(NotifyListener(self.notifier))
         self.run_record = self._run_record()
         self.ledger.record_run(self.run_record)
+        self.recorded_start = True
         self.log.info(JOB_STARTED, **{k: v for k, v in self.run_record.items() if k != "run_id"})
         for item in plan.to_skip:
             self.log.info(COIN_SKIPPED, symbol=item.symbol, why=item.why)
+        if plan.unranked:
+            self.log.warning(SYMBOLS_UNRANKED, symbols=settings.run.symbols, unranked=plan.unranked)
+        for item in plan.to_fail:
+            self.log.error(
+                COIN_FAILED,
+                symbol=item.symbol,
+                attempt=0,
+                state=ItemState.FAILED.value,
+                reason=item.why,
+                error_type="DataError",
+                will_retry=False,
+            )
         self.notifier.run_started(self.run_record)
+        for item in plan.to_fail:  # as any failure: no attempt will tell the listeners
+            self.notifier.item_failed(item.symbol, item.why)
         return listeners
 
     def _run_record(self) -> dict[str, Any]:
@@ -192,6 +316,8 @@ class Night:
             "symbols": len(plan.items),
             "to_run": len(plan.to_run),
             "to_skip": len(plan.to_skip),
+            "bad_data": len(plan.to_fail),  # failed before they started: their data is bad
+            "unranked": dict(plan.unranked),  # topN: files left out, unreadable
             "retries": policy.retries,
         }
 
@@ -223,8 +349,9 @@ class Night:
     def _close(self, tally: RunTally, forced_code: ExitCode | None) -> ExitCode:
         layout, day = self.layout, self.day
         wall_s = time.monotonic() - self.started
+        ended_first = f"stopped by {self.stop.signal_name}" if self.stop.requested else "ended"
         summary = build_summary(
-            self.plan, self.ledger.entries, tally.attempts, self.run_record, wall_s
+            self.plan, self.ledger.entries, tally.attempts, self.run_record, wall_s, ended_first
         )
         exit_code = _exit_code(summary, self.stop) if forced_code is None else forced_code
         summary.update(
@@ -234,12 +361,14 @@ class Night:
         )
         summary_path = layout.summary_path(day)
         atomic_write_json(summary_path, summary)
+        self.summary = summary
         self.ledger.record_run(
             {**self.run_record, "finished_at": summary["finished_at"], "exit_code": int(exit_code)}
         )
         self.ledger.close()
         self.syncer.close()
         self.notifier.run_finished(summary)  # sent from its own thread while uploads drain
+        self.notified = True
         if self.uploader:
             self.uploader.submit([layout.costs_path(day), layout.status_path(day), summary_path])
             finish_run_uploads(layout, day, self.uploader.drain())
@@ -251,9 +380,18 @@ class Night:
             failed=summary["failed"],
             skipped=summary["skipped"],
             interrupted=summary["interrupted"],
+            not_started=summary["not_started"],
         )
         self.reporter.result(summary, summary_path)
         return exit_code
+
+
+def _record_bad_data(plan: Plan, ledger: Ledger, run_id: str) -> None:
+    """Items whose data is bad fail now, each with the file and row that is wrong; they
+    never start an attempt, so no retry follows."""
+    at = iso(now_utc())
+    for item in plan.to_fail:
+        ledger.record(failed_on_bad_data(item.previous, item.symbol, item.why, at, run_id))
 
 
 def _record_settled(plan: Plan, ledger: Ledger, has_storage: bool) -> list[tuple[Path, str]]:
@@ -273,7 +411,7 @@ def _record_settled(plan: Plan, ledger: Ledger, has_storage: bool) -> list[tuple
 
 def failure_exit_code(exc: BaseException) -> ExitCode:
     """The code a run that raised ends with (the CLI says the same)."""
-    return ExitCode.IO_ERROR if isinstance(exc, OSError) else ExitCode.INTERNAL_ERROR
+    return exit_code_for(exc)
 
 
 def _exit_code(summary: dict[str, Any], stop: StopFlag) -> ExitCode:
@@ -291,7 +429,8 @@ def _merged_costs(path: Path, plan: Plan) -> dict[str, Any]:
         existing = json.loads(path.read_text("utf-8")).get("symbols", {})
     except (OSError, ValueError, AttributeError):
         existing = {}
-    symbols = {**existing, **{i.symbol: i.costs.to_dict() for i in plan.items}}
+    costed = {i.symbol: i.costs.to_dict() for i in plan.items if i.costs is not None}
+    symbols = {**existing, **costed}
     return {"day": plan.day, "updated_at": iso(now_utc()), "symbols": symbols}
 
 

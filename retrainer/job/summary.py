@@ -1,4 +1,10 @@
-"""summary/<day>/engine_summary.json: what the night did, for people and their tools."""
+"""summary/<day>/engine_summary.json: what the night did, for people and their tools.
+
+Each symbol's status is its ledger state after this run, but for one the run was to train
+and never started (it was stopped, or broke off, first): that one is `not_started`, and
+what the ledger still holds for it (an earlier success of the day, with its own time and
+run) stays the truth, named under `ledger_state`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ from typing import Any
 
 from retrainer.ledger.entries import FAILED_STATES, ItemState, LedgerEntry
 from retrainer.plan.planner import Action, Plan
+
+# A symbol this run was to train and never started: a summary status, not a ledger state.
+NOT_STARTED = "not_started"
 
 
 def _scalar_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -37,22 +46,61 @@ def symbol_summary(
     return out
 
 
+def unstarted_summary(entry: LedgerEntry | None, why: str, ended: str) -> dict[str, Any]:
+    """A symbol the run was to train but never started: what the ledger holds stays."""
+    out: dict[str, Any] = {
+        "status": NOT_STARTED,
+        "attempts": 0,
+        "why": why,
+        "reason": f"not started: the run {ended} first",
+        "ledger_state": (entry.state if entry else ItemState.PENDING).value,
+    }
+    if entry is not None and entry.state is ItemState.SUCCESS:  # an earlier run's model
+        out.update(
+            artifact_dir=entry.artifact_dir,
+            metrics=_scalar_metrics(entry.metrics),
+            run_id=entry.run_id,
+            at=entry.updated_at,
+        )
+    return out
+
+
+def bad_data_summary(why: str) -> dict[str, Any]:
+    """A symbol whose data file is bad: failed, with no attempt (so none is retried)."""
+    return {
+        "status": ItemState.FAILED.value,
+        "attempts": 0,
+        "minutes": None,
+        "artifact_dir": None,
+        "metrics": {},
+        "upload": "none",
+        "why": why,
+        "reason": why,
+        "error_type": "DataError",
+    }
+
+
 def build_summary(
     plan: Plan,
     entries: Mapping[str, LedgerEntry],
     attempts_this_run: Mapping[str, int],
     run: Mapping[str, Any],
     wall_s: float,
+    ended: str = "ended",
 ) -> dict[str, Any]:
-    by_symbol = {
-        item.symbol: symbol_summary(
-            entries.get(item.symbol),
-            item.action is Action.SKIP,
-            attempts_this_run.get(item.symbol, 0),
-            item.why,
-        )
-        for item in plan.items
-    }
+    """ended: how the run ended, for the symbols it never started ("stopped by SIGINT")."""
+    by_symbol = {}
+    for item in plan.items:
+        attempts = attempts_this_run.get(item.item_id, 0)
+        entry = entries.get(item.item_id)
+        if item.action is Action.FAIL:
+            by_symbol[item.symbol] = bad_data_summary(item.why)
+        elif item.action is Action.RUN and attempts == 0:
+            by_symbol[item.symbol] = unstarted_summary(entry, item.why, ended)
+        else:
+            by_symbol[item.symbol] = symbol_summary(
+                entry, item.action is Action.SKIP, attempts, item.why
+            )
     states = [s["status"] for s in by_symbol.values()]
     trained = [
         s["minutes"]
@@ -66,6 +114,7 @@ def build_summary(
     }
     return {
         **dict(run),
+        "started": True,  # a night that stopped before it started: retrainer.job.invocation
         "day": plan.day,
         "total_symbols": len(plan.items),
         "succeeded": states.count(ItemState.SUCCESS.value),
@@ -73,6 +122,7 @@ def build_summary(
         "timed_out": states.count(ItemState.TIMEOUT.value),
         "interrupted": states.count(ItemState.INTERRUPTED.value)
         + states.count(ItemState.PENDING.value),
+        "not_started": states.count(NOT_STARTED),
         "skipped": states.count(ItemState.SKIPPED.value),
         "avg_train_minutes": round(statistics.fmean(trained), 4) if trained else None,
         "median_train_minutes": round(statistics.median(trained), 4) if trained else None,

@@ -3,9 +3,11 @@
 Both name everything by absolute path (the venv's `retrainer`, the config file, the root),
 because neither systemd nor cron starts in the folder or with the PATH of whoever set the
 schedule up. The service's start timeout is derived from the config so that it outlasts
-even a night on which every attempt runs into its deadline; its stop timeout lets the
-graceful stop (SIGTERM to the items, their kill grace, the summary, the notifier's bounded
-close) finish before systemd kills what is left.
+even a night on which every attempt runs into its deadline, but never reaches the next
+night (capped at 23 h: the timer fires every 24 h and a oneshot still starting blocks it);
+the unit says how it was derived. Its stop timeout lets the graceful stop (SIGTERM to the
+items, their kill grace, the summary, the notifier's bounded close) finish before systemd
+kills what is left.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import re
 import shlex
 import shutil
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 from retrainer.base.config import Settings
+from retrainer.base.data import data_files
 from retrainer.base.errors import BadInputError
 from retrainer.base.resources import Resources
-from retrainer.base.symbols import TOP_N, parse_symbol_list, read_symbols_csv
+from retrainer.base.symbols import ALL, TOP_N, parse_symbol_list, read_symbols_csv
 from retrainer.plan.policy import max_concurrent_for
 from retrainer.plan.windows import window_size
 
@@ -32,6 +36,9 @@ AT = re.compile(r"(\d{1,2}):(\d{2})")
 RUN_OVERHEAD_S = 900
 # After the items are stopped: the summary, the ledger, uploads of the last files.
 STOP_MARGIN_S = 60
+# The timer fires every 24 h: a night still starting then blocks the next one (systemd
+# does not start an active oneshot again), so its start timeout stays under a day.
+START_TIMEOUT_CAP_S = 23 * 3600
 CRON_LOCK_NAME = ".retrainer.base.lock.cron"
 CRON_LOG_NAME = "cron.log"
 LOCK_BUSY_EXIT = 75  # flock's exit when the lock is held (EX_TEMPFAIL; retrainer never uses it)
@@ -47,6 +54,10 @@ class Schedule:
     start_timeout_s: int
     stop_timeout_s: int
     name: str = "retrainer"
+    # `retrainer status --check` of the same root: the one line a failed night mails.
+    check_command: tuple[str, ...] = ()
+    start_timeout_how: str = ""  # how start_timeout_s was derived, for the unit's comment
+    worst_night_s: int = 0  # every attempt timing out: over start_timeout_s when capped
 
 
 def parse_at(text: str) -> tuple[int, int]:
@@ -63,20 +74,23 @@ def build_schedule(
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
         raise BadInputError(f"--name {name!r}: letters, digits and _ . @ - only")
     root = settings.run.root.resolve()
-    command = [*retrainer_command(), "run"]
-    if config is not None:
-        command += ["--config", str(config.resolve())]
-    else:  # built-in defaults: pin the folders they resolve against today
-        command += ["--root", str(root), "--data", str(settings.data.path.resolve())]
+    where = ["--config", str(config.resolve())] if config is not None else ["--root", str(root)]
+    command = [*retrainer_command(), "run", *where]
+    if config is None:  # built-in defaults: pin the folders they resolve against today
+        command += ["--data", str(settings.data.path.resolve())]
+    start = start_timeout(settings, resources)
     return Schedule(
         hour,
         minute,
         tuple(command),
         root,
         root / "logs",
-        start_timeout_s(settings, resources),
+        start.seconds,
         stop_timeout_s(settings),
         name,
+        start_timeout_how=start.how,
+        worst_night_s=start.worst_night_s,
+        check_command=(*retrainer_command(), "status", "--check", *where),
     )
 
 
@@ -90,18 +104,33 @@ def retrainer_command() -> list[str]:
 
 
 def symbol_count(settings: Settings) -> int:
-    """How many symbols the config names, without reading any data (topN counts N)."""
+    """How many symbols the config names, without reading any data (topN counts N, all
+    the data files in the folder today)."""
     spec = settings.run.symbols.strip()
     top = TOP_N.fullmatch(spec)
     if top:
         return int(top.group(1))
+    if spec.lower() == ALL:
+        return len(data_files(settings.data.path.resolve()))
     if spec.lower().endswith(".csv") or Path(spec).expanduser().is_file():
         return len(read_symbols_csv(Path(spec).expanduser()))
     return len(parse_symbol_list(spec))
 
 
-def start_timeout_s(settings: Settings, resources: Resources) -> int:
-    """Longer than the whole run even if every attempt of every symbol times out.
+@dataclass(frozen=True)
+class StartTimeout:
+    seconds: int  # TimeoutStartSec
+    worst_night_s: int  # the whole night if every attempt of every symbol times out
+    how: str  # the derivation, in words and numbers
+
+    @property
+    def capped(self) -> bool:
+        return self.seconds < self.worst_night_s
+
+
+def start_timeout(settings: Settings, resources: Resources) -> StartTimeout:
+    """Longer than the whole run even if every attempt of every symbol times out, and at
+    most START_TIMEOUT_CAP_S.
 
     A window of w slots runs n × (retries + 1) attempts of at most timeout + kill grace
     each in at most ⌈n(r+1)/w⌉ + 1 rounds; each retry may wait up to backoff_cap_s first.
@@ -114,13 +143,38 @@ def start_timeout_s(settings: Settings, resources: Resources) -> int:
     attempts = symbols * (run.retries + 1)
     attempt_s = run.timeout_minutes * 60 + run.kill_grace_s
     rounds = math.ceil(attempts / window) + 1
-    total = (
+    worst = math.ceil(
         rounds * attempt_s
         + run.retries * run.backoff_cap_s
         + RUN_OVERHEAD_S
         + settings.notify.close_timeout_s
     )
-    return math.ceil(total)
+    seconds = min(worst, START_TIMEOUT_CAP_S)
+    how = (
+        f"{symbols} symbols x {run.retries + 1} attempt{'s' if run.retries else ''} "
+        f"(retries {run.retries}), "
+        f"{window} at a time: {rounds} rounds (one more for the last retries) of "
+        f"{_n(attempt_s)} s ({_n(run.timeout_minutes)} min timeout + "
+        f"{_n(run.kill_grace_s)} s kill grace), + {run.retries} backoffs of at most "
+        f"{_n(run.backoff_cap_s)} s, + {RUN_OVERHEAD_S} s to plan and close, + "
+        f"{_n(settings.notify.close_timeout_s)} s for the notifier = {worst} s "
+        f"({worst / 3600:.1f} h)"
+    )
+    if seconds < worst:
+        how += (
+            f", capped at {seconds} s ({seconds / 3600:.0f} h) so that the next night's "
+            "timer is not blocked"
+        )
+    return StartTimeout(seconds, worst, how)
+
+
+def start_timeout_s(settings: Settings, resources: Resources) -> int:
+    return start_timeout(settings, resources).seconds
+
+
+def _n(value: float) -> str:
+    """1800 for 1800.0, 0.5 for 0.5: numbers as a person writes them."""
+    return f"{value:g}"
 
 
 def stop_timeout_s(settings: Settings) -> int:
@@ -149,8 +203,9 @@ def systemd_units(schedule: Schedule, user: bool) -> dict[str, str]:
             "Type=oneshot",
             f"WorkingDirectory={_systemd_path(schedule.working_dir)}",
             f"ExecStart={_systemd_command(schedule.command)}",
-            "# Longer than the whole run, every attempt timing out included (derived from the",
-            "# config: symbols, retries, timeout_minutes, kill_grace_s, concurrency).",
+            "# Longer than the whole run, every attempt timing out included, and under the",
+            "# 24 h to the next night. Derived from the config:",
+            *_comment(schedule.start_timeout_how),
             f"TimeoutStartSec={schedule.start_timeout_s}",
             "# SIGTERM to retrainer alone: it stops its items gracefully (exit 130); whatever",
             "# is left when the stop timeout ends gets SIGKILL.",
@@ -180,19 +235,35 @@ def systemd_units(schedule: Schedule, user: bool) -> dict[str, str]:
     return {service: service_text, timer: timer_text}
 
 
+def _comment(text: str) -> list[str]:
+    """Comment lines of text, a number never parted from its unit (300 s, 45 min)."""
+    nbsp = "\u00a0"  # textwrap never breaks a line there
+    kept = re.sub(r"(\d) (s|h|min)\b", rf"\1{nbsp}\2", text)
+    return [f"#   {line.replace(nbsp, ' ')}" for line in textwrap.wrap(kept, 84)]
+
+
 def cron_command(schedule: Schedule) -> str:
     """The shell command of the crontab line: absolute paths, a lock so that runs never
     overlap, output appended to the log folder. `flock -n` makes a night that starts while
-    the last one still runs give up at once (and say so in the log) instead of queueing."""
+    the last one still runs give up at once instead of queueing.
+
+    A night that does not end with 0 (the lock busy included) says so in one line, on
+    stderr and in the log: cron mails a job's output (MAILTO), and everything else went to
+    the log. The line carries `retrainer status --check`'s verdict (the run, its exit code,
+    why), and the command exits with the run's code."""
     flock = shutil.which("flock") or "/usr/bin/flock"
     log = _sh(schedule.log_dir / CRON_LOG_NAME)
     lock = _sh(schedule.working_dir / CRON_LOCK_NAME)
     run = " ".join(_sh(a) for a in schedule.command)
+    check = " ".join(_sh(a) for a in schedule.check_command)
     return (
         f"mkdir -p {_sh(schedule.log_dir)} && cd {_sh(schedule.working_dir)} && "
-        f"{{ {_sh(flock)} -n -E {LOCK_BUSY_EXIT} {lock} {run} >> {log} 2>&1 || "
-        f'[ $? -ne {LOCK_BUSY_EXIT} ] || echo "$(date -u +%FT%TZ) retrainer: not started,'
-        f' the previous run still holds the cron lock" >> {log}; }}'
+        f"{{ {_sh(flock)} -n -E {LOCK_BUSY_EXIT} {lock} {run} >> {log} 2>&1; rc=$?; "
+        f"[ $rc -eq 0 ] || {{ if [ $rc -eq {LOCK_BUSY_EXIT} ]; then "
+        'why="not started, the previous run still holds the cron lock"; '
+        f'else why="exit $rc; $({check} 2>&1)"; fi; log={log}; '
+        'msg="$(date -u +%FT%TZ) retrainer: the nightly run failed: $why (log: $log)"; '
+        'echo "$msg" >> "$log"; echo "$msg" >&2; exit $rc; }; }'
     )
 
 

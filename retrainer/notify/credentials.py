@@ -1,6 +1,8 @@
-"""The Telegram bot token and chat id: from the environment or a secrets file, never flags.
+"""Notifier secrets: from the environment or a secrets file, never flags.
 
-The secrets file holds `KEY=VALUE` lines with the same names as the environment
+The Telegram bot token and chat id; the webhook's URL and secret headers; the
+healthchecks ping URL; the Pushgateway's basic-auth user and password. The secrets file
+holds `KEY=VALUE` lines with the same names as the environment
 (`RETRAINER_TELEGRAM_TOKEN=…`, `RETRAINER_TELEGRAM_CHAT_ID=…`; `#` comments, optional
 quotes and `export `), so that one file also serves as a systemd `EnvironmentFile=`. The
 environment wins over the file. No error message here ever carries a value.
@@ -17,6 +19,12 @@ from retrainer.base.errors import BadInputError
 
 TOKEN_ENV = "RETRAINER_TELEGRAM_TOKEN"
 CHAT_ID_ENV = "RETRAINER_TELEGRAM_CHAT_ID"
+WEBHOOK_URL_ENV = "RETRAINER_WEBHOOK_URL"
+# RETRAINER_WEBHOOK_HEADER_AUTHORIZATION="Bearer …" sends `Authorization: Bearer …`.
+WEBHOOK_HEADER_PREFIX = "RETRAINER_WEBHOOK_HEADER_"
+PING_URL_ENV = "RETRAINER_HEALTHCHECKS_PING_URL"
+PUSHGATEWAY_USERNAME_ENV = "RETRAINER_PUSHGATEWAY_USERNAME"
+PUSHGATEWAY_PASSWORD_ENV = "RETRAINER_PUSHGATEWAY_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,50 @@ def load_credentials(
         where = f"the environment or {secrets_file}" if secrets_file else "the environment"
         raise BadInputError(f"telegram notifier: {' and '.join(missing)} not set in {where}")
     return TelegramCredentials(token=values[TOKEN_ENV], chat_id=values[CHAT_ID_ENV])
+
+
+def load_secrets(
+    secrets_file: Path | None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Every RETRAINER_* value of the secrets file and the environment (which wins)."""
+    environ = os.environ if environ is None else environ
+    values = read_secrets_file(secrets_file) if secrets_file is not None else {}
+    values.update({k: v for k, v in environ.items() if k.startswith("RETRAINER_") and v})
+    return values
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    url: str = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
+
+    def __repr__(self) -> str:  # a target in a traceback shows neither URL nor headers
+        return f"WebhookTarget(url=***, headers={sorted(self.headers)})"
+
+
+def load_webhook_target(
+    url: str | None,
+    headers: Mapping[str, str],
+    secrets_file: Path | None,
+    environ: Mapping[str, str] | None = None,
+) -> WebhookTarget:
+    """The URL ([notify] url, or RETRAINER_WEBHOOK_URL, which wins) and the headers
+    ([notify] headers, then RETRAINER_WEBHOOK_HEADER_<NAME>, which win)."""
+    values = load_secrets(secrets_file, environ)
+    chosen = values.get(WEBHOOK_URL_ENV) or url
+    if not chosen:
+        where = f"the environment or {secrets_file}" if secrets_file else "the environment"
+        raise BadInputError(
+            f"webhook notifier: no [notify] url, and {WEBHOOK_URL_ENV} not set in {where}"
+        )
+    if not chosen.startswith(("http://", "https://")):
+        raise BadInputError(f"webhook notifier: {WEBHOOK_URL_ENV} is not an http(s) URL")
+    secret_headers = {
+        name[len(WEBHOOK_HEADER_PREFIX) :].replace("_", "-"): value
+        for name, value in values.items()
+        if name.startswith(WEBHOOK_HEADER_PREFIX) and len(name) > len(WEBHOOK_HEADER_PREFIX)
+    }
+    return WebhookTarget(url=chosen, headers={**headers, **secret_headers})
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:

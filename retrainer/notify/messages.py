@@ -53,8 +53,22 @@ def failures_text(
     return "\n".join([head, *_failure_lines(failures)])
 
 
+def not_started_text(summary: Mapping[str, Any]) -> str:
+    """A run that stopped before its night started (`"started": false`): exit code, why."""
+    return "\n".join(
+        [
+            f"❌ retrainer: run did not start on {summary.get('host', '?')} "
+            f"(exit {summary.get('exit_code')})",
+            f"run {summary.get('run_id', '?')} · stopped at: {summary.get('stage', '?')}",
+            _short(str(summary.get("reason") or "no reason recorded")),
+        ]
+    )
+
+
 def finished_text(summary: Mapping[str, Any]) -> str:
     """Run finished: counts, wall time, slowest symbols, failures with reasons, net Sharpe."""
+    if summary.get("started") is False:
+        return not_started_text(summary)
     by_symbol: Mapping[str, Mapping[str, Any]] = summary.get("by_symbol") or {}
     exit_code = summary.get("exit_code")
     icon = "✅" if exit_code == 0 else "⚠️" if exit_code == 130 else "❌"
@@ -63,7 +77,8 @@ def finished_text(summary: Mapping[str, Any]) -> str:
         f"run {summary.get('run_id', '?')} · {summary.get('total_symbols', '?')} symbols",
         f"succeeded {summary.get('succeeded', 0)} · failed {summary.get('failed', 0)} "
         f"(timed out {summary.get('timed_out', 0)}) · skipped {summary.get('skipped', 0)}"
-        f" · interrupted {summary.get('interrupted', 0)}",
+        f" · interrupted {summary.get('interrupted', 0)}"
+        + (f" · not started {summary['not_started']}" if summary.get("not_started") else ""),
         f"wall time {_minutes(summary.get('total_wall_minutes'))}",
     ]
     slowest = _slowest(by_symbol)

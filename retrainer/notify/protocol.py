@@ -10,6 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+# What every notifier logs (with `notifier`, `what` and, on failure, a `reason`).
+NOTIFY_SENT = "notify_sent"
+NOTIFY_RETRY = "notify_retry"
+NOTIFY_FAILED = "notify_failed"
+NOTIFY_CLOSED = "notify_closed"
+
 
 @runtime_checkable
 class Notifier(Protocol):

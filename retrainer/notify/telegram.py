@@ -37,11 +37,8 @@ from retrainer.base.optional import import_optional
 from retrainer.notify.batching import FailureBatcher
 from retrainer.notify.credentials import TelegramCredentials, load_credentials
 from retrainer.notify.messages import finished_text, split_text, started_text
+from retrainer.notify.protocol import NOTIFY_CLOSED, NOTIFY_FAILED, NOTIFY_RETRY, NOTIFY_SENT
 
-NOTIFY_SENT = "notify_sent"
-NOTIFY_RETRY = "notify_retry"
-NOTIFY_FAILED = "notify_failed"
-NOTIFY_CLOSED = "notify_closed"
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 8.0
 SLEEP_STEP_S = 0.1  # waits are sliced, so that the close deadline is seen promptly

@@ -7,7 +7,8 @@ run is exactly this module plus printing.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -17,10 +18,10 @@ from retrainer.base.artifacts import Layout, verify_manifest
 from retrainer.base.clock import run_day
 from retrainer.base.config import Settings
 from retrainer.base.costs import SymbolCosts, resolve_costs_from_arrays
-from retrainer.base.data import find_data_file, read_ohlcv
+from retrainer.base.data import PLAIN, DataFormat, find_data_file, read_ohlcv
 from retrainer.base.errors import BadInputError, DataError
 from retrainer.base.resources import Resources
-from retrainer.base.symbols import resolve_symbols
+from retrainer.base.symbols import select_symbols
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.ledger.recovery import needs_settling, settle
@@ -31,6 +32,8 @@ from retrainer.training.contract import Trainer, validate_trainer_params
 class Action(StrEnum):
     RUN = "run"
     SKIP = "skip"
+    # Its data file is bad and [data] on_bad = "skip": recorded failed, never started.
+    FAIL = "fail"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class PlanItem:
     action: Action
     why: str
     data_path: Path
-    costs: SymbolCosts
+    costs: SymbolCosts | None  # None: its data could not be read (action FAIL, or SKIP)
     seed: int
     previous: LedgerEntry | None = None
     settled: bool = False  # previous was left running by a scheduler that died: record it
@@ -60,6 +63,11 @@ class Plan:
     trainer: str  # "package.module:function"
     trainer_params: dict[str, Any]  # validated by the trainer's params model
     min_rows: int
+    data_format: DataFormat = PLAIN  # how the files name their columns and store time
+    # What a person should know of how the symbols were chosen (topN, all): one line each.
+    notes: tuple[str, ...] = ()
+    # topN: files left out of the ranking because they cannot be read, symbol -> problem.
+    unranked: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def to_run(self) -> tuple[PlanItem, ...]:
@@ -68,6 +76,11 @@ class Plan:
     @property
     def to_skip(self) -> tuple[PlanItem, ...]:
         return tuple(i for i in self.items if i.action is Action.SKIP)
+
+    @property
+    def to_fail(self) -> tuple[PlanItem, ...]:
+        """Bad data: failed without an attempt."""
+        return tuple(i for i in self.items if i.action is Action.FAIL)
 
 
 def symbol_seed(base_seed: int, symbol: str) -> int:
@@ -82,32 +95,47 @@ def build_plan(
     layout = Layout(settings.run.root.resolve())
     day = run_day(now)
     params = validate_trainer_params(trainer, settings.trainer.params)
-    symbols = resolve_symbols(
-        settings.run.symbols, settings.data.path.resolve(), settings.data.topn_window_days
+    data_format = data_format_of(settings)
+    skip_bad = settings.data.on_bad == "skip"
+    selection = select_symbols(
+        settings.run.symbols,
+        settings.data.path.resolve(),
+        settings.data.topn_window_days,
+        data_format,
+        skip_unreadable=skip_bad,
     )
-    costs = _costs_for(symbols, settings)
+    checked = _check_data(selection.symbols, settings, data_format)
+    problems = [check.problem for check in checked.values() if check.problem]
+    if problems and not skip_bad:
+        raise BadInputError(
+            'bad data, nothing was started ([data] on_bad = "fail"):\n  ' + "\n  ".join(problems)
+        )
     ledger = read_ledger(layout.status_path(day), layout.journal_path(day))
     items = []
-    for symbol in symbols:
-        data_path, symbol_costs = costs[symbol]
+    for symbol in selection.symbols:
+        check = checked[symbol]
         previous = ledger.entries.get(symbol)  # a nightly item's id is its symbol
         settled = needs_settling(previous)
         if previous is not None and settled:
             previous = settle(previous, layout)
         action, why = decide(previous, layout, force)
+        if check.problem is not None and action is Action.RUN:
+            action, why = Action.FAIL, f"bad data: {check.problem}"
         items.append(
             PlanItem(
                 symbol,
                 action,
                 why,
-                data_path,
-                symbol_costs,
+                check.path,
+                check.costs,
                 symbol_seed(settings.run.seed, symbol),
                 previous,
                 settled,
             )
         )
     runnable = sum(1 for i in items if i.action is Action.RUN)
+    notes = [selection.note] if selection.note else []
+    notes += [f"not ranked, unreadable: {problem}" for problem in selection.unranked.values()]
     return Plan(
         day,
         layout,
@@ -117,33 +145,47 @@ def build_plan(
         settings.trainer.plugin,
         params,
         settings.data.min_rows,
+        data_format,
+        tuple(notes),
+        dict(selection.unranked),
     )
 
 
-def _costs_for(symbols: list[str], settings: Settings) -> dict[str, tuple[Path, SymbolCosts]]:
-    """Load and validate every symbol's data before anything starts; report all problems."""
+def data_format_of(settings: Settings) -> DataFormat:
+    """[data.columns] and [data] timestamp_unit, as the data module reads them."""
+    return DataFormat(settings.data.columns.renamed(), settings.data.timestamp_unit)
+
+
+@dataclass(frozen=True)
+class _DataCheck:
+    path: Path
+    costs: SymbolCosts | None
+    problem: str | None  # the file and its first problem (row and time named), if bad
+
+
+def _check_data(
+    symbols: list[str], settings: Settings, data_format: DataFormat
+) -> dict[str, _DataCheck]:
+    """Load and validate every symbol's data before anything starts: its costs, or what
+    is wrong with it."""
     data_dir = settings.data.path.resolve()
-    found: dict[str, tuple[Path, SymbolCosts]] = {}
-    problems: list[str] = []
+    checked: dict[str, _DataCheck] = {}
     for symbol in symbols:
         path = find_data_file(data_dir, symbol)
-        if path is None:
-            problems.append(f"{symbol}: no data file {data_dir}/{symbol}.parquet or .csv")
+        if path is None:  # gone since the symbols were chosen
+            problem = f"{symbol}: no data file {data_dir}/{symbol}.parquet or .csv"
+            checked[symbol] = _DataCheck(data_dir / f"{symbol}.parquet", None, problem)
             continue
         try:
-            timestamps, values = read_ohlcv(path, settings.data.min_rows)
+            timestamps, values = read_ohlcv(path, settings.data.min_rows, data_format)
         except DataError as exc:
-            problems.append(str(exc))
+            checked[symbol] = _DataCheck(path, None, str(exc))
             continue
-        found[symbol] = (
-            path,
-            resolve_costs_from_arrays(
-                symbol, timestamps, values["high"], values["low"], settings.costs
-            ),
+        costs = resolve_costs_from_arrays(
+            symbol, timestamps, values["high"], values["low"], settings.costs
         )
-    if problems:
-        raise BadInputError("bad data, nothing was started:\n  " + "\n  ".join(problems))
-    return found
+        checked[symbol] = _DataCheck(path, costs, None)
+    return checked
 
 
 def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[Action, str]:

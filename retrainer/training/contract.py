@@ -24,7 +24,8 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -122,16 +123,38 @@ def read_partials(folder: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def load_trainer(spec: str) -> Trainer:
-    """Resolve "package.module:function"; a bad spec is bad input (exit 2)."""
+def add_plugin_paths(paths: Sequence[Path]) -> None:
+    """Put `[trainer] paths` first on sys.path, in their order, as PYTHONPATH would: the
+    zygote takes the scheduler's sys.path, so every attempt's process finds them too."""
+    for path in paths:
+        if not path.is_dir():
+            raise BadInputError(f"trainer.paths: {path} is not a folder")
+    for path in reversed(paths):
+        if str(path) in sys.path:
+            sys.path.remove(str(path))
+        sys.path.insert(0, str(path))
+    importlib.invalidate_caches()
+
+
+def load_trainer(spec: str, paths: Sequence[Path] = ()) -> Trainer:
+    """Resolve "package.module:function", searching `paths` first (`[trainer] paths`);
+    a bad spec is bad input (exit 2)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise BadInputError(f'trainer.plugin {spec!r}: expected "package.module:function"')
+    add_plugin_paths(paths)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any error in a plug-in's import is the plug-in's, not ours
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
+            hint = (
+                "; a plug-in that is not installed needs its folder in the config: "
+                '[trainer] paths = ["folder"] (relative to the config file)'
+            )
         raise BadInputError(
-            f"trainer.plugin {spec!r}: cannot import {module_name} ({type(exc).__name__}: {exc})"
+            f"trainer.plugin {spec!r}: cannot import {module_name} "
+            f"({type(exc).__name__}: {exc}){hint}"
         ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from retrainer.plan.planner import Plan
@@ -19,6 +20,23 @@ def make_console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if probe.is_terminal else 200)
 
 
+def _print_nodes(nodes: tuple[dict[str, Any], ...], slots: int, console: Console) -> None:
+    """A remote driver's cluster: each node, what it offers, how many items fit at once."""
+    console.print(f"cluster: {len(nodes)} node(s), {slots} item(s) at once")
+    rows = [
+        (
+            str(n["name"]),
+            f"{n['cpus']:g}",
+            f"{n['gpus']:g}",
+            str(n["memory_mb"]),
+            ", ".join(f"{k} {v:g}" for k, v in sorted(n.get("resources", {}).items())),
+        )
+        for n in nodes
+    ]
+    headers = ("node", "CPUs", "GPUs", "memory MB", "resources")
+    console.file.write(plain_table(headers, rows, [False, True, True, True, False]))
+
+
 def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
     res, policy = plan.resources, plan.policy
     device = f"{res.gpu_count} GPU(s)" if res.has_gpu else "CPU only"
@@ -29,6 +47,8 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
         f"{policy.memory_cap_mb} MB per item, "
         f"{res.cpu_count} cores, {device}; root {plan.layout.root}"
     )
+    if res.nodes:
+        _print_nodes(res.nodes, res.machine_slots, console)
     headers = (
         "symbol",
         "action",
@@ -43,24 +63,35 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
             item.symbol,
             item.action.value,
             item.why,
-            f"{item.costs.taker_fee_bps:.2f}",
-            f"{item.costs.maker_fee_bps:.2f}",
-            f"{item.costs.half_spread_bps:.2f}",
-            f"{item.costs.cost_per_turnover_bps:.2f}",
+            *(
+                (
+                    f"{item.costs.taker_fee_bps:.2f}",
+                    f"{item.costs.maker_fee_bps:.2f}",
+                    f"{item.costs.half_spread_bps:.2f}",
+                    f"{item.costs.cost_per_turnover_bps:.2f}",
+                )
+                if item.costs is not None
+                else ("-",) * 4  # its data could not be read
+            ),
         )
         for item in plan.items
     ]
     right = [("bps" in name) for name in headers]
+    for note in plan.notes:  # how the folder's symbols were chosen; files left unranked
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     if console.is_terminal:
         table = Table(show_lines=False)
         for name, align_right in zip(headers, right, strict=True):
             table.add_column(name, justify="right" if align_right else "left")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         console.print(table)
     else:  # a log file: plain aligned columns, far cheaper than rich's layout for many rows
         console.file.write(plain_table(headers, rows, right))
-    console.print(f"{len(plan.to_run)} to run, {len(plan.to_skip)} to skip")
+    counts = f"{len(plan.to_run)} to run, {len(plan.to_skip)} to skip"
+    if plan.to_fail:
+        counts += f", {len(plan.to_fail)} to fail on bad data (never started)"
+    console.print(counts)
 
 
 def plain_table(
@@ -79,12 +110,16 @@ def plain_table(
 
 
 def print_result(summary: dict[str, Any], summary_path: Path, console: Console) -> None:
+    # Symbols it never started (stopped first) are named apart: an earlier run's models of
+    # the day stay, and the ledger keeps their time.
+    not_started = summary.get("not_started", 0)
     console.print(
         f"retrainer {summary['day']}: {summary['total_symbols']} symbols: "
         f"{summary['succeeded']} succeeded, {summary['failed']} failed, "
-        f"{summary['skipped']} skipped, {summary['interrupted']} interrupted "
+        f"{summary['skipped']} skipped, {summary['interrupted']} interrupted"
+        f"{f', {not_started} not started' if not_started else ''} "
         f"in {summary['total_wall_minutes']:.2f} min (exit {summary['exit_code']})"
     )
-    for symbol, reason in summary["failures"].items():
-        console.print(f"  {symbol}: {reason}")
+    for symbol, reason in summary["failures"].items():  # a reason may hold "[data]"
+        console.print(f"  {symbol}: {reason}", markup=False, highlight=False)
     console.print(f"summary: {summary_path}")

@@ -23,9 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from retrainer.base.clock import now_utc
+from retrainer.base.exitcodes import meaning
 from retrainer.base.logs import configure_logging
 from retrainer.ledger.journal import Ledger
-from retrainer.views.runview import Phase, RunView, build_view, hms
+from retrainer.views.runview import STAGE_WORDS, Phase, RunView, build_view, hms
 
 PLAIN_INTERVAL_S = 60.0  # off a terminal: at most one progress line a minute...
 PLAIN_POLL_S = 1.0  # ...checked this often, printed only when something finished
@@ -44,12 +45,16 @@ def counts_text(view: RunView) -> str:
     parts.append(f"{view.skipped} skipped")
     if view.interrupted:
         parts.append(f"{view.interrupted} interrupted")
+    if view.not_started:
+        parts.append(f"{view.not_started} not started")
     if view.queued:
         parts.append(f"{view.queued} queued")
     return ", ".join(parts)
 
 
 def headline(view: RunView) -> str:
+    if view.phase is Phase.DID_NOT_START:
+        return not_started_text(view)
     phase = view.phase.value
     if view.phase is Phase.FINISHED:
         phase = f"finished {view.finished_at} (exit {view.exit_code})"
@@ -62,8 +67,31 @@ def headline(view: RunView) -> str:
     )
 
 
+def not_started_text(view: RunView) -> str:
+    """A run that stopped before its night started: when, how far, why; then the day's
+    latest run that did start, whose models are still the latest."""
+    stage = STAGE_WORDS.get(view.stage or "", "")
+    lines = [
+        f"run {view.day} ({view.run_id}): did not start: exit {view.exit_code} "
+        f"({meaning(view.exit_code)}) at {view.finished_at}{' ' + stage if stage else ''}",
+        f"why: {view.reason or 'no reason recorded'}",
+    ]
+    if view.previous is not None:
+        earlier = headline(view.previous).replace("\n", "; ")
+        lines.append(f"the latest run today that started: {earlier}")
+    else:
+        lines.append("no run started today")
+    return "\n".join(lines)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def plain_line(view: RunView) -> str:
     """One line for logs: counts, elapsed, ETA and the running symbols."""
+    if view.phase is Phase.DID_NOT_START:
+        return one_line(f"did not start: exit {view.exit_code}: {view.reason}")
     running = ", ".join(
         f"{r.symbol} {hms(r.elapsed_s)}" for r in view.running[:MAX_RUNNING_IN_LINE]
     )
@@ -95,7 +123,7 @@ def render_view(view: RunView) -> RenderableType:
             table.add_column(name, overflow="fold")
         for f in view.failures:
             state = f"{f.state} (retrying)" if f.retrying else f.state
-            table.add_row(f.symbol, state, str(f.attempts), f.reason)
+            table.add_row(f.symbol, state, str(f.attempts), Text(f.reason))  # "[data]" kept
         parts.append(table)
     return Group(*parts)
 
@@ -139,7 +167,7 @@ class _PlainReporter:
 
     def _tick(self, final: bool) -> None:
         view = self._view()
-        key = (view.done, view.failed, view.retrying, view.interrupted)
+        key = (view.done, view.failed, view.retrying, view.interrupted, view.not_started)
         if key == self._printed or (view.done + view.failed + view.retrying == 0):
             return
         if final or time.monotonic() - self._last >= self._interval_s:

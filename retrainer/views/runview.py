@@ -4,7 +4,12 @@ Built only from the ledger's entries and the run's record, so the live display i
 run and `retrainer status` from another shell show the same figures. A symbol belongs to
 a run when it has an attempt that started inside the run's time span, or when its entry
 names the run (queued, not started yet); a symbol skipped by the plan is only counted
-(`to_skip` in the run record).
+(`to_skip` in the run record). One the run was to train and never started, because it
+stopped first, counts as `not_started`, whatever an earlier run of the day made of it.
+
+The day's runs are the ledger's beside the invocations it does not record
+(retrainer.ledger.invocations): a `retrainer run` that stopped before its night started,
+or one that could not record its own end.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ import psutil
 from retrainer.base.artifacts import Layout
 from retrainer.base.clock import now_utc
 from retrainer.base.errors import BadInputError
-from retrainer.ledger.entries import FAILED_STATES, Attempt, ItemState, LedgerEntry
+from retrainer.ledger.entries import (
+    FAILED_STATES,
+    Attempt,
+    ItemState,
+    LedgerEntry,
+    bad_data_mark,
+)
+from retrainer.ledger.invocations import days_with_invocations, read_invocations
 from retrainer.ledger.journal import LedgerState, read_ledger
 
 
@@ -31,6 +43,17 @@ class Phase(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     DEAD = "died"  # no finish recorded and its process is gone (SIGKILL, power loss)
+    DID_NOT_START = "did_not_start"  # stopped before its night started: bad input, the lock…
+
+
+# How far a run that did not start got (retrainer.job.invocation's stages).
+STAGE_WORDS = {
+    "trainer": "while it loaded the trainer",
+    "lock": "while it took the lock",
+    "driver": "while it started its processes",
+    "plan": "while it planned",
+    "night": "while it opened the night",
+}
 
 
 @dataclass(frozen=True)
@@ -72,10 +95,16 @@ class RunView:
     failures: tuple[Failure, ...]
     elapsed_s: float
     eta_s: float | None  # None: unknown (nothing finished yet) or the run is over
+    not_started: int = 0  # to train, never started: the run stopped (or died) first
+    reason: str | None = None  # why a run ended without its night, or could not record it
+    stage: str | None = None  # how far a run that did not start got
+    previous: RunView | None = None  # did not start: the day's latest run that did
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
         raw["phase"] = self.phase.value
+        if self.previous is not None:
+            raw["previous"] = self.previous.to_dict()
         return raw
 
 
@@ -84,7 +113,7 @@ def parse_iso(text: str) -> datetime:
 
 
 def latest_day(root: Path) -> str:
-    """The most recent day under <root>/runs that has a ledger."""
+    """The most recent day under <root>/runs with a ledger or an invocation's record."""
     days = days_under(root)
     if not days:
         raise BadInputError(f"no run ledger under {root}/runs")
@@ -96,9 +125,20 @@ def load_day(root: Path, day: str | None) -> tuple[str, LedgerState]:
     layout = Layout(root)
     day = day or latest_day(root)
     status, journal = layout.status_path(day), layout.journal_path(day)
-    if not status.exists() and not journal.exists():
+    if not status.exists() and not journal.exists() and day not in days_with_invocations(layout):
         raise BadInputError(f"no run ledger for {day} under {root}/runs")
     return day, read_ledger(status, journal)
+
+
+def day_runs(root: Path, day: str, state: LedgerState) -> list[dict[str, Any]]:
+    """The ledger's runs and the invocations it does not record, oldest first. A record of
+    a run the ledger has tells how it ended when the run could not record that itself."""
+    runs = {str(r["run_id"]): dict(r) for r in state.runs.values()}
+    for record in read_invocations(Layout(root), day):
+        run = runs.setdefault(str(record["run_id"]), record)
+        if run is not record:
+            run.update({k: record[k] for k in ("finished_at", "exit_code", "reason")})
+    return sorted(runs.values(), key=lambda r: str(r.get("started_at", "")))
 
 
 def ordered_runs(state: LedgerState) -> list[dict[str, Any]]:
@@ -106,13 +146,53 @@ def ordered_runs(state: LedgerState) -> list[dict[str, Any]]:
 
 
 def view_day(root: Path, day: str | None, now: datetime | None = None) -> RunView:
-    """The latest run of a day, as `retrainer status` shows it."""
+    """The latest run of a day, as `retrainer status` shows it. One that did not start is
+    shown with the day's latest run that did, unless that one still runs: then a later
+    invocation was only refused by its lock, and the running night is what matters."""
     day, state = load_day(root, day)
-    runs = ordered_runs(state)
+    runs = day_runs(root, day, state)
     if not runs:
         raise BadInputError(f"the ledger of {day} records no run yet")
-    return build_view(
-        day, runs[-1], state.entries, now or now_utc(), alive=process_alive(runs[-1]), until=None
+    now = now or now_utc()
+    started = [r for r in runs if r.get("started") is not False]
+    night = None
+    if started:
+        run = started[-1]
+        night = build_view(day, run, state.entries, now, alive=process_alive(run), until=None)
+    latest = runs[-1]
+    if latest.get("started") is False and not (night and night.phase is Phase.RUNNING):
+        return not_started_view(day, latest, night)
+    assert night is not None  # the latest run started, or an earlier one still runs
+    return night
+
+
+def not_started_view(day: str, run: Mapping[str, Any], previous: RunView | None) -> RunView:
+    started = parse_iso(str(run["started_at"]))
+    finished_at = run.get("finished_at")
+    end = parse_iso(str(finished_at)) if finished_at else started
+    return RunView(
+        day=day,
+        run_id=str(run["run_id"]),
+        phase=Phase.DID_NOT_START,
+        started_at=str(run["started_at"]),
+        finished_at=str(finished_at) if finished_at else None,
+        exit_code=run.get("exit_code"),
+        mode=str(run.get("mode", "")),
+        window=1,
+        total=0,
+        done=0,
+        failed=0,
+        retrying=0,
+        skipped=0,
+        interrupted=0,
+        queued=0,
+        running=(),
+        failures=(),
+        elapsed_s=max(0.0, (end - started).total_seconds()),
+        eta_s=None,
+        reason=str(run.get("reason") or ""),
+        stage=str(run.get("stage") or ""),
+        previous=previous,
     )
 
 
@@ -156,9 +236,10 @@ def build_view(
     for symbol, entry in sorted(entries.items()):
         tally.add(symbol, entry, attempts_in_run(entry, run, until))
     to_run = int(run.get("to_run", tally.members))
-    not_started = max(0, to_run - tally.started)
-    # Once the run is over, what never started was cut short by its stop or its death.
-    queued = not_started if phase is Phase.RUNNING else 0
+    unstarted = max(0, to_run - tally.started)
+    # While the run goes, what has not started is queued; once it is over, what never
+    # started was cut short by its stop or its death.
+    queued = unstarted if phase is Phase.RUNNING else 0
     window = max(1, int(run.get("window", 1)))
     return RunView(
         day=day,
@@ -169,17 +250,19 @@ def build_view(
         exit_code=run.get("exit_code"),
         mode=str(run.get("mode", "")),
         window=window,
-        total=to_run + int(run.get("to_skip", 0)),
+        total=to_run + int(run.get("to_skip", 0)) + int(run.get("bad_data", 0)),
         done=tally.counts[ItemState.SUCCESS],
         failed=tally.failed,
         retrying=tally.retrying,
         skipped=int(run.get("to_skip", 0)),
-        interrupted=tally.counts[ItemState.INTERRUPTED] + not_started - queued,
+        interrupted=tally.counts[ItemState.INTERRUPTED],
         queued=queued,
         running=tuple(tally.running),
         failures=tuple(tally.failures),
         elapsed_s=max(0.0, (end - started).total_seconds()),
         eta_s=_eta(tally, queued, window) if phase is Phase.RUNNING else None,
+        not_started=unstarted - queued,
+        reason=run.get("reason"),
     )
 
 
@@ -198,6 +281,11 @@ class _Tally:
 
     def add(self, symbol: str, entry: LedgerEntry, attempts: list[Attempt]) -> None:
         if not attempts:
+            mark = bad_data_mark(entry)
+            if mark is not None and mark.get("run_id") == self.run_id:  # failed unstarted
+                self.failed += 1
+                self.failures.append(Failure(symbol, ItemState.FAILED.value, mark["why"], 0, False))
+                return
             self.members += entry.run_id == self.run_id
             return
         self.members += 1
@@ -247,10 +335,10 @@ def hms(seconds: float | None) -> str:
 
 
 def days_under(root: Path) -> list[str]:
-    return sorted(
-        {
-            p.parent.name
-            for pattern in ("runs/*/status.json", "runs/*/ledger.jsonl")
-            for p in root.glob(pattern)
-        }
-    )
+    """Days with a ledger or an invocation's record, oldest first."""
+    ledgers = {
+        p.parent.name
+        for pattern in ("runs/*/status.json", "runs/*/ledger.jsonl")
+        for p in root.glob(pattern)
+    }
+    return sorted(ledgers | days_with_invocations(Layout(root)))

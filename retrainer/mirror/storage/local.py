@@ -15,13 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from retrainer.base.artifacts import fsync_dir, sha256_bytes, sha256_file
+from retrainer.base.artifacts import file_mode, fsync_dir, sha256_bytes, sha256_file
 from retrainer.base.config import StorageSettings
 from retrainer.base.errors import BadInputError
 from retrainer.mirror.storage.protocol import UploadError, UploadResult, json_bytes, validate_key
-
-# Mirrored objects are meant to be read by other tools and users, not only by us.
-OBJECT_MODE = 0o644
 
 Writer = Callable[[IO[bytes]], None]
 
@@ -128,7 +125,9 @@ def _write_verified(target: Path, digest: str, write: Writer) -> None:
         with os.fdopen(fd, "wb") as out:
             write(out)
             out.flush()
-            os.fchmod(out.fileno(), OBJECT_MODE)
+            # Read by other tools and users too: the mode the umask gives, as every file
+            # retrainer writes (mkstemp alone would make it 0600).
+            os.fchmod(out.fileno(), file_mode())
             os.fsync(out.fileno())
         if sha256_file(tmp) != digest:
             raise _CopyDiffers()

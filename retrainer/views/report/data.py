@@ -11,7 +11,7 @@ from typing import Any
 
 from retrainer.base.clock import now_utc
 from retrainer.base.errors import BadInputError
-from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry
+from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry, bad_data_reason
 from retrainer.views.runview import (
     RunView,
     build_view,
@@ -133,6 +133,7 @@ def _row(entry: LedgerEntry) -> SymbolRow:
     metrics = entry.metrics or {}
     last = entry.last_attempt
     reason = "" if entry.state is ItemState.SUCCESS or last is None else (last.reason or "")
+    reason = bad_data_reason(entry) or reason  # failed without an attempt: its data is bad
     return SymbolRow(
         symbol=entry.symbol,
         status=entry.state.value,
