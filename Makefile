@@ -77,4 +77,4 @@ bench: $(STAMP)
 	$(PY) -m bench.s3_throughput
 
 clean:
-	rm -rf runs logs summary models mirror reports .retrainer.base.lock .retrainer.base.lock.json
+	rm -rf runs logs summary models mirror reports .retrainer.lock .retrainer.lock.json

@@ -78,7 +78,7 @@ def test_every_file_the_commands_write_gets_the_mode_the_umask_gives(
         "ledger.jsonl",
         "costs.json",
         "engine.log",
-        ".retrainer.base.lock",
+        ".retrainer.lock",
         "report.html",
         ".png",
         "retrainer.service",

@@ -270,7 +270,7 @@ def test_the_cron_line_passes_crontab_n_and_names_absolute_paths(
     assert line.startswith("7 3 * * * ")
     root = (tmp_path / "root").resolve()
     assert (
-        f"{tool('flock')} -n -E 75 {root}/.retrainer.base.lock.cron {VENV_RETRAINER} run "
+        f"{tool('flock')} -n -E 75 {root}/.retrainer.lock.cron {VENV_RETRAINER} run "
         f"--config {config.resolve()} >> {root}/logs/cron.log 2>&1" in line
     )
 
@@ -301,7 +301,7 @@ def test_a_night_that_finds_the_last_one_running_does_not_start_and_says_so(
     root = tmp_path / "root"
     root.mkdir()
 
-    with open(root / ".retrainer.base.lock.cron", "w") as held:
+    with open(root / ".retrainer.lock.cron", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as the previous night's flock holds it
         done = subprocess.run(
             ["/bin/sh", "-c", command],

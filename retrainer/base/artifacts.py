@@ -61,7 +61,7 @@ class Layout:
         return self.root / "models" / symbol
 
     def lock_path(self) -> Path:
-        return self.root / ".retrainer.base.lock"
+        return self.root / ".retrainer.lock"
 
     def new_attempt_dir(self, symbol: str, now: datetime) -> Path:
         """Create a fresh, empty attempt folder; never reuse one that exists."""

@@ -15,7 +15,7 @@ from retrainer.base.errors import LockedError
 
 
 class RunLock:
-    """flock(2) on <root>/.retrainer.base.lock: the kernel releases it when the holder dies,
+    """flock(2) on <root>/.retrainer.lock: the kernel releases it when the holder dies,
     so a lock left by a killed run is taken over by the next one without any guessing."""
 
     def __init__(self, lock_path: Path, run_id: str) -> None:

@@ -39,7 +39,7 @@ STOP_MARGIN_S = 60
 # The timer fires every 24 h: a night still starting then blocks the next one (systemd
 # does not start an active oneshot again), so its start timeout stays under a day.
 START_TIMEOUT_CAP_S = 23 * 3600
-CRON_LOCK_NAME = ".retrainer.base.lock.cron"
+CRON_LOCK_NAME = ".retrainer.lock.cron"
 CRON_LOG_NAME = "cron.log"
 LOCK_BUSY_EXIT = 75  # flock's exit when the lock is held (EX_TEMPFAIL; retrainer never uses it)
 
