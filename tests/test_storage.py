@@ -175,6 +175,25 @@ class TestStorageContract:
         assert result.uri == storage.uri(KEY)
         assert result.seconds >= 0
 
+    def test_a_stored_file_comes_back_whole_by_get_file(
+        self, storage: StorageClient, tmp_path: Path
+    ) -> None:
+        source = make_file(tmp_path, "attempt.tar", bytes(range(256)) * 4000)
+        storage.put_file(source, KEY)
+        fetched = tmp_path / "fetched" / "attempt.tar"
+        fetched.parent.mkdir()
+        storage.get_file(KEY, fetched)
+        assert fetched.read_bytes() == source.read_bytes()
+        assert [p.name for p in fetched.parent.iterdir()] == ["attempt.tar"]
+
+    def test_getting_a_missing_key_gives_an_upload_error_naming_it(
+        self, storage: StorageClient, tmp_path: Path
+    ) -> None:
+        with pytest.raises(UploadError) as caught:
+            storage.get_file("models/NOPE/x.bin", tmp_path / "x.bin")
+        assert caught.value.key == "models/NOPE/x.bin"
+        assert not (tmp_path / "x.bin").exists()
+
     def test_a_missing_key_does_not_exist_and_has_no_checksum(self, storage: StorageClient) -> None:
         assert not storage.exists(KEY)
         assert storage.checksum(KEY) is None

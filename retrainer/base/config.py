@@ -161,6 +161,9 @@ class _ClusterSettings(_Section):
     shared_root: bool = False
     # A node-local folder for shipped data and attempts in progress (None: its temp dir).
     scratch: str | None = None
+    # A finished attempt's folder larger than this comes back through [storage] (S3…)
+    # rather than the engine's object store; without a storage, through the engine.
+    max_ship_mb: float = Field(default=64.0, gt=0)
 
 
 class RaySettings(_ClusterSettings):

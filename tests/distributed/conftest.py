@@ -195,6 +195,7 @@ def cluster_config(
     behaviours: dict[str, str],
     driver: str,
     cluster: dict[str, Any],
+    sections: dict[str, dict[str, Any]] | None = None,
     **run: Any,
 ) -> Path:
     return write_config(
@@ -222,6 +223,7 @@ def cluster_config(
                 },
             },
             driver: {"scratch": str(tmp_path / "scratch"), **cluster},
+            **(sections or {}),
         },
     )
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.seaweed import SeaweedServer
 from retrainer.base.artifacts import Layout
 from retrainer.base.clock import now_utc, run_day
 from retrainer.ledger.journal import read_ledger
@@ -20,6 +21,7 @@ from tests.distributed.conftest import (
     start_retrainer,
     wait_for_pids,
 )
+from tests.support.storage_fixtures import new_bucket, raw_s3
 from tests.test_item_faults import symbols_of
 
 # Items that only the two CPU nodes take, one at a time each.
@@ -195,3 +197,47 @@ def test_a_dry_run_on_ray_shows_the_cluster_and_the_window(
     assert "2 at a time" in done.stdout
     assert "node_a" in done.stdout or "cpu_item" in done.stdout
     assert not (tmp_path / "root" / "runs").exists()
+
+
+def test_an_attempt_folder_over_max_ship_mb_comes_back_through_s3_and_verifies(
+    tmp_path: Path,
+    small_data: Path,
+    ray_cluster: RayCluster,
+    seaweed: SeaweedServer,
+    aws_env: dict[str, str],
+) -> None:
+    big, small = symbols_of(small_data)[:2]
+    bucket = new_bucket(seaweed)
+    storage = {
+        "kind": "s3",
+        "bucket": bucket,
+        "endpoint_url": seaweed.endpoint_url,
+        "addressing_style": "path",
+        "region": "us-east-1",
+        "prefix": "nightly",
+    }
+    # The nodes reach S3 through the standard AWS chain: here the job's environment.
+    cluster = {
+        "address": ray_cluster.address,
+        **CPU_ITEM,
+        "max_ship_mb": 1,
+        "runtime_env": {"env_vars": aws_env},
+    }
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        {big: "big_artifact", small: "ok"},
+        "ray",
+        cluster,
+        sections={"storage": storage},
+    )
+    done = run_retrainer(tmp_path, "run", "--config", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    entries = ledger_of(tmp_path)
+    assert {s: e.state.value for s, e in entries.items()} == {big: "success", small: "success"}
+    model = tmp_path / "root" / str(entries[big].artifact_dir) / "model.bin"
+    assert model.stat().st_size == 4 * 2**20
+    assert run_retrainer(tmp_path, "verify", "--config", str(config)).returncode == 0
+    listed = raw_s3(seaweed).list_objects_v2(Bucket=bucket, Prefix="nightly/transfers/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert [k.rsplit("/", 1)[-1] for k in keys] == [f"{big}-1.tar"]  # the small one did not

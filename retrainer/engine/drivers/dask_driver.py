@@ -25,17 +25,17 @@ from typing import Any
 import structlog
 
 from retrainer.base.artifacts import sha256_bytes
-from retrainer.base.config import DaskSettings
+from retrainer.base.config import DaskSettings, StorageSettings
 from retrainer.base.optional import import_optional
 from retrainer.base.resources import Resources, usable_cpu_count
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.cluster import NodeInfo, check_feasible, cluster_resources
 from retrainer.engine.drivers.node import NodeAttempt, NodeResult, run_on_node
 from retrainer.engine.drivers.protocol import AttemptHandle
-from retrainer.engine.drivers.remote import Cancelled, NodeLost, RemoteHandle, first_line
-from retrainer.engine.drivers.shipping import reuse_payload
+from retrainer.engine.drivers.remote import Cancelled, NodeLost, RemoteHandle, Shipping, first_line
 from retrainer.engine.reaper import child_pids
 from retrainer.engine.supervisor import AttemptLimits
+from retrainer.mirror.storage.protocol import StorageClient
 
 RUNNING_STATES = frozenset({"executing", "long-running"})
 FETCH_TIMEOUT_S = 300.0  # a finished task's result (its packed folders) on its way here
@@ -64,8 +64,12 @@ def _no_engine_retries(dask_scheduler: Any) -> int:
 
 
 class DaskDriver:
-    def __init__(self, settings: DaskSettings, preload: Sequence[str], threads: int) -> None:
+    def __init__(
+        self, settings: DaskSettings, storage: StorageSettings, preload: Sequence[str], threads: int
+    ) -> None:
         self.settings = settings
+        self._shipping = Shipping(settings, StorageSettings())  # the real one at start()
+        self._storage = storage
         self._preload = tuple(dict.fromkeys(["retrainer.engine.worker", *preload]))
         self._threads = threads
         self._client: Any = None
@@ -75,6 +79,7 @@ class DaskDriver:
         self._helpers: set[int] = set()  # a LocalCluster's worker processes
 
     def start(self) -> None:
+        self._shipping = Shipping(self.settings, self._storage)
         distributed = import_optional("distributed", "dask")
         dask = import_optional("dask", "dask")
         s = self.settings
@@ -135,15 +140,7 @@ class DaskDriver:
     def submit(self, spec: AttemptSpec, limits: AttemptLimits) -> AttemptHandle:
         s = self.settings
         data, sha = (None, None) if s.shared_root else self._shipped_data(spec.data_path)
-        request = NodeAttempt(
-            spec,
-            limits,
-            self._preload,
-            s.shared_root,
-            s.scratch,
-            sha,
-            reuse_payload(spec, s.shared_root),
-        )
+        request = self._shipping.node_attempt(spec, limits, self._preload, sha)
         key = f"retrainer-{spec.run_id}-{spec.item_id}-{spec.attempt}"
         future = self._client.submit(
             dask_attempt,
@@ -154,7 +151,7 @@ class DaskDriver:
             retries=0,
             resources=s.resources or None,
         )
-        return DaskHandle(future, spec, limits, s.shared_root)
+        return DaskHandle(future, spec, limits, s.shared_root, self._shipping.client)
 
     def _shipped_data(self, path: Path) -> tuple[Any, str]:
         """Each symbol's bars are scattered once; every attempt of it shares them."""
@@ -193,9 +190,14 @@ class DaskDriver:
 
 class DaskHandle(RemoteHandle):
     def __init__(
-        self, future: Any, spec: AttemptSpec, limits: AttemptLimits, shared_root: bool
+        self,
+        future: Any,
+        spec: AttemptSpec,
+        limits: AttemptLimits,
+        shared_root: bool,
+        storage: StorageClient | None = None,
     ) -> None:
-        super().__init__(spec, limits, shared_root)
+        super().__init__(spec, limits, shared_root, storage)
         self.future = future
 
     def _finished(self) -> bool:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import artifact_files, write_manifest
+from retrainer.base.artifacts import artifact_files, atomic_write_bytes, write_manifest
+from retrainer.base.config import StorageSettings
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.local import LocalDriver
 from retrainer.engine.drivers.shipping import (
@@ -33,6 +34,7 @@ from retrainer.engine.drivers.shipping import (
 )
 from retrainer.engine.supervisor import AttemptLimits
 from retrainer.ledger.entries import ItemState, Outcome
+from retrainer.mirror.storage.registry import make_storage
 
 POLL_S = 0.5  # the longest a node's loop sleeps without checking for a stop
 
@@ -48,6 +50,9 @@ class NodeAttempt:
     scratch: str | None = None  # the node's scratch folder; None: its temp folder
     data_sha256: str | None = None  # the shipped data file's hash (without a shared root)
     reuse_payload: bytes | None = None  # a retry's reusable partial outputs, packed
+    # Folders packed larger than this go back through the storage instead of the engine.
+    max_ship_bytes: int | None = None
+    transfer_storage: StorageSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,18 @@ class NodeResult:
     outcome: dict[str, Any]
     node: str
     pid: int | None
-    payload: bytes | None  # None with a shared root: the files are in place
+    payload: bytes | None  # None with a shared root (in place) or through the storage
     start_ms: float  # from the request's arrival on the node to the attempt's hand-over
+    transfer: Transfer | None = None  # the packed folders' key in the storage, if there
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A packed attempt too large for the engine's object store, put in the storage."""
+
+    key: str
+    sha256: str
+    bytes: int
 
 
 class _NodeDrivers:
@@ -139,11 +154,31 @@ def run_on_node(
     outcome = replace(outcome, node=node, device=device)
     if outcome.state is ItemState.SUCCESS and not request.shared_root:
         outcome = _with_manifest(outcome, spec.out_dir)
-    payload = None
+    payload, transfer = None, None
     if not request.shared_root:
         payload = pack(folders)
+        if request.max_ship_bytes is not None and len(payload) > request.max_ship_bytes:
+            transfer = _put_in_storage(request, folders, payload)
+            payload = None
         remove_tree(folders.out_dir.parent)
-    return NodeResult(outcome.to_dict(), node, handle.pid, payload, start_ms)
+    return NodeResult(outcome.to_dict(), node, handle.pid, payload, start_ms, transfer)
+
+
+def transfer_key(spec: AttemptSpec) -> str:
+    return f"transfers/{spec.run_id}/{spec.item_id}-{spec.attempt}.tar"
+
+
+def _put_in_storage(request: NodeAttempt, folders: AttemptFolders, payload: bytes) -> Transfer:
+    """The packed folders through the configured storage (S3…), verified on arrival there;
+    the head fetches them by key and checks the sha256."""
+    assert request.transfer_storage is not None
+    storage = make_storage(request.transfer_storage)
+    assert storage is not None
+    tar = folders.out_dir.parent / "attempt.tar"
+    atomic_write_bytes(tar, payload, durable=False)
+    key = transfer_key(request.spec)
+    result = storage.put_file(tar, key)  # an UploadError fails the task: the head says so
+    return Transfer(key, result.sha256, len(payload))
 
 
 def _folders(request: NodeAttempt, node_key: str) -> AttemptFolders:

@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.base.artifacts import sha256_bytes
-from retrainer.base.config import RaySettings
+from retrainer.base.config import RaySettings, StorageSettings
 from retrainer.base.optional import import_optional
 from retrainer.base.resources import Resources, detect_gpu_count, usable_cpu_count
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.cluster import NodeInfo, check_feasible, cluster_resources
 from retrainer.engine.drivers.node import NodeAttempt, NodeResult, run_on_node
 from retrainer.engine.drivers.protocol import AttemptHandle
-from retrainer.engine.drivers.remote import Cancelled, NodeLost, RemoteHandle, first_line
-from retrainer.engine.drivers.shipping import reuse_payload
+from retrainer.engine.drivers.remote import Cancelled, NodeLost, RemoteHandle, Shipping, first_line
 from retrainer.engine.reaper import child_pids
 from retrainer.engine.supervisor import AttemptLimits
+from retrainer.mirror.storage.protocol import StorageClient
 
 
 def ray_attempt(request: NodeAttempt, data: bytes | None) -> NodeResult:
@@ -44,8 +44,12 @@ def ray_attempt(request: NodeAttempt, data: bytes | None) -> NodeResult:
 
 
 class RayDriver:
-    def __init__(self, settings: RaySettings, preload: Sequence[str], threads: int) -> None:
+    def __init__(
+        self, settings: RaySettings, storage: StorageSettings, preload: Sequence[str], threads: int
+    ) -> None:
         self.settings = settings
+        self._shipping = Shipping(settings, StorageSettings())  # the real one at start()
+        self._storage = storage
         self._preload = tuple(dict.fromkeys(["retrainer.engine.worker", *preload]))
         self._threads = threads
         self._ray: Any = None
@@ -56,6 +60,7 @@ class RayDriver:
 
     # -- the cluster -----------------------------------------------------------------
     def start(self) -> None:
+        self._shipping = Shipping(self.settings, self._storage)
         ray = self._ray = import_optional("ray", "ray")
         s = self.settings
         options: dict[str, Any] = {
@@ -141,17 +146,9 @@ class RayDriver:
         data_ref, sha = None, None
         if not s.shared_root:
             data_ref, sha = self._shipped_data(spec.data_path)
-        request = NodeAttempt(
-            spec,
-            limits,
-            self._preload,
-            s.shared_root,
-            s.scratch,
-            sha,
-            reuse_payload(spec, s.shared_root),
-        )
+        request = self._shipping.node_attempt(spec, limits, self._preload, sha)
         ref = self._task.remote(request, data_ref)
-        return RayHandle(self._ray, ref, spec, limits, s.shared_root)
+        return RayHandle(self._ray, ref, spec, limits, s.shared_root, self._shipping.client)
 
     def _shipped_data(self, path: Path) -> tuple[Any, str]:
         """Each symbol's bars go into the object store once; every attempt shares them."""
@@ -180,9 +177,15 @@ class RayDriver:
 
 class RayHandle(RemoteHandle):
     def __init__(
-        self, ray: Any, ref: Any, spec: AttemptSpec, limits: AttemptLimits, shared_root: bool
+        self,
+        ray: Any,
+        ref: Any,
+        spec: AttemptSpec,
+        limits: AttemptLimits,
+        shared_root: bool,
+        storage: StorageClient | None = None,
     ) -> None:
-        super().__init__(spec, limits, shared_root)
+        super().__init__(spec, limits, shared_root, storage)
         self._raymod = ray
         self.ref = ref
 

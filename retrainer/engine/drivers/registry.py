@@ -19,9 +19,9 @@ def make_driver(settings: Settings, preload: Sequence[str], threads: int = 1) ->
     if name == "ray":
         from retrainer.engine.drivers.ray_driver import RayDriver
 
-        return RayDriver(settings.ray, preload, threads)
+        return RayDriver(settings.ray, settings.storage, preload, threads)
     if name == "dask":
         from retrainer.engine.drivers.dask_driver import DaskDriver
 
-        return DaskDriver(settings.dask, preload, threads)
+        return DaskDriver(settings.dask, settings.storage, preload, threads)
     raise ValueError(f"unknown driver {name!r}")

@@ -12,14 +12,51 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import replace
+from pathlib import Path
 
+from retrainer.base.artifacts import sha256_bytes
+from retrainer.base.config import DaskSettings, RaySettings, StorageSettings
 from retrainer.engine.attempt import AttemptSpec
-from retrainer.engine.drivers.node import NodeResult
-from retrainer.engine.drivers.shipping import AttemptFolders, unpack, verify_shipped
+from retrainer.engine.drivers.node import NodeAttempt, NodeResult, Transfer
+from retrainer.engine.drivers.shipping import AttemptFolders, reuse_payload, unpack, verify_shipped
 from retrainer.engine.supervisor import AttemptLimits
 from retrainer.ledger.entries import ItemState, Outcome
+from retrainer.mirror.storage.protocol import StorageClient, UploadError
+from retrainer.mirror.storage.registry import make_storage
 
 BACKSTOP_MARGIN_S = 30.0  # for the node to kill the tree and report, past the grace
+
+
+class Shipping:
+    """How attempts travel to and from nodes: the root shared or not, and which finished
+    folders come back through the storage (those over max_ship_mb, when one is set)."""
+
+    def __init__(self, cluster: RaySettings | DaskSettings, storage: StorageSettings) -> None:
+        self.shared_root = cluster.shared_root
+        self.scratch = cluster.scratch
+        through_storage = storage.kind != "none" and not cluster.shared_root
+        self.transfer_storage = storage if through_storage else None
+        self.max_ship_bytes = int(cluster.max_ship_mb * 2**20) if through_storage else None
+        self.client = make_storage(storage) if through_storage else None  # the head's
+
+    def node_attempt(
+        self,
+        spec: AttemptSpec,
+        limits: AttemptLimits,
+        preload: tuple[str, ...],
+        data_sha256: str | None,
+    ) -> NodeAttempt:
+        return NodeAttempt(
+            spec,
+            limits,
+            preload,
+            self.shared_root,
+            self.scratch,
+            data_sha256,
+            reuse_payload(spec, self.shared_root),
+            self.max_ship_bytes,
+            self.transfer_storage,
+        )
 
 
 class NodeLost(Exception):
@@ -31,8 +68,15 @@ class Cancelled(Exception):
 
 
 class RemoteHandle(ABC):
-    def __init__(self, spec: AttemptSpec, limits: AttemptLimits, shared_root: bool) -> None:
+    def __init__(
+        self,
+        spec: AttemptSpec,
+        limits: AttemptLimits,
+        shared_root: bool,
+        storage: StorageClient | None = None,
+    ) -> None:
         self.spec = spec
+        self.storage = storage  # where large attempt folders come back through
         self.limits = limits
         self.shared_root = shared_root
         self.started_monotonic = time.monotonic()
@@ -115,9 +159,35 @@ class RemoteHandle(ABC):
             )
         self.pid, self.node, self.start_ms = result.pid, result.node, result.start_ms
         outcome = Outcome.from_dict(result.outcome)
-        if result.payload is not None:
-            outcome = self._receive(result.payload, outcome)
+        payload = result.payload
+        if result.transfer is not None:
+            try:
+                payload = self._fetch(result.transfer)
+            except (UploadError, OSError) as exc:
+                return replace(
+                    outcome,
+                    state=ItemState.FAILED,
+                    error_type="ShippingError",
+                    reason=f"the attempt's folder from {outcome.node} could not be "
+                    f"fetched from the storage: {exc}",
+                )
+        if payload is not None:
+            outcome = self._receive(payload, outcome)
         return outcome
+
+    def _fetch(self, transfer: Transfer) -> bytes:
+        if self.storage is None:
+            raise OSError("no [storage] configured on the head")
+        local = self.spec.log_dir / f".{Path(transfer.key).name}"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.storage.get_file(transfer.key, local)
+            payload = local.read_bytes()
+        finally:
+            local.unlink(missing_ok=True)
+        if sha256_bytes(payload) != transfer.sha256:
+            raise OSError(f"{transfer.key}: sha256 mismatch after download")
+        return payload
 
     def _receive(self, payload: bytes, outcome: Outcome) -> Outcome:
         """Unpack the node's folders under the root; a success must verify on arrival."""

@@ -233,6 +233,15 @@ class DropboxStorage:
         self._sha_by_content_hash[content_hash] = sha256
         return self._result(key, size, sha256, started, skipped=False)
 
+    def get_file(self, key: str, local_path: Path) -> None:
+        partial = local_path.with_name(f".{local_path.name}.download")
+        try:
+            self._client.files_download_to_file(str(partial), self._path(key))
+            partial.replace(local_path)
+        except (self._exceptions.DropboxException, self._requests_errors(), OSError) as exc:
+            partial.unlink(missing_ok=True)
+            raise UploadError(key, self._reason("download", key, exc)) from None
+
     def put_json(self, obj: Any, key: str) -> UploadResult:
         started = time.monotonic()
         data = json_bytes(obj, key)

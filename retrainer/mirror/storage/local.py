@@ -63,6 +63,15 @@ class LocalStorage:
             raise UploadError(key, _reason(f"cannot read {local_path.name}", exc)) from exc
         return self._store(key, target, digest, size, started, _copy_from(local_path))
 
+    def get_file(self, key: str, local_path: Path) -> None:
+        source = self._path(key)
+        try:
+            _write_verified(local_path, self._cached_sha256(source), _copy_from(source))
+        except _CopyDiffers:
+            raise UploadError(key, "the copy differs from the stored object") from None
+        except OSError as exc:
+            raise UploadError(key, _reason("cannot read the stored object", exc)) from exc
+
     def put_json(self, obj: Any, key: str) -> UploadResult:
         started = time.monotonic()
         target = self._path(key)

@@ -54,6 +54,11 @@ class StorageClient(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def get_file(self, key: str, local_path: Path) -> None:
+        """Download the object at key to local_path (replaced whole, never torn); an
+        UploadError naming the key when it cannot."""
+        ...
+
     def checksum(self, key: str) -> str | None:
         """The sha256 (hex) of the object stored at key; None when there is none."""
         ...

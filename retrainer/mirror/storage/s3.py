@@ -162,6 +162,17 @@ class S3Storage:
         self._confirm(key, size, digests)
         return self._result(key, size, digests.sha256, started, skipped=False)
 
+    def get_file(self, key: str, local_path: Path) -> None:
+        partial = local_path.with_name(f".{local_path.name}.download")
+        try:
+            self._client.download_file(
+                self.bucket, self._object_key(key), str(partial), Config=self._transfer_config
+            )
+            partial.replace(local_path)
+        except (self._client_error, self._botocore_error, self._transfer_failed, OSError) as exc:
+            partial.unlink(missing_ok=True)
+            raise UploadError(key, self._reason("download", key, exc)) from None
+
     def put_json(self, obj: Any, key: str) -> UploadResult:
         started = time.monotonic()
         object_key = self._object_key(key)
