@@ -230,8 +230,15 @@ def test_hybrid_slides_its_window_while_a_slow_item_runs(
 ) -> None:
     names = symbols_of(small_data)
     behaviours = {names[0]: "slow", **{n: "ok" for n in names[1:]}}
+    # Long enough for the other four to pass through the second slot on a busy machine.
     config = faulty_config(
-        tmp_path, small_data, behaviours, mode=mode, max_concurrent=2, timeout_minutes=5
+        tmp_path,
+        small_data,
+        behaviours,
+        slow_s=8.0,
+        mode=mode,
+        max_concurrent=2,
+        timeout_minutes=5,
     )
     assert run_cli("run", "--config", str(config)).returncode == 0
     status = read_json(tmp_path / "root" / "runs" / run_day(now_utc()) / "status.json")
