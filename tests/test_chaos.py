@@ -20,14 +20,8 @@ from retrainer.base.artifacts import Layout, verify_manifest
 from retrainer.base.clock import now_utc, run_day
 from retrainer.ledger.journal import read_ledger
 from tests.conftest import RunCli
-from tests.test_item_faults import (
-    assert_all_dead,
-    faulty_config,
-    recorded_pids,
-    start_scheduler,
-    symbols_of,
-    wait_for_pids,
-)
+from tests.support.processes import assert_all_dead, recorded_pids, wait_for_pids
+from tests.test_item_faults import faulty_config, start_scheduler, symbols_of
 
 ITERATIONS = 20
 

@@ -19,8 +19,9 @@ from retrainer.base.artifacts import Layout
 from retrainer.base.clock import now_utc, run_day
 from retrainer.base.lock import RunLock
 from tests.conftest import REPO, RunCli, cli_env, read_json, write_config
+from tests.support.processes import wait_for_pids
 from tests.support.telegram_server import FakeBotApi
-from tests.test_item_faults import faulty_config, summary_of, symbols_of, wait_for_pids
+from tests.test_item_faults import faulty_config, summary_of, symbols_of
 from tests.test_survival import run_in_mount_namespace
 
 

@@ -17,6 +17,7 @@ from retrainer.base.artifacts import Layout
 from retrainer.base.clock import now_utc, run_day
 from retrainer.base.lock import RunLock
 from tests.conftest import RunCli, cli_env, read_json, write_config
+from tests.support.processes import assert_all_dead, recorded_pids, wait_for_pids
 
 
 def faulty_config(
@@ -47,23 +48,6 @@ def faulty_config(
             },
         },
     )
-
-
-def recorded_pids(tmp_path: Path) -> list[int]:
-    return [int(p.read_text()) for p in (tmp_path / "pids").glob("*.pid")]
-
-
-def assert_all_dead(pids: list[int], within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p
-            for p in alive
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        time.sleep(0.05)
-    assert not alive, f"still alive: {alive}"
 
 
 def summary_of(tmp_path: Path) -> dict[str, Any]:
@@ -163,16 +147,6 @@ def start_scheduler(config: Path, tmp_path: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for_pids(tmp_path: Path, count: int, within_s: float = 60) -> list[int]:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        pids = recorded_pids(tmp_path) if (tmp_path / "pids").exists() else []
-        if len(pids) >= count:
-            return pids
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} items started")
 
 
 def test_items_never_outlive_a_scheduler_killed_with_sigkill(

@@ -20,7 +20,8 @@ from retrainer.engine.drivers.local import LocalDriver
 from retrainer.engine.supervisor import AttemptLimits, Supervisor
 from retrainer.ledger.entries import ItemState, Outcome
 from tests.conftest import RunCli, cli_env, read_json
-from tests.test_item_faults import assert_all_dead, faulty_config, symbols_of
+from tests.support.processes import assert_all_dead
+from tests.test_item_faults import faulty_config, symbols_of
 
 LIMITS = AttemptLimits(timeout_s=60, kill_grace_s=1)
 

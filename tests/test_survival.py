@@ -17,15 +17,8 @@ from retrainer.base.artifacts import Layout
 from retrainer.base.clock import now_utc, run_day
 from retrainer.ledger.journal import read_ledger
 from tests.conftest import RunCli, cli_env, read_json
-from tests.test_item_faults import (
-    assert_all_dead,
-    faulty_config,
-    recorded_pids,
-    start_scheduler,
-    summary_of,
-    symbols_of,
-    wait_for_pids,
-)
+from tests.support.processes import assert_all_dead, recorded_pids, wait_for_pids
+from tests.test_item_faults import faulty_config, start_scheduler, summary_of, symbols_of
 
 
 def ledger_of(tmp_path: Path) -> dict[str, dict]:  # type: ignore[type-arg]

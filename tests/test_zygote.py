@@ -17,7 +17,7 @@ import pytest
 from retrainer.engine.drivers.zygote import LOST_STATUS, Zygote, ZygoteChild, ZygoteGone
 from retrainer.engine.reaper import sweep_adopted_orphans
 from tests.conftest import cli_env
-from tests.test_item_faults import assert_all_dead
+from tests.support.processes import assert_all_dead
 
 
 @pytest.fixture()

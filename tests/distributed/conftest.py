@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
+from retrainer.base.artifacts import Layout
+from retrainer.base.clock import now_utc, run_day
+from retrainer.ledger.journal import read_ledger
 from tests.conftest import REPO, cli_env, write_config
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -252,41 +254,6 @@ def start_retrainer(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def recorded_pids(tmp_path: Path) -> list[int]:
-    folder = tmp_path / "pids"
-    return [int(p.read_text()) for p in folder.glob("*.pid")] if folder.exists() else []
-
-
-def wait_for_pids(tmp_path: Path, count: int, within_s: float = 120) -> list[int]:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        pids = recorded_pids(tmp_path)
-        if len(pids) >= count:
-            return pids
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than {count} items started")
-
-
-def assert_all_dead(pids: list[int], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p
-            for p in alive
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        time.sleep(0.1)
-    assert not alive, f"still alive: {[_describe(p) for p in alive]}"
-
-
-def _describe(pid: int) -> str:
-    try:
-        process = psutil.Process(pid)
-        parent = psutil.Process(process.ppid())
-        return (
-            f"{pid} {process.status()} {' '.join(process.cmdline())[:80]!r} parent "
-            f"{parent.pid} {' '.join(parent.cmdline())[:80]!r}"
-        )
-    except psutil.Error:
-        return f"{pid} (gone)"
+def ledger_of(tmp_path: Path) -> dict[str, Any]:
+    layout, day = Layout(tmp_path / "root"), run_day(now_utc())
+    return dict(read_ledger(layout.status_path(day), layout.journal_path(day)).entries)

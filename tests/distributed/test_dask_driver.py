@@ -6,28 +6,18 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
-from retrainer.base.artifacts import Layout
-from retrainer.base.clock import now_utc, run_day
-from retrainer.ledger.journal import read_ledger
 from tests.distributed.conftest import (
     DaskCluster,
-    assert_all_dead,
     cluster_config,
-    recorded_pids,
+    ledger_of,
     run_retrainer,
     start_retrainer,
-    wait_for_pids,
 )
+from tests.support.processes import assert_all_dead, recorded_pids, wait_for_pids
 from tests.test_item_faults import symbols_of
 
 SLOT = {"resources": {"slots": 1}}
-
-
-def ledger_of(tmp_path: Path) -> dict[str, Any]:
-    layout, day = Layout(tmp_path / "root"), run_day(now_utc())
-    return dict(read_ledger(layout.status_path(day), layout.journal_path(day)).entries)
 
 
 def test_a_night_on_dask_trains_every_symbol_on_the_workers_and_its_artifacts_verify(

@@ -5,32 +5,23 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 from bench.seaweed import SeaweedServer
-from retrainer.base.artifacts import Layout
 from retrainer.base.clock import now_utc, run_day
-from retrainer.ledger.journal import read_ledger
 from tests.conftest import read_json
 from tests.distributed.conftest import (
     RayCluster,
-    assert_all_dead,
     cluster_config,
-    recorded_pids,
+    ledger_of,
     run_retrainer,
     start_retrainer,
-    wait_for_pids,
 )
+from tests.support.processes import assert_all_dead, recorded_pids, wait_for_pids
 from tests.support.storage_fixtures import new_bucket, raw_s3
 from tests.test_item_faults import symbols_of
 
 # Items that only the two CPU nodes take, one at a time each.
 CPU_ITEM = {"num_cpus": 1, "resources": {"cpu_item": 1}}
-
-
-def ledger_of(tmp_path: Path) -> dict[str, Any]:
-    layout, day = Layout(tmp_path / "root"), run_day(now_utc())
-    return dict(read_ledger(layout.status_path(day), layout.journal_path(day)).entries)
 
 
 def test_a_night_on_ray_trains_every_symbol_on_the_nodes_and_its_artifacts_verify(
