@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from retrainer.base.clock import now_utc
 from retrainer.base.config import load_settings
-from retrainer.base.logs import configure_logging
+from retrainer.base.logs import close_logging
 from retrainer.base.resources import Resources, detect_resources
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.protocol import AttemptHandle
@@ -88,11 +89,14 @@ def test_a_night_whose_loop_raises_still_writes_its_summary_and_closes_what_it_o
 ) -> None:
     settings, plan = plan_of_two
     threads_before = set(threading.enumerate())
+    logging_before = structlog.get_config()
     try:
         with pytest.raises(RuntimeError, match="the driver broke"):
             Night(settings, plan, DriverThatBreaks(), "test-run", False, Quiet()).run()
-    finally:
-        configure_logging(None, "warning")  # the night's log file is closed by its end
+    finally:  # the night configured this process's logging: put it back for other tests
+        close_logging()
+        structlog.contextvars.clear_contextvars()
+        structlog.configure(**logging_before)
     layout = plan.layout
     summary = read_json(layout.summary_path(plan.day))
     assert summary["exit_code"] == 70
