@@ -12,7 +12,6 @@ scratch, and its folder and logs go back to the head as one tar.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -106,10 +105,6 @@ class _NodeDrivers:
 NODE_DRIVERS = _NodeDrivers()
 
 
-def node_name() -> str:
-    return socket.gethostname()
-
-
 def run_on_node(
     request: NodeAttempt,
     data: bytes | None,
@@ -156,11 +151,13 @@ def run_on_node(
         outcome = _with_manifest(outcome, spec.out_dir)
     payload, transfer = None, None
     if not request.shared_root:
-        payload = pack(folders)
-        if request.max_ship_bytes is not None and len(payload) > request.max_ship_bytes:
-            transfer = _put_in_storage(request, folders, payload)
-            payload = None
-        remove_tree(folders.out_dir.parent)
+        try:
+            payload = pack(folders)
+            if request.max_ship_bytes is not None and len(payload) > request.max_ship_bytes:
+                transfer = _put_in_storage(request, folders, payload)
+                payload = None
+        finally:  # shipped, or failing the task: the node keeps nothing of the attempt
+            remove_tree(folders.out_dir.parent)
     return NodeResult(outcome.to_dict(), node, handle.pid, payload, start_ms, transfer)
 
 
