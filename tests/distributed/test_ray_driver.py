@@ -232,3 +232,23 @@ def test_an_attempt_folder_over_max_ship_mb_comes_back_through_s3_and_verifies(
     listed = raw_s3(seaweed).list_objects_v2(Bucket=bucket, Prefix="nightly/transfers/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert [k.rsplit("/", 1)[-1] for k in keys] == [f"{big}-1.tar"]  # the small one did not
+
+
+def test_with_a_shared_root_the_nodes_write_in_place_and_nothing_is_shipped(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    names = symbols_of(small_data)[:2]
+    config = cluster_config(
+        tmp_path,
+        small_data,
+        dict.fromkeys(names, "ok"),
+        "ray",
+        {"address": ray_cluster.address, **CPU_ITEM, "shared_root": True},
+    )
+    done = run_retrainer(tmp_path, "run", "--config", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    entries = ledger_of(tmp_path)
+    assert {s: e.state.value for s, e in entries.items()} == dict.fromkeys(names, "success")
+    assert all(e.attempts[-1].node for e in entries.values())
+    assert run_retrainer(tmp_path, "verify", "--config", str(config)).returncode == 0
+    assert not (tmp_path / "scratch").exists()  # no data cache, no attempt folder on a node
