@@ -10,6 +10,7 @@ from retrainer.notify.batching import FailureBatcher
 from retrainer.notify.messages import (
     MESSAGE_LIMIT,
     finished_text,
+    items_that_can_fail,
     split_text,
     started_text,
     utf16_len,
@@ -164,3 +165,16 @@ def test_discarding_drops_the_pending_batch() -> None:
 
     assert batcher.discard() == 1
     assert batcher.take_all() is None
+
+
+def test_symbols_failed_on_bad_data_count_in_the_share_that_escalates() -> None:
+    info = {"symbols": 10, "to_run": 1, "to_skip": 5, "bad_data": 4}
+    assert items_that_can_fail(info) == 5  # 1 to train and 4 that failed before any attempt
+    assert "1 to train, 5 to skip, 4 failed on bad data" in started_text(info)
+    assert items_that_can_fail({"symbols": 7}) == 7  # no plan counts: every symbol
+
+
+def test_without_bad_data_the_started_message_keeps_its_counts() -> None:
+    info = {"symbols": 3, "to_run": 2, "to_skip": 1}
+    assert "(2 to train, 1 to skip)" in started_text(info)
+    assert items_that_can_fail(info) == 2

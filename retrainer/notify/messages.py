@@ -20,13 +20,24 @@ FAILURES_SHOWN = 50
 REASON_CHARS = 300
 
 
+def items_that_can_fail(info: Mapping[str, Any]) -> int:
+    """The failure share's denominator: the items to train and those failed on bad data
+    before any attempt (without a plan's counts, every symbol)."""
+    if info.get("to_run") is None:
+        return int(info.get("symbols") or 0)
+    return int(info.get("to_run") or 0) + int(info.get("bad_data") or 0)
+
+
 def started_text(info: Mapping[str, Any]) -> str:
     """Run started: mode, driver, symbol count, concurrency."""
     symbols = info.get("symbols", "?")
     to_run, to_skip = info.get("to_run"), info.get("to_skip")
     counts = f"{symbols} symbols"
     if to_run is not None and to_skip is not None:
-        counts += f" ({to_run} to train, {to_skip} to skip)"
+        bad = int(info.get("bad_data") or 0)
+        counts += f" ({to_run} to train, {to_skip} to skip" + (
+            f", {bad} failed on bad data)" if bad else ")"
+        )
     lines = [
         f"▶️ retrainer: run started on {info.get('host', '?')}",
         f"run {info.get('run_id', '?')}",

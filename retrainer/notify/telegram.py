@@ -36,7 +36,12 @@ from retrainer.base.logs import MASK
 from retrainer.base.optional import import_optional
 from retrainer.notify.batching import FailureBatcher
 from retrainer.notify.credentials import TelegramCredentials, load_credentials
-from retrainer.notify.messages import finished_text, split_text, started_text
+from retrainer.notify.messages import (
+    finished_text,
+    items_that_can_fail,
+    split_text,
+    started_text,
+)
 from retrainer.notify.protocol import NOTIFY_CLOSED, NOTIFY_FAILED, NOTIFY_RETRY, NOTIFY_SENT
 
 RETRY_BASE_S = 0.5
@@ -152,7 +157,7 @@ class TelegramNotifier:
         if isinstance(job, _Text):
             return [(job.what, job.text)]
         if isinstance(job, _Started):
-            self._batcher.to_run = int(job.info.get("to_run") or job.info.get("symbols") or 0)
+            self._batcher.to_run = items_that_can_fail(job.info)
             return [("run_started", started_text(job.info))]
         if isinstance(job, _Failure):
             self._batcher.add(job.symbol, job.reason, job.at)

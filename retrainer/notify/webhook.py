@@ -22,7 +22,12 @@ from retrainer.base.config import NotifySettings
 from retrainer.notify.batching import FailureBatcher
 from retrainer.notify.credentials import load_webhook_target
 from retrainer.notify.http import HttpRequest, HttpSender
-from retrainer.notify.messages import finished_text, split_text, started_text
+from retrainer.notify.messages import (
+    finished_text,
+    items_that_can_fail,
+    split_text,
+    started_text,
+)
 from retrainer.notify.outbox import Failure, Finished, Job, Started, ThreadedNotifier
 
 SLACK_TEXT_LIMIT = 4000
@@ -60,7 +65,7 @@ class WebhookNotifier(ThreadedNotifier):
         if isinstance(job, Started):
             info = job.info
             self._run = {"run_id": info.get("run_id"), "host": info.get("host")}
-            self._batcher.to_run = int(info.get("to_run") or info.get("symbols") or 0)
+            self._batcher.to_run = items_that_can_fail(info)
             self._post("run_started", started_text(info), {"info": _scalars(info)})
         elif isinstance(job, Failure):
             self._batcher.add(job.symbol, job.reason, job.at)
