@@ -269,10 +269,25 @@ def test_the_cron_line_passes_crontab_n_and_names_absolute_paths(
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert line.startswith("7 3 * * * ")
     root = (tmp_path / "root").resolve()
+    assert f"mkdir -p {root}/logs && cd {root} && l=logs/cron.log && " in line
     assert (
-        f"{tool('flock')} -n -E 75 {root}/.retrainer.lock.cron {VENV_RETRAINER} run "
-        f"--config {config.resolve()} >> {root}/logs/cron.log 2>&1" in line
+        f"{tool('flock')} -n -E 75 .retrainer.lock.cron {VENV_RETRAINER} run "
+        f'--config {config.resolve()} >> "$l" 2>&1' in line
     )
+    assert len(shell_of(line)) < 800  # cron refuses 1,000: room for longer paths than these
+
+
+def test_a_cron_command_too_long_for_cron_is_refused_with_the_way_out(
+    tmp_path: Path, config: Path, run_cli: RunCli
+) -> None:
+    deep = tmp_path.joinpath(*["a-folder-with-a-rather-long-name"] * 12)
+    deep.mkdir(parents=True)
+    long_config = deep / "retrainer.toml"
+    long_config.write_text(config.read_text())
+    result = run_cli("schedule", "cron", "--at", "02:30", "--config", str(long_config))
+    assert result.returncode == 2
+    assert "cron refuses 1000 or more" in result.stderr
+    assert "retrainer schedule systemd" in result.stderr
 
 
 def shell_of(line: str) -> str:

@@ -252,24 +252,44 @@ def cron_command(schedule: Schedule) -> str:
     the log. The line carries `retrainer status --check`'s verdict (the run, its exit code,
     why), and the command exits with the run's code."""
     flock = shutil.which("flock") or "/usr/bin/flock"
-    log = _sh(schedule.log_dir / CRON_LOG_NAME)
-    lock = _sh(schedule.working_dir / CRON_LOCK_NAME)
+    # Relative to the working folder where they lie under it: cron refuses a command line
+    # of 1,000 characters or more, and the run's and the check's paths already repeat.
+    log = _sh(_under(schedule.log_dir / CRON_LOG_NAME, schedule.working_dir))
+    lock = _sh(_under(schedule.working_dir / CRON_LOCK_NAME, schedule.working_dir))
     run = " ".join(_sh(a) for a in schedule.command)
     check = " ".join(_sh(a) for a in schedule.check_command)
     return (
-        f"mkdir -p {_sh(schedule.log_dir)} && cd {_sh(schedule.working_dir)} && "
-        f"{{ {_sh(flock)} -n -E {LOCK_BUSY_EXIT} {lock} {run} >> {log} 2>&1; rc=$?; "
+        f"mkdir -p {_sh(schedule.log_dir)} && cd {_sh(schedule.working_dir)} && l={log} && "
+        f'{{ {_sh(flock)} -n -E {LOCK_BUSY_EXIT} {lock} {run} >> "$l" 2>&1; rc=$?; '
         f"[ $rc -eq 0 ] || {{ if [ $rc -eq {LOCK_BUSY_EXIT} ]; then "
-        'why="not started, the previous run still holds the cron lock"; '
-        f'else why="exit $rc; $({check} 2>&1)"; fi; log={log}; '
-        'msg="$(date -u +%FT%TZ) retrainer: the nightly run failed: $why (log: $log)"; '
-        'echo "$msg" >> "$log"; echo "$msg" >&2; exit $rc; }; }'
+        'w="not started, the previous run still holds the cron lock"; '
+        f'else w="exit $rc; $({check} 2>&1)"; fi; '
+        'm="$(date -u +%FT%TZ) retrainer: the nightly run failed: $w (log: $PWD/$l)"; '
+        'echo "$m" >> "$l"; echo "$m" >&2; exit $rc; }; }'
     )
+
+
+def _under(path: Path, folder: Path) -> Path:
+    """path relative to folder when it lies below it, else as it is."""
+    try:
+        return path.relative_to(folder)
+    except ValueError:
+        return path
+
+
+# Debian's cron (and Vixie cron's) MAX_COMMAND: a longer command line is refused.
+CRON_MAX_COMMAND = 1000
 
 
 def cron_line(schedule: Schedule) -> str:
     # cron turns an unescaped % into a newline.
     command = cron_command(schedule).replace("%", "\\%")
+    if len(command) >= CRON_MAX_COMMAND:
+        raise BadInputError(
+            f"the cron command would be {len(command)} characters, and cron refuses "
+            f"{CRON_MAX_COMMAND} or more: use `retrainer schedule systemd`, or shorter paths "
+            "for the root, the config and the venv"
+        )
     return f"{schedule.minute} {schedule.hour} * * * {command}"
 
 
