@@ -141,6 +141,7 @@ class DaskCluster:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
 def _free_port() -> int:
