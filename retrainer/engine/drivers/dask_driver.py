@@ -67,11 +67,11 @@ class DaskDriver:
     def __init__(
         self, settings: DaskSettings, storage: StorageSettings, preload: Sequence[str], threads: int
     ) -> None:
+        """threads is the local driver's concern: here each item's budget is its request;
+        the node's local driver adds the worker to what its zygote preloads."""
         self.settings = settings
-        self._shipping = Shipping(settings, StorageSettings())  # the real one at start()
-        self._storage = storage
-        self._preload = tuple(dict.fromkeys(["retrainer.engine.worker", *preload]))
-        self._threads = threads
+        self._shipping = Shipping(settings, storage)
+        self._preload = tuple(preload)
         self._client: Any = None
         self._cluster: Any = None
         self._data: dict[Path, tuple[Any, str]] = {}
@@ -79,7 +79,6 @@ class DaskDriver:
         self._helpers: set[int] = set()  # a LocalCluster's worker processes
 
     def start(self) -> None:
-        self._shipping = Shipping(self.settings, self._storage)
         distributed = import_optional("distributed", "dask")
         dask = import_optional("dask", "dask")
         s = self.settings

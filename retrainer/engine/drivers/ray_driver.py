@@ -47,11 +47,11 @@ class RayDriver:
     def __init__(
         self, settings: RaySettings, storage: StorageSettings, preload: Sequence[str], threads: int
     ) -> None:
+        """threads is the local driver's concern: here each item's budget is its request;
+        the node's local driver adds the worker to what its zygote preloads."""
         self.settings = settings
-        self._shipping = Shipping(settings, StorageSettings())  # the real one at start()
-        self._storage = storage
-        self._preload = tuple(dict.fromkeys(["retrainer.engine.worker", *preload]))
-        self._threads = threads
+        self._shipping = Shipping(settings, storage)
+        self._preload = tuple(preload)
         self._ray: Any = None
         self._task: Any = None
         self._data: dict[Path, tuple[Any, str]] = {}  # data file → (object ref, sha256)
@@ -60,7 +60,6 @@ class RayDriver:
 
     # -- the cluster -----------------------------------------------------------------
     def start(self) -> None:
-        self._shipping = Shipping(self.settings, self._storage)
         ray = self._ray = import_optional("ray", "ray")
         s = self.settings
         options: dict[str, Any] = {
