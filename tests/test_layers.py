@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "retrainer"
 # Low to high: each layer imports only from itself and the layers before it.
-LAYERS = ("base", "training", "ledger", "mirror", "notify", "plan", "engine", "job", "views", "cli")
+LAYERS = ("base", "training", "ledger", "registry", "mirror", "notify", "plan", "engine", "job", "views", "cli")
 # The package's own top modules: __init__ imports nothing, __main__ is the CLI's door.
 TOP_MODULES = {"retrainer": "base", "retrainer.__main__": "cli"}
 

@@ -70,6 +70,12 @@ class RunSettings(_Section):
     )
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
+    # A symbol whose data, trainer, params, costs and code are those its champion was
+    # trained on is skipped as `fresh` (--force trains it anyway).
+    skip_fresh: bool = True
+    # False: a successful attempt's features.parquet is removed before its manifest is
+    # written (a retry of a failed attempt still reuses it); it is most of a model folder.
+    keep_features: bool = True
 
 
 class DataColumns(_Section):
@@ -97,6 +103,9 @@ class DataSettings(_Section):
     # whole run before anything starts (exit 2).
     on_bad: Literal["skip", "fail"] = "skip"
     columns: DataColumns = DataColumns()
+    # A symbol whose last bar is older than this (at plan time) is flagged stale in the
+    # plan, the summary and the report; None: never.
+    stale_after_hours: float | None = Field(default=72.0, gt=0)
     # The unit of timestamps stored as epoch numbers: "s", "ms", "us" or "ns" (None: such
     # timestamps are refused; ISO-8601 text and typed timestamps need no unit).
     timestamp_unit: Literal["s", "ms", "us", "ns"] | None = None
@@ -148,6 +157,8 @@ class StorageSettings(_Section):
     max_attempts: int = Field(default=5, gt=0, le=20)
     secrets_file: Path | None = None
     upload_partials: bool = False
+    # False: features.parquet stays on this machine (kept or not per [run] keep_features).
+    upload_features: bool = True
     upload_workers: int = Field(default=2, gt=0, le=32)
 
 
@@ -195,6 +206,63 @@ class DaskSettings(_ClusterSettings):
     resources: dict[str, float] = Field(default_factory=dict)
     # The thread budget of each item on its worker.
     threads_per_item: int = Field(default=1, gt=0)
+
+
+class PromotionRule(_Section):
+    """A comparison the challenger must pass, in the style of MLflow's MetricThreshold."""
+
+    metric: str = Field(min_length=1)
+    greater_is_better: bool = True
+    # The challenger's own value must reach this (champion or not).
+    threshold: float | None = None
+    # Better than the champion by at least this much (0: not worse); None: not compared.
+    min_absolute_change: float | None = Field(default=None, ge=0)
+    # Better than the champion by at least this share of |champion| (0.01: 1 %).
+    min_relative_change: float | None = Field(default=None, ge=0)
+
+
+class PromotionGuard(_Section):
+    """A metric that must not degrade: worse than the champion by at most `tolerance`."""
+
+    metric: str = Field(min_length=1)
+    greater_is_better: bool = True
+    tolerance: float = Field(default=0.0, ge=0)
+
+
+def _default_rules() -> list[PromotionRule]:
+    return [PromotionRule(metric="test_log_loss", greater_is_better=False, min_absolute_change=0)]
+
+
+def _default_guards() -> list[PromotionGuard]:
+    return [PromotionGuard(metric="accuracy_edge", greater_is_better=True, tolerance=0.02)]
+
+
+class PromoteSettings(_Section):
+    """When a challenger replaces the champion (`models/<SYMBOL>/CHAMPION`)."""
+
+    # always: every verified success; gated: only one that passes the rules and guards;
+    # never: the champion stays (a first model is still recorded, not promoted).
+    mode: Literal["always", "gated", "never"] = "gated"
+    rules: list[PromotionRule] = Field(default_factory=_default_rules)
+    guards: list[PromotionGuard] = Field(default_factory=_default_guards)
+    # A challenger judged on fewer test rows than this is never promoted by the gate.
+    min_test_rows: int = Field(default=100, ge=1)
+
+
+class MlflowSettings(_Section):
+    """Each attempt as an MLflow run, each model a registered version; the `champion`
+    alias moves only when the gate promotes. Needs the `mlflow` extra."""
+
+    enabled: bool = False
+    # None: a SQLite store under the root (sqlite:///<root>/mlflow/mlflow.db).
+    tracking_uri: str | None = None
+    experiment: str = Field(default="retrainer", min_length=1)
+    # Registered model name: prefix + symbol.
+    model_prefix: str = "retrainer-"
+    # "log": the attempt's files are copied to the run's artifact store; "uri": only
+    # their paths (and storage URIs) are logged as tags.
+    artifacts: Literal["log", "uri"] = "log"
+    close_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class LoggingSettings(_Section):
@@ -285,6 +353,8 @@ class Settings(_Section):
     prometheus: PrometheusSettings = PrometheusSettings()
     ray: RaySettings = RaySettings()
     dask: DaskSettings = DaskSettings()
+    promote: PromoteSettings = PromoteSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
 
 def load_settings(

@@ -123,6 +123,9 @@ class LedgerEntry:
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     item_id: str = ""
+    # The promotion gate's decision on this success (registry.gate.Promotion.to_dict):
+    # decision (promoted, first_model, kept_champion, not_promoted), reason, basis, checks.
+    promotion: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.item_id:
