@@ -24,6 +24,9 @@ from retrainer.base.clock import attempt_stamp
 MANIFEST_NAME = "sha256.txt"
 PARTIAL_ARTIFACTS = ("features.parquet", "split_indices.json", "training_log.json")
 FINAL_ARTIFACTS = ("model.bin", "config.json", "metrics.json")
+FEATURES_FILE = "features.parquet"  # most of a model folder: [run] keep_features
+# The champion scored on the attempt's test span, for the promotion gate.
+CHAMPION_EVAL_FILE = "champion_eval.json"
 _CHUNK = 1 << 20
 
 

@@ -48,6 +48,11 @@ class AttemptSpec:
     environment: dict[str, str] = field(default_factory=dict)
     # How the data file names its columns and stores its times (base.data.DataFormat).
     data_format: dict[str, Any] = field(default_factory=dict)
+    # The symbol's champion folder: after a success, a trainer with an `evaluate` hook
+    # scores it on this attempt's test span (champion_eval.json) for the promotion gate.
+    champion_dir: Path | None = None
+    # False: features.parquet is removed once the attempt succeeds ([run] keep_features).
+    keep_features: bool = True
 
     def __post_init__(self) -> None:
         if not self.item_id:

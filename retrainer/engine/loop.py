@@ -282,7 +282,15 @@ class Engine:
             reuse_dir=reuse_dir,
             item_id=item.item_id,
             data_format=plan.data_format.to_dict(),
+            champion_dir=self._champion_dir(item),
+            keep_features=self.policy.keep_features,
         )
+
+    def _champion_dir(self, item: PlanItem) -> Path | None:
+        """The champion the gate compares with: scored on this attempt's test span."""
+        if self.policy.promote != "gated" or item.champion is None:
+            return None
+        return item.champion.folder(self.plan.layout.root)
 
     # -- finishing -----------------------------------------------------------------
     def _free_ended_slots(self) -> bool:

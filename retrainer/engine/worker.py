@@ -27,7 +27,12 @@ from typing import Any
 
 import structlog
 
-from retrainer.base.artifacts import atomic_write_json, sha256_bytes
+from retrainer.base.artifacts import (
+    CHAMPION_EVAL_FILE,
+    FEATURES_FILE,
+    atomic_write_json,
+    sha256_bytes,
+)
 from retrainer.base.costs import SymbolCosts
 from retrainer.base.logs import configure_worker_logging, redact_text
 from retrainer.engine.attempt import (
@@ -40,6 +45,7 @@ from retrainer.engine.reaper import become_subreaper, kill_descendants
 from retrainer.training.contract import (
     PARTIALS_MANIFEST,
     TrainContext,
+    Trainer,
     load_trainer,
     read_partials,
 )
@@ -144,7 +150,39 @@ def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
     metrics_path = spec.out_dir / "metrics.json"
     if not metrics_path.exists():  # fsynced by the scheduler with the other artifacts
         atomic_write_json(metrics_path, metrics, durable=False)
+    if spec.champion_dir is not None:
+        evaluate_champion(trainer, spec.champion_dir, ctx, log)
+    if not spec.keep_features:
+        (spec.out_dir / FEATURES_FILE).unlink(missing_ok=True)
     return metrics
+
+
+def evaluate_champion(trainer: Trainer, champion_dir: Path, ctx: TrainContext, log: Any) -> None:
+    """The champion scored on this attempt's test span, for the gate: champion_eval.json.
+    A trainer without the hook writes nothing (the gate compares reported metrics); one
+    whose hook fails writes why, and never fails the attempt that trained."""
+    hook = getattr(trainer, "evaluate", None)
+    if hook is None:
+        return
+    path = ctx.out_dir / CHAMPION_EVAL_FILE
+    started = time.perf_counter()
+    try:
+        scored = {
+            "ok": True,
+            "champion_dir": str(champion_dir),
+            "metrics": checked_metrics(hook(champion_dir, ctx)),
+        }
+    except Exception as exc:  # the champion's problem (an old format...), not this attempt's
+        scored = {
+            "ok": False,
+            "champion_dir": str(champion_dir),
+            "error_type": type(exc).__name__,
+            "error": _short(str(exc)),
+        }
+        log.warning("champion_eval_failed", error_type=type(exc).__name__, error=_short(str(exc)))
+    else:
+        log.info("champion_evaluated", seconds=round(time.perf_counter() - started, 3))
+    atomic_write_json(path, scored, durable=False)
 
 
 def _load_bars(spec: AttemptSpec) -> Any:

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from retrainer.base.artifacts import FEATURES_FILE
 from retrainer.engine.events import ItemListener
 from retrainer.ledger.entries import UploadState
 from retrainer.ledger.journal import Ledger
-from retrainer.mirror.uploads import UploadBatch, Uploader
+from retrainer.mirror.uploads import UploadBatch, Uploader, mirrored_files
 from retrainer.notify.protocol import Notifier
 from retrainer.training.contract import read_partials
 
@@ -23,10 +24,17 @@ class UploadListener(ItemListener):
     upload_partials, each partial output as soon as it is saved), and records in the
     ledger whether its upload went through."""
 
-    def __init__(self, uploader: Uploader, ledger: Ledger, upload_partials: bool) -> None:
+    def __init__(
+        self,
+        uploader: Uploader,
+        ledger: Ledger,
+        upload_partials: bool,
+        upload_features: bool = True,
+    ) -> None:
         self._uploader = uploader
         self._ledger = ledger
         self._upload_partials = upload_partials
+        self._upload_features = upload_features
         self._partials_sent: dict[str, tuple[Path, set[str]]] = {}  # running: out_dir, sent
 
     def attempt_started(self, item_id: str, out_dir: Path) -> None:
@@ -37,7 +45,7 @@ class UploadListener(ItemListener):
         self._partials_sent.pop(item_id, None)
 
     def item_succeeded(self, item_id: str, out_dir: Path, files: Sequence[Path]) -> None:
-        self._uploader.submit(files, item_id)
+        self._uploader.submit(mirrored_files(files, self._upload_features), item_id)
 
     def poll(self) -> None:
         self._upload_new_partials()
@@ -50,6 +58,8 @@ class UploadListener(ItemListener):
         for item_id, (out_dir, sent) in self._partials_sent.items():
             saved = read_partials(out_dir).get("files", {})
             new = sorted(set(saved) - sent)
+            if not self._upload_features:
+                new = [name for name in new if name != FEATURES_FILE]
             if new:
                 sent.update(new)
                 self._uploader.submit([out_dir / name for name in new], item_id, record=False)

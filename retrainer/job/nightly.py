@@ -53,10 +53,12 @@ from retrainer.engine.loop import Engine, RunTally, StopFlag
 from retrainer.engine.reaper import become_subreaper
 from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, record_unfinished
 from retrainer.job.listeners import NotifyListener, UploadListener
+from retrainer.job.promotion import PromotionListener
 from retrainer.job.summary import build_summary
 from retrainer.ledger.entries import (
     FAILED_STATES,
     ItemState,
+    LedgerEntry,
     UploadState,
     failed_on_bad_data,
 )
@@ -64,7 +66,7 @@ from retrainer.ledger.fsync import Syncer
 from retrainer.ledger.journal import Ledger
 from retrainer.mirror.storage.registry import make_storage
 from retrainer.mirror.sync import finish_run_uploads, mark_pending, sync_before_run
-from retrainer.mirror.uploads import Uploader
+from retrainer.mirror.uploads import Uploader, mirrored_files
 from retrainer.notify.protocol import Notifier
 from retrainer.notify.registry import observers_for_run
 from retrainer.plan.planner import Plan, build_plan
@@ -250,7 +252,7 @@ class Night:
         structlog.contextvars.bind_contextvars(run_id=self.run_id)
         storage = make_storage(settings.storage)
         if storage:  # what earlier runs left pending goes up first; then today's may be
-            sync_before_run(layout.root, storage)
+            sync_before_run(layout.root, storage, settings.storage.upload_features)
             mark_pending(layout, day)
         costs_path = layout.costs_path(day)
         atomic_write_json(costs_path, _merged_costs(costs_path, plan))
@@ -260,15 +262,28 @@ class Night:
         stack.callback(self.ledger.close)
         recovered = _record_settled(plan, self.ledger, storage is not None)
         _record_bad_data(plan, self.ledger, self.run_id)
-        listeners: list[ItemListener] = []
+        _record_fresh(plan, self.ledger, self.run_id)
         if storage:
             self.uploader = Uploader(storage, layout, settings.storage.upload_workers)
             stack.callback(self.uploader.close)
+        promotion = PromotionListener(
+            plan, self.ledger, settings.promote, self.run_id, self.uploader
+        )
+        # First: the others read the decision it records in the ledger entry.
+        listeners: list[ItemListener] = [promotion]
+        _promote_unjudged(plan, self.ledger, promotion)
+        if self.uploader:
             listeners.append(
-                UploadListener(self.uploader, self.ledger, plan.policy.upload_partials)
+                UploadListener(
+                    self.uploader,
+                    self.ledger,
+                    plan.policy.upload_partials,
+                    plan.policy.upload_features,
+                )
             )
             for folder, item_id in recovered:  # finished before the scheduler died
-                self.uploader.submit([*artifact_files(folder), folder / MANIFEST_NAME], item_id)
+                files = [*artifact_files(folder), folder / MANIFEST_NAME]
+                self.uploader.submit(mirrored_files(files, plan.policy.upload_features), item_id)
         if self._given_notifier is None:
             self.notifier = observers_for_run(settings)
             stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
@@ -392,6 +407,36 @@ def _record_bad_data(plan: Plan, ledger: Ledger, run_id: str) -> None:
     at = iso(now_utc())
     for item in plan.to_fail:
         ledger.record(failed_on_bad_data(item.previous, item.symbol, item.why, at, run_id))
+
+
+def _record_fresh(plan: Plan, ledger: Ledger, run_id: str) -> None:
+    """A fresh item is skipped by this run: the day's ledger says so, unless it already
+    holds a success of the day (which stays)."""
+    at = iso(now_utc())
+    for item in plan.fresh:
+        if item.previous is not None and item.previous.state is ItemState.SUCCESS:
+            continue
+        entry = item.previous or LedgerEntry(item.symbol, ItemState.SKIPPED, at)
+        ledger.record(
+            replace(entry, state=ItemState.SKIPPED, updated_at=at, why=item.why, run_id=run_id)
+        )
+
+
+def _promote_unjudged(plan: Plan, ledger: Ledger, promotion: PromotionListener) -> None:
+    """A success of the day the gate never judged (its scheduler died in between, or it was
+    recovered from a dead one just now) meets the gate before anything else runs."""
+    for item in plan.items:
+        entry = ledger.get(item.item_id)
+        if (
+            entry is None
+            or entry.state is not ItemState.SUCCESS
+            or entry.promotion is not None
+            or entry.artifact_dir is None
+        ):
+            continue
+        folder = plan.layout.root / entry.artifact_dir
+        if folder.is_dir():
+            promotion.item_succeeded(item.item_id, folder, [])
 
 
 def _record_settled(plan: Plan, ledger: Ledger, has_storage: bool) -> list[tuple[Path, str]]:

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from retrainer.ledger.entries import FAILED_STATES, ItemState, LedgerEntry
-from retrainer.plan.planner import Action, Plan
+from retrainer.plan.planner import Action, Plan, PlanItem
+from retrainer.registry.gate import Decision
 
 # A symbol this run was to train and never started: a summary status, not a ledger state.
 NOT_STARTED = "not_started"
@@ -40,6 +41,8 @@ def symbol_summary(
         "upload": entry.upload.value,
         "why": why,
     }
+    if entry.promotion is not None:
+        out["promotion"] = entry.promotion
     if not skipped and entry.state is not ItemState.SUCCESS and last is not None:
         out["reason"] = last.reason
         out["error_type"] = last.error_type
@@ -101,6 +104,7 @@ def build_summary(
             by_symbol[item.symbol] = symbol_summary(
                 entry, item.action is Action.SKIP, attempts, item.why
             )
+        by_symbol[item.symbol].update(_model_state(item))
     states = [s["status"] for s in by_symbol.values()]
     trained = [
         s["minutes"]
@@ -128,5 +132,42 @@ def build_summary(
         "median_train_minutes": round(statistics.median(trained), 4) if trained else None,
         "total_wall_minutes": round(wall_s / 60.0, 4),
         "failures": failures,
+        **promotion_counts(by_symbol),
+        "fresh": sum(1 for s in by_symbol.values() if s.get("fresh")),
+        "stale": sorted(sym for sym, s in by_symbol.items() if s.get("stale")),
         "by_symbol": by_symbol,
     }
+
+
+def _model_state(item: PlanItem) -> dict[str, Any]:
+    """What the plan knew of the symbol's model and data: its champion (before this
+    run), whether it was skipped as fresh, its last bar and whether that is stale."""
+    out: dict[str, Any] = {
+        "champion": item.champion.artifact_dir if item.champion else None,
+        "last_bar": item.last_bar,
+        "stale": item.stale,
+    }
+    if item.fresh:
+        out["fresh"] = True
+    if item.champion_problem:
+        out["champion_problem"] = item.champion_problem
+    return out
+
+
+def promotion_counts(by_symbol: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """How the gate judged this run's successes: promoted, first_model, kept_champion,
+    not_promoted, and why each kept champion was kept."""
+    decisions = [
+        (sym, s["promotion"])
+        for sym, s in by_symbol.items()
+        if s["status"] == ItemState.SUCCESS.value and isinstance(s.get("promotion"), dict)
+    ]
+    counts = {d.value: 0 for d in Decision}
+    for _, promotion in decisions:
+        counts[promotion["decision"]] = counts.get(promotion["decision"], 0) + 1
+    kept = {
+        sym: promotion.get("reason", "")
+        for sym, promotion in decisions
+        if promotion["decision"] in (Decision.KEPT_CHAMPION, Decision.NOT_PROMOTED)
+    }
+    return {"promotions": counts, "champions_kept": kept}

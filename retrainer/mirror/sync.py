@@ -32,7 +32,7 @@ from retrainer.base.logs import configure_logging
 from retrainer.ledger.entries import ItemState, LedgerEntry, UploadState
 from retrainer.ledger.journal import Ledger, read_ledger
 from retrainer.mirror.storage.protocol import StorageClient
-from retrainer.mirror.uploads import PENDING_MARKER, UploadBatch, upload_files
+from retrainer.mirror.uploads import PENDING_MARKER, UploadBatch, mirrored_files, upload_files
 
 NEEDS_UPLOAD = (UploadState.PENDING, UploadState.FAILED)
 
@@ -73,19 +73,27 @@ def days_marked_pending(layout: Layout) -> list[str]:
     return sorted(p.parent.name for p in (layout.root / "runs").glob(f"*/{PENDING_MARKER}"))
 
 
-def sync_pending(root: Path, storage: StorageClient, day: str | None = None) -> SyncReport:
+def sync_pending(
+    root: Path, storage: StorageClient, day: str | None = None, upload_features: bool = True
+) -> SyncReport:
     """Sync one named day, or every day still marked pending, oldest first."""
     layout = Layout(root)
     days = [day] if day is not None else days_marked_pending(layout)
     report = SyncReport()
     for name in days:
         report.days.append(name)
-        if not sync_day(layout, name, storage, report):
+        if not sync_day(layout, name, storage, report, upload_features):
             break
     return report
 
 
-def sync_day(layout: Layout, day: str, storage: StorageClient, report: SyncReport) -> bool:
+def sync_day(
+    layout: Layout,
+    day: str,
+    storage: StorageClient,
+    report: SyncReport,
+    upload_features: bool = True,
+) -> bool:
     """Upload the day's pending files; False when an upload failed (stop syncing)."""
     ledger = Ledger(layout.status_path(day), layout.journal_path(day))
     reachable = True
@@ -96,7 +104,7 @@ def sync_day(layout: Layout, day: str, storage: StorageClient, report: SyncRepor
             if not reachable:
                 report.still_pending.append(f"{day} {symbol}")
                 continue
-            reachable = _sync_entry(layout, day, ledger, entry, storage, report)
+            reachable = _sync_entry(layout, day, ledger, entry, storage, report, upload_features)
     finally:
         ledger.close()
     if not reachable:
@@ -127,6 +135,7 @@ def _sync_entry(
     entry: LedgerEntry,
     storage: StorageClient,
     report: SyncReport,
+    upload_features: bool = True,
 ) -> bool:
     log = structlog.get_logger().bind(symbol=entry.symbol)
     folder = layout.root / (entry.artifact_dir or "")
@@ -142,9 +151,8 @@ def _sync_entry(
         report.unsyncable.append(f"{day} {entry.symbol}: {reason}")
         log.warning("upload_unsyncable", day=day, reason=reason)
         return True
-    batch = upload_files(
-        storage, layout, [*artifact_files(folder), folder / MANIFEST_NAME], entry.symbol
-    )
+    files = mirrored_files([*artifact_files(folder), folder / MANIFEST_NAME], upload_features)
+    batch = upload_files(storage, layout, files, entry.symbol)
     if batch.ok:
         ledger.record(replace(entry, upload=UploadState.UPLOADED, upload_error=None))
         report.uploaded.append(f"{day} {entry.symbol}")
@@ -155,9 +163,9 @@ def _sync_entry(
     return False
 
 
-def sync_before_run(root: Path, storage: StorageClient) -> SyncReport:
+def sync_before_run(root: Path, storage: StorageClient, upload_features: bool = True) -> SyncReport:
     """The nightly job's first step: earlier days' pending uploads, with one log line."""
-    report = sync_pending(root, storage)
+    report = sync_pending(root, storage, upload_features=upload_features)
     if report.days:
         structlog.get_logger().info(
             "uploads_synced",
@@ -189,6 +197,6 @@ def run_sync(settings: Settings, storage: StorageClient, day: str | None) -> Syn
     with RunLock(layout.lock_path(), run_id):
         configure_logging(layout.engine_log(run_day(now_utc())), settings.logging.level)
         structlog.contextvars.bind_contextvars(run_id=run_id)
-        report = sync_pending(layout.root, storage, day)
+        report = sync_pending(layout.root, storage, day, settings.storage.upload_features)
     report.destination = storage.describe()
     return report

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from retrainer.base.artifacts import Layout
+from retrainer.base.artifacts import FEATURES_FILE, Layout
 from retrainer.base.logs import UPLOAD_FAILED, UPLOAD_SUCCEEDED
 from retrainer.mirror.storage.protocol import StorageClient, UploadError
 
@@ -120,3 +120,9 @@ def _size(path: Path) -> int | None:
         return path.stat().st_size
     except OSError:
         return None
+
+
+def mirrored_files(files: Iterable[Path], upload_features: bool) -> list[Path]:
+    """What of an attempt's files goes to storage: all, but features.parquet when
+    [storage] upload_features is false (it stays on this machine)."""
+    return [f for f in files if upload_features or f.name != FEATURES_FILE]

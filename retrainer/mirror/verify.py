@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrainer.base.artifacts import (
+    FEATURES_FILE,
     MANIFEST_NAME,
     Layout,
     parse_manifest,
@@ -47,12 +48,14 @@ def verify_run(root: Path, day: str | None) -> VerifyReport:
     )
 
 
-def verify_remote(root: Path, day: str | None, storage: StorageClient) -> VerifyReport:
+def verify_remote(
+    root: Path, day: str | None, storage: StorageClient, upload_features: bool = True
+) -> VerifyReport:
     """Check each successful symbol's stored objects against its local sha256.txt."""
     return _check_each_success(
         root,
         day,
-        lambda folder, key, _entry: remote_problems(folder, key, storage),
+        lambda folder, key, _entry: remote_problems(folder, key, storage, upload_features),
         f" against {storage.describe()}",
     )
 
@@ -80,7 +83,9 @@ def _check_each_success(
     return report
 
 
-def remote_problems(folder: Path, prefix: str, storage: StorageClient) -> list[str]:
+def remote_problems(
+    folder: Path, prefix: str, storage: StorageClient, upload_features: bool = True
+) -> list[str]:
     """Every artifact listed in the folder's sha256.txt, and the manifest itself, must be
     stored under the same relative key with the same sha256."""
     manifest = folder / MANIFEST_NAME
@@ -90,6 +95,8 @@ def remote_problems(folder: Path, prefix: str, storage: StorageClient) -> list[s
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return [f"{manifest}: cannot be read ({exc})"]
     expected[MANIFEST_NAME] = sha256_bytes(raw)
+    if not upload_features:  # kept on this machine only: [storage] upload_features
+        expected.pop(FEATURES_FILE, None)
     problems = []
     for name, digest in sorted(expected.items()):
         key = f"{prefix}/{name}"

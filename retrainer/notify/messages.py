@@ -18,6 +18,7 @@ SLOWEST_SHOWN = 3
 # A failure list longer than this is cut, with a count of the rest: the summary JSON has all.
 FAILURES_SHOWN = 50
 REASON_CHARS = 300
+STALE_SHOWN = 10
 
 
 def items_that_can_fail(info: Mapping[str, Any]) -> int:
@@ -92,6 +93,7 @@ def finished_text(summary: Mapping[str, Any]) -> str:
         + (f" · not started {summary['not_started']}" if summary.get("not_started") else ""),
         f"wall time {_minutes(summary.get('total_wall_minutes'))}",
     ]
+    lines += model_lines(summary)
     slowest = _slowest(by_symbol)
     if slowest:
         lines.append("slowest: " + ", ".join(f"{s} {_minutes(m)}" for s, m in slowest))
@@ -108,6 +110,34 @@ def finished_text(summary: Mapping[str, Any]) -> str:
         lines.append("failures:")
         lines += _failure_lines(failures)
     return "\n".join(lines)
+
+
+def model_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The gate's decisions (`promoted`, `first_model`, `kept_champion (reason)`), the
+    symbols skipped as fresh and those whose data is stale."""
+    counts: Mapping[str, int] = summary.get("promotions") or {}
+    parts = [
+        f"{label} {counts[key]}"
+        for key, label in (
+            ("promoted", "promoted"),
+            ("first_model", "first model"),
+            ("kept_champion", "kept champion"),
+            ("not_promoted", "not promoted"),
+        )
+        if counts.get(key)
+    ]
+    if summary.get("fresh"):
+        parts.append(f"fresh (skipped) {summary['fresh']}")
+    lines = ["models: " + " · ".join(parts)] if parts else []
+    kept: Mapping[str, str] = summary.get("champions_kept") or {}
+    if kept:
+        lines.append("champion kept:")
+        lines += _failure_lines(sorted(kept.items()))
+    stale: Sequence[str] = summary.get("stale") or []
+    if stale:
+        shown = ", ".join(stale[:STALE_SHOWN]) + (" …" if len(stale) > STALE_SHOWN else "")
+        lines.append(f"stale data ({len(stale)}): {shown}")
+    return lines
 
 
 def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:

@@ -137,6 +137,10 @@ def _finished_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
         "counts": {k: summary[k] for k in SUMMARY_COUNTS if k in summary},
         "failures": dict(summary.get("failures") or {}),
     }
+    if summary.get("promotions"):  # the gate's decisions, and why champions stayed
+        fields["promotions"] = dict(summary["promotions"])
+        fields["champions_kept"] = dict(summary.get("champions_kept") or {})
+        fields["stale"] = list(summary.get("stale") or [])
     if summary.get("reason"):  # a night that stopped before it started says why
         fields["reason"] = summary["reason"]
     return fields

@@ -9,13 +9,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from retrainer.base.artifacts import Layout, verify_manifest
-from retrainer.base.clock import run_day
+from retrainer.base.clock import iso, run_day
 from retrainer.base.config import Settings
 from retrainer.base.costs import SymbolCosts, resolve_costs_from_arrays
 from retrainer.base.data import PLAIN, DataFormat, find_data_file, read_ohlcv
@@ -26,6 +26,8 @@ from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.ledger.recovery import needs_settling, settle
 from retrainer.plan.policy import RunPolicy, resolve_policy
+from retrainer.registry.champion import Champion, ChampionError, champion_problems, read_champion
+from retrainer.registry.freshness import data_values_sha256, inputs_key
 from retrainer.training.contract import Trainer, validate_trainer_params
 
 
@@ -46,6 +48,12 @@ class PlanItem:
     seed: int
     previous: LedgerEntry | None = None
     settled: bool = False  # previous was left running by a scheduler that died: record it
+    champion: Champion | None = None  # the model in production for the symbol, if any
+    champion_problem: str | None = None  # its pointer could not be read
+    inputs_key: str | None = None  # freshness.inputs_key of what this run would train on
+    fresh: bool = False  # skipped: unchanged since its champion was trained
+    last_bar: str | None = None  # the data's last bar (ISO, UTC)
+    stale: bool = False  # that bar is older than [data] stale_after_hours
 
     @property
     def item_id(self) -> str:
@@ -82,6 +90,16 @@ class Plan:
         """Bad data: failed without an attempt."""
         return tuple(i for i in self.items if i.action is Action.FAIL)
 
+    @property
+    def fresh(self) -> tuple[PlanItem, ...]:
+        """Skipped: nothing changed since their champions were trained."""
+        return tuple(i for i in self.items if i.fresh)
+
+    @property
+    def stale(self) -> tuple[PlanItem, ...]:
+        """Their data's last bar is older than [data] stale_after_hours."""
+        return tuple(i for i in self.items if i.stale)
+
 
 def symbol_seed(base_seed: int, symbol: str) -> int:
     """A per-symbol seed independent of order and mode: the same metrics, run after run."""
@@ -104,7 +122,7 @@ def build_plan(
         data_format,
         skip_unreadable=skip_bad,
     )
-    checked = _check_data(selection.symbols, settings, data_format)
+    checked = _check_data(selection.symbols, settings, data_format, now)
     problems = [check.problem for check in checked.values() if check.problem]
     if problems and not skip_bad:
         raise BadInputError(
@@ -121,6 +139,14 @@ def build_plan(
         action, why = decide(previous, layout, force)
         if check.problem is not None and action is Action.RUN:
             action, why = Action.FAIL, f"bad data: {check.problem}"
+        seed = symbol_seed(settings.run.seed, symbol)
+        key = _inputs_key(check, settings.trainer.plugin, params, seed)
+        champion, champion_problem = _champion(layout, symbol)
+        fresh_why = None
+        if action is Action.RUN and not force and settings.run.skip_fresh:
+            fresh_why = fresh_reason(layout, champion, key)
+        if fresh_why is not None:
+            action, why = Action.SKIP, fresh_why
         items.append(
             PlanItem(
                 symbol,
@@ -128,9 +154,15 @@ def build_plan(
                 why,
                 check.path,
                 check.costs,
-                symbol_seed(settings.run.seed, symbol),
+                seed,
                 previous,
                 settled,
+                champion=champion,
+                champion_problem=champion_problem,
+                inputs_key=key,
+                fresh=fresh_why is not None,
+                last_bar=check.last_bar,
+                stale=check.stale,
             )
         )
     runnable = sum(1 for i in items if i.action is Action.RUN)
@@ -161,10 +193,45 @@ class _DataCheck:
     path: Path
     costs: SymbolCosts | None
     problem: str | None  # the file and its first problem (row and time named), if bad
+    data_sha256: str | None = None  # of the bars' values (freshness)
+    last_bar: str | None = None
+    stale: bool = False
+
+
+def _inputs_key(check: _DataCheck, trainer: str, params: dict[str, Any], seed: int) -> str | None:
+    if check.data_sha256 is None or check.costs is None:
+        return None
+    return inputs_key(
+        data_sha256=check.data_sha256,
+        trainer=trainer,
+        params=params,
+        costs=check.costs.to_dict(),
+        seed=seed,
+    )
+
+
+def _champion(layout: Layout, symbol: str) -> tuple[Champion | None, str | None]:
+    try:
+        return read_champion(layout, symbol), None
+    except ChampionError as exc:  # trained as if it had none; the gate then replaces it
+        return None, str(exc)
+
+
+def fresh_reason(layout: Layout, champion: Champion | None, key: str | None) -> str | None:
+    """Why the symbol need not train (its champion was trained on exactly these inputs
+    and still verifies), or None."""
+    if champion is None or key is None or champion.inputs_key != key:
+        return None
+    if champion_problems(layout, champion):
+        return None
+    return (
+        f"fresh: data, trainer, params and costs unchanged since its champion "
+        f"{champion.artifact_dir} ({champion.promoted_at})"
+    )
 
 
 def _check_data(
-    symbols: list[str], settings: Settings, data_format: DataFormat
+    symbols: list[str], settings: Settings, data_format: DataFormat, now: datetime
 ) -> dict[str, _DataCheck]:
     """Load and validate every symbol's data before anything starts: its costs, or what
     is wrong with it."""
@@ -182,9 +249,19 @@ def _check_data(
             checked[symbol] = _DataCheck(path, None, str(exc))
             continue
         costs = resolve_costs_from_arrays(
-            symbol, timestamps, values["high"], values["low"], settings.costs
+            symbol, timestamps, values["high"], values["low"], settings.costs, close=values["close"]
         )
-        checked[symbol] = _DataCheck(path, costs, None)
+        last_ns = int(timestamps.max())
+        stale_after = settings.data.stale_after_hours
+        age_h = (now.timestamp() * 1e9 - last_ns) / 3.6e12
+        checked[symbol] = _DataCheck(
+            path,
+            costs,
+            None,
+            data_values_sha256(timestamps, values),
+            iso(datetime.fromtimestamp(last_ns / 1e9, tz=UTC)),
+            stale_after is not None and age_h > stale_after,
+        )
     return checked
 
 

@@ -18,6 +18,7 @@ from retrainer.base.resources import (
     usable_cpu_count,
 )
 from retrainer.plan.windows import window_size
+from retrainer.registry.gate import PromoteMode
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class RunPolicy:
     seed: int  # of the backoff's jitter
     mirrored: bool  # storage is configured: a success starts with its upload pending
     upload_partials: bool  # partial outputs go up as soon as they are saved
+    promote: PromoteMode = "gated"  # when a success replaces its symbol's champion
+    keep_features: bool = True  # a success keeps its features.parquet
+    upload_features: bool = True  # ... and mirrors it
 
 
 def max_concurrent_for(run: RunSettings, has_gpu: bool, cluster_slots: int | None = None) -> int:
@@ -67,6 +71,9 @@ def resolve_policy(settings: Settings, resources: Resources, runnable: int) -> R
         seed=run.seed,
         mirrored=settings.storage.kind != "none",
         upload_partials=settings.storage.upload_partials,
+        promote=settings.promote.mode,
+        keep_features=settings.run.keep_features,
+        upload_features=settings.storage.upload_features,
     )
 
 

@@ -60,6 +60,7 @@ class Promotion:
     basis: Basis = Basis.NONE
     champion_dir: str | None = None  # the champion it was compared with
     checks: tuple[Check, ...] = field(default_factory=tuple)
+    note: str = ""  # what a reader should know of how it was judged
 
     @property
     def becomes_champion(self) -> bool:
@@ -80,6 +81,7 @@ class Promotion:
             "basis": self.basis.value,
             "champion_dir": self.champion_dir,
             "checks": [c.to_dict() for c in self.checks],
+            "note": self.note,
         }
 
     @classmethod
@@ -91,6 +93,7 @@ class Promotion:
             basis=Basis(raw.get("basis", Basis.NONE.value)),
             champion_dir=raw.get("champion_dir"),
             checks=tuple(Check(**c) for c in raw.get("checks", ())),
+            note=str(raw.get("note", "")),
         )
 
 
@@ -194,9 +197,12 @@ def _rule(rule: PromotionRule, challenger: Mapping[str, Any], champion: Mapping[
     new, old = number(challenger, rule.metric), number(champion, rule.metric)
     if rule.min_absolute_change is None and rule.min_relative_change is None:
         return Check(rule.metric, "rule", True, new, old, f"{rule.metric} not compared")
-    if new is None or old is None:
-        who = "challenger" if new is None else "champion"
-        return Check(rule.metric, "rule", False, new, old, f"{rule.metric} missing for the {who}")
+    if new is None:
+        return Check(
+            rule.metric, "rule", False, new, old, f"{rule.metric} missing for the challenger"
+        )
+    if old is None:  # a champion from an older trainer: not comparable, never a lock
+        return Check(rule.metric, "rule", True, new, old, f"{rule.metric}: champion has none")
     gain = new - old if rule.greater_is_better else old - new  # > 0: the challenger is better
     needed = max(rule.min_absolute_change or 0.0, (rule.min_relative_change or 0.0) * abs(old))
     passed = gain >= needed
@@ -211,9 +217,11 @@ def _guard(
     guard: PromotionGuard, challenger: Mapping[str, Any], champion: Mapping[str, Any]
 ) -> Check:
     new, old = number(challenger, guard.metric), number(champion, guard.metric)
-    if new is None or old is None:
-        who = "challenger" if new is None else "champion"
-        return Check(guard.metric, "guard", False, new, old, f"{guard.metric} missing for the {who}")
+    if new is None:
+        detail = f"guard {guard.metric} missing for the challenger"
+        return Check(guard.metric, "guard", False, new, old, detail)
+    if old is None:
+        return Check(guard.metric, "guard", True, new, old, "")
     loss = old - new if guard.greater_is_better else new - old  # > 0: the challenger is worse
     passed = loss <= guard.tolerance
     detail = (

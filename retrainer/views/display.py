@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from retrainer.plan.planner import Plan
+from retrainer.notify.messages import model_lines
+from retrainer.plan.planner import Plan, PlanItem
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -57,6 +58,8 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
         "maker bps",
         "half-spread bps",
         "cost/turnover bps",
+        "champion",
+        "last bar",
     )
     rows = [
         (
@@ -73,6 +76,8 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
                 if item.costs is not None
                 else ("-",) * 4  # its data could not be read
             ),
+            _champion_cell(item),
+            (item.last_bar or "-")[:16] + (" STALE" if item.stale else ""),
         )
         for item in plan.items
     ]
@@ -91,7 +96,17 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
     counts = f"{len(plan.to_run)} to run, {len(plan.to_skip)} to skip"
     if plan.to_fail:
         counts += f", {len(plan.to_fail)} to fail on bad data (never started)"
+    if plan.fresh:
+        counts += f" ({len(plan.fresh)} fresh: unchanged since their champion)"
+    if plan.stale:
+        counts += f"; {len(plan.stale)} with stale data (last bar too old)"
     console.print(counts)
+
+
+def _champion_cell(item: PlanItem) -> str:
+    if item.champion_problem:
+        return "unreadable pointer"
+    return item.champion.artifact_dir.rsplit("/", 1)[-1] if item.champion else "-"
 
 
 def plain_table(
@@ -122,4 +137,6 @@ def print_result(summary: dict[str, Any], summary_path: Path, console: Console) 
     )
     for symbol, reason in summary["failures"].items():  # a reason may hold "[data]"
         console.print(f"  {symbol}: {reason}", markup=False, highlight=False)
+    for line in model_lines(summary):  # promoted, kept champions and why, fresh, stale
+        console.print(line, markup=False, highlight=False)
     console.print(f"summary: {summary_path}")

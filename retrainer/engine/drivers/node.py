@@ -52,6 +52,7 @@ class NodeAttempt:
     # Folders packed larger than this go back through the storage instead of the engine.
     max_ship_bytes: int | None = None
     transfer_storage: StorageSettings | None = None
+    champion_payload: bytes | None = None  # the champion's model files, packed
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,13 @@ def _node_spec(
             request.reuse_payload,
             AttemptFolders(reuse_dir, reuse_dir / "logs", reuse_dir / "engine.log"),
         )
+    champion_dir = None
+    if request.champion_payload is not None:
+        champion_dir = folders.out_dir.parent / "champion"
+        unpack(
+            request.champion_payload,
+            AttemptFolders(champion_dir, champion_dir / "logs", champion_dir / "engine.log"),
+        )
     return replace(
         spec,
         out_dir=folders.out_dir,
@@ -219,6 +227,7 @@ def _node_spec(
         engine_log=folders.engine_log,
         data_path=data_path,
         reuse_dir=reuse_dir,
+        champion_dir=champion_dir,
         environment=environment,
         device=device,
     )

@@ -18,7 +18,13 @@ from retrainer.base.artifacts import sha256_bytes
 from retrainer.base.config import DaskSettings, RaySettings, StorageSettings
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.node import NodeAttempt, NodeResult, Transfer
-from retrainer.engine.drivers.shipping import AttemptFolders, reuse_payload, unpack, verify_shipped
+from retrainer.engine.drivers.shipping import (
+    AttemptFolders,
+    champion_payload,
+    reuse_payload,
+    unpack,
+    verify_shipped,
+)
 from retrainer.engine.supervisor import AttemptLimits
 from retrainer.ledger.entries import ItemState, Outcome
 from retrainer.mirror.storage.protocol import StorageClient, UploadError
@@ -56,6 +62,7 @@ class Shipping:
             reuse_payload(spec, self.shared_root),
             self.max_ship_bytes,
             self.transfer_storage,
+            champion_payload(spec, self.shared_root),
         )
 
 

@@ -1,6 +1,7 @@
 """What travels between the head and a node when they share no disk: a symbol's data file
 (once per symbol, cached on the node by its sha256), the partial outputs a retry may reuse,
-and a finished attempt's folder and logs, as one tar in memory.
+the champion's model files an attempt scores for the promotion gate, and a finished
+attempt's folder and logs, as one tar in memory.
 
 The node names each file by its place in the attempt (`out/…`, `logs/…`, `engine.log`), the
 head unpacks them under the root's own paths, so that nothing depends on where the node's
@@ -16,7 +17,12 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrainer.base.artifacts import MANIFEST_NAME, atomic_write_bytes, sha256_bytes
+from retrainer.base.artifacts import (
+    FEATURES_FILE,
+    MANIFEST_NAME,
+    atomic_write_bytes,
+    sha256_bytes,
+)
 from retrainer.base.artifacts import verify_manifest as _verify_manifest
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.training.contract import PARTIALS_MANIFEST, read_partials
@@ -138,6 +144,19 @@ def remove_tree(folder: Path) -> None:
             path.rmdir() if path.is_dir() else path.unlink()
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+def champion_payload(spec: AttemptSpec, shared_root: bool) -> bytes | None:
+    """The champion's model files travel with the attempt that scores it, when the node
+    cannot see them (its features stay: a trainer's evaluate hook rebuilds what it needs)."""
+    if shared_root or spec.champion_dir is None or not spec.champion_dir.is_dir():
+        return None
+    names = [
+        p.name
+        for p in sorted(spec.champion_dir.iterdir())
+        if p.is_file() and p.name != FEATURES_FILE and not p.name.startswith(".")
+    ]
+    return pack_partials(spec.champion_dir, names)
 
 
 def reuse_payload(spec: AttemptSpec, shared_root: bool) -> bytes | None:

@@ -3,12 +3,14 @@ net Sharpe, one row per symbol. Pure data; the charts and the page only draw it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from retrainer.base.artifacts import Layout
 from retrainer.base.clock import now_utc
 from retrainer.base.errors import BadInputError
 from retrainer.ledger.entries import Attempt, ItemState, LedgerEntry, bad_data_reason
@@ -44,6 +46,13 @@ class SymbolRow:
     gross_sharpe: float | None
     accuracy: float | None
     reason: str
+    net_sharpe_se: float | None = None
+    accuracy_edge: float | None = None  # accuracy minus always-the-majority-class
+    accuracy_edge_se: float | None = None
+    trades: int | None = None
+    test_days: float | None = None
+    model: str = ""  # the gate's decision: promoted, first_model, kept_champion (why)…
+    stale: bool = False  # its data's last bar was older than [data] stale_after_hours
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ def gather(root: Path, day: str | None) -> ReportData:
     finished = runs[-1].get("finished_at")
     open_end = parse_iso(str(finished)) if finished else now
     entries = dict(sorted(state.entries.items()))
+    stale = stale_symbols(Layout(root).summary_path(day))
     return ReportData(
         day=day,
         root=root,
@@ -90,7 +100,7 @@ def gather(root: Path, day: str | None) -> ReportData:
         runs=runs,
         latest=latest,
         bars=_bars(entries, now, open_end),
-        rows=[_row(e) for e in entries.values()],
+        rows=[_row(e, stale=symbol in stale) for symbol, e in entries.items()],
     )
 
 
@@ -129,7 +139,31 @@ def _lanes(attempts: list[Attempt], open_end: datetime) -> list[int]:
     return lanes
 
 
-def _row(entry: LedgerEntry) -> SymbolRow:
+def stale_symbols(summary_path: Path) -> set[str]:
+    """The symbols the day's latest summary found stale (none if it has no summary)."""
+    try:
+        summary = json.loads(summary_path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return set()
+    stale = summary.get("stale") if isinstance(summary, dict) else None
+    return {str(s) for s in stale} if isinstance(stale, list) else set()
+
+
+def model_label(entry: LedgerEntry) -> str:
+    """`promoted`, `first_model`, `kept_champion (why)`; `fresh` for a symbol skipped as
+    unchanged since its champion; empty when the gate never saw it."""
+    if entry.promotion:
+        decision = str(entry.promotion.get("decision", ""))
+        reason = str(entry.promotion.get("reason", ""))
+        if decision in ("kept_champion", "not_promoted") and reason:
+            return f"{decision} ({reason})"
+        return decision
+    if entry.state is ItemState.SKIPPED and entry.why.startswith("fresh"):
+        return "fresh"
+    return ""
+
+
+def _row(entry: LedgerEntry, stale: bool = False) -> SymbolRow:
     metrics = entry.metrics or {}
     last = entry.last_attempt
     reason = "" if entry.state is ItemState.SUCCESS or last is None else (last.reason or "")
@@ -143,7 +177,18 @@ def _row(entry: LedgerEntry) -> SymbolRow:
         gross_sharpe=_finite(metrics.get("gross_sharpe")),
         accuracy=_finite(metrics.get("test_accuracy")),
         reason=reason,
+        net_sharpe_se=_finite(metrics.get("net_sharpe_se")),
+        accuracy_edge=_finite(metrics.get("accuracy_edge")),
+        accuracy_edge_se=_finite(metrics.get("accuracy_edge_se")),
+        trades=_count(metrics.get("trades")),
+        test_days=_finite(metrics.get("test_days")),
+        model=model_label(entry),
+        stale=stale,
     )
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _finite(value: Any) -> float | None:

@@ -17,7 +17,7 @@ CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1160px;
        color: #1d1d1f; padding: 0 16px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
-.muted { color: #666; } .headline { font-size: 15px; }
+.muted { color: #666; } .stale { color: #b45309; font-size: 11px; } .headline { font-size: 15px; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { padding: 4px 8px; border-bottom: 1px solid #e3e3e3; text-align: left; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -134,13 +134,17 @@ def _number(value: float | None, digits: int) -> str:
 def _symbols_table(rows: list[SymbolRow]) -> str:
     cells = [
         [
-            escape(r.symbol),
+            escape(r.symbol) + (' <span class="stale">stale data</span>' if r.stale else ""),
             _state(r.status),
             str(r.attempts),
             _number(r.minutes, 2),
-            _number(r.net_sharpe, 2),
+            _plus_minus(r.net_sharpe, r.net_sharpe_se, 2),
             _number(r.gross_sharpe, 2),
             _number(r.accuracy, 3),
+            _plus_minus(r.accuracy_edge, r.accuracy_edge_se, 3),
+            "" if r.trades is None else str(r.trades),
+            _number(r.test_days, 0),
+            escape(r.model),
             escape(r.reason),
         ]
         for r in rows
@@ -151,11 +155,31 @@ def _symbols_table(rows: list[SymbolRow]) -> str:
             "status",
             "attempts",
             "minutes",
-            "net Sharpe",
+            "net Sharpe ± SE",
             "gross Sharpe",
             "accuracy",
+            "edge over majority ± SE",
+            "trades",
+            "test days",
+            "model",
             "reason",
         ],
         cells,
-        {"attempts", "minutes", "net Sharpe", "gross Sharpe", "accuracy"},
+        {
+            "attempts",
+            "minutes",
+            "net Sharpe ± SE",
+            "gross Sharpe",
+            "accuracy",
+            "edge over majority ± SE",
+            "trades",
+            "test days",
+        },
     )
+
+
+def _plus_minus(value: float | None, se: float | None, digits: int) -> str:
+    """A figure with its standard error, so a reader sees whether it is within noise."""
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")

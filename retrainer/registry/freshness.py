@@ -1,0 +1,77 @@
+"""Freshness: has anything a symbol's champion was trained on changed since?
+
+A model is a function of its data, its trainer's code and parameters, its costs and the
+seed. `inputs_key` hashes them all; the champion's pointer keeps the key it was trained
+on, and a night skips a symbol whose key is unchanged (`fresh`) rather than training the
+same model again. The data is hashed by value (UTC timestamps and OHLCV floats), so a
+file rewritten with the same bars (a Parquet re-encoded, a CSV turned Parquet) is still
+fresh. The code is the trainer module's package folder (its .py files) and retrainer's
+version: a change to the trainer retrains every symbol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from retrainer.base.version import __version__
+
+OHLCV_VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def data_values_sha256(
+    timestamps_ns: npt.NDArray[np.int64], values: Mapping[str, npt.NDArray[np.float64]]
+) -> str:
+    """sha256 of the bars' UTC nanoseconds (int64) and OHLCV values (float64), in order."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(timestamps_ns, dtype="<i8").tobytes())
+    matrix = np.column_stack([np.asarray(values[c], dtype=np.float64) for c in OHLCV_VALUE_COLUMNS])
+    digest.update(np.ascontiguousarray(matrix, dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=32)
+def trainer_code_sha256(spec: str) -> str:
+    """sha256 of the .py files beside the trainer's module (its package, not recursive),
+    in name order; of the spec alone when its source cannot be found."""
+    module = spec.partition(":")[0]
+    digest = hashlib.sha256(spec.encode("utf-8"))
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    origin = Path(found.origin) if found is not None and found.origin else None
+    if origin is not None and origin.suffix == ".py" and origin.is_file():
+        for path in sorted(origin.parent.glob("*.py")):
+            digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def inputs_key(
+    *,
+    data_sha256: str,
+    trainer: str,
+    params: Mapping[str, Any],
+    costs: Mapping[str, Any],
+    seed: int,
+) -> str:
+    """One hex digest of everything that makes the model what it is."""
+    parts = {
+        "data": data_sha256,
+        "trainer": trainer,
+        "code": trainer_code_sha256(trainer),
+        "retrainer": __version__,
+        "params": params,
+        "costs": costs,
+        "seed": seed,
+    }
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
