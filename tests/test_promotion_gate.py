@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from retrainer.base.config import PromoteSettings, PromotionGuard, PromotionRule
-from retrainer.registry.gate import Basis, Decision, Promotion, PromoteMode, decide
+from retrainer.registry.gate import Basis, Decision, PromoteMode, Promotion, decide
 
 GOOD = {"test_log_loss": 0.680, "accuracy_edge": 0.020, "test_bars": 900}
 CHAMPION = {"test_log_loss": 0.690, "accuracy_edge": 0.010, "test_bars": 900}
@@ -100,9 +100,7 @@ def test_a_threshold_is_a_floor_for_every_challenger() -> None:
     assert promotion.reason == "test_log_loss 0.686 is not <= threshold 0.685"
 
 
-def test_a_metric_the_challenger_lacks_keeps_the_champion_but_one_the_champion_lacks_does_not_lock_it() -> (
-    None
-):
+def test_a_metric_only_the_champion_lacks_never_locks_it_in_place() -> None:
     missing = judge({"test_bars": 900, "accuracy_edge": 0.02})
     assert missing.decision is Decision.KEPT_CHAMPION
     assert "test_log_loss missing for the challenger" in missing.reason

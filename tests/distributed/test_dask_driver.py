@@ -144,3 +144,33 @@ def test_a_dry_run_on_dask_shows_the_workers(
     done = run_retrainer(tmp_path, "run", "--config", str(config), "--dry_run")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 at a time" in done.stdout and "w1" in done.stdout and "w2" in done.stdout
+
+
+def test_the_champion_travels_to_the_worker_that_scores_it_for_the_gate(
+    tmp_path: Path, small_data: Path, dask_cluster: DaskCluster
+) -> None:
+    symbol = symbols_of(small_data)[0]
+
+    def night(log_loss: float, *args: str) -> None:
+        params = {"scores": {symbol: {"test_log_loss": log_loss}}, "rescore_shift": 0.05}
+        trainer = {"plugin": "tests.support.graded:graded", "params": params}
+        config = cluster_config(
+            tmp_path,
+            small_data,
+            {symbol: "ok"},
+            "dask",
+            {"address": dask_cluster.address, **SLOT},
+            {"trainer": trainer},
+        )
+        done = run_retrainer(tmp_path, "run", "--config", str(config), *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    night(0.69)
+    # Reported, the champion (0.69) beats 0.70; re-scored on the worker it does 0.74.
+    night(0.70, "--force")
+
+    promotion = ledger_of(tmp_path)[symbol].promotion
+    assert promotion is not None
+    assert (promotion["decision"], promotion["basis"]) == ("promoted", "re-evaluated")
+    scratches = sorted((tmp_path / "scratch").glob("retrainer-node-*"))
+    assert all(list((s / "attempts").iterdir()) == [] for s in scratches)
