@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from retrainer.base.artifacts import FEATURES_FILE, Layout, verify_manifest
 from retrainer.base.clock import now_utc, run_day
@@ -70,7 +71,11 @@ def champion(tmp_path: Path) -> Any:
 def test_a_worse_second_challenger_leaves_the_champion_in_place_with_the_reason_everywhere(
     tmp_path: Path, small_data: Path, run_cli: RunCli, hooks: RecordingServer
 ) -> None:
-    notify = {"notify": {"kind": "webhook", "close_timeout_s": 10}}
+    textfile = tmp_path / "collector" / "retrainer.prom"
+    notify = {
+        "notify": {"kind": "webhook", "close_timeout_s": 10},
+        "prometheus": {"textfile": str(textfile)},
+    }
     env = {WEBHOOK_URL_ENV: f"{hooks.url}/h"}
     first = run_cli(
         "run", "--config", str(graded_config(tmp_path, small_data, 0.680, **notify)), env=env
@@ -100,6 +105,13 @@ def test_a_worse_second_challenger_leaves_the_champion_in_place_with_the_reason_
     finished = [r.json() for r in hooks.requests if r.json()["event"] == "run_finished"]
     assert f"• {SYMBOL}: {reason}" in finished[-1]["text"]
     assert finished[-1]["champions_kept"] == {SYMBOL: reason}
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for sample in family.samples
+    }
+    assert samples[("retrainer_last_run_promotions", (("decision", "kept_champion"),))] == 1
+    assert ("retrainer_champion_age_seconds", (("symbol", SYMBOL),)) in samples
     report = run_cli("report", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "r"))
     assert report.returncode == 0, report.stderr
     page = next((tmp_path / "r").rglob("*.html")).read_text()

@@ -8,6 +8,9 @@ and/or a push to a Pushgateway (prometheus_client, `pip install 'retrainer[prome
     retrainer_last_success_timestamp_seconds           when a run last ended with exit 0
     retrainer_model_trained_timestamp_seconds{symbol}  when each symbol's latest model was made
     retrainer_model_age_seconds{symbol}                its age when the run ended
+    retrainer_champion_age_seconds{symbol}             how long its champion has been in place
+    retrainer_last_run_promotions{decision="…"}        the gate's decisions on its successes
+    retrainer_last_run_stale_symbols, _fresh_symbols   data too old; skipped as unchanged
 
 The success timestamp only moves when a run succeeds: a failed run keeps the previous
 value (read back from the textfile; else the newest summary that says exit 0; else 0,
@@ -32,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import MANIFEST_NAME, atomic_write_bytes
+from retrainer.base.artifacts import MANIFEST_NAME, Layout, atomic_write_bytes
 from retrainer.base.config import PrometheusSettings
 from retrainer.base.optional import import_optional
 from retrainer.ledger.entries import ItemState
@@ -44,6 +47,7 @@ from retrainer.notify.credentials import (
 from retrainer.notify.http import HttpRequest, HttpSender
 from retrainer.notify.outbox import Finished, Job, Started, ThreadedNotifier
 from retrainer.notify.protocol import NOTIFY_FAILED, NOTIFY_SENT
+from retrainer.registry.champion import ChampionError, read_champion
 
 PREFIX = "retrainer_"
 LAST_SUCCESS = "retrainer_last_success_timestamp_seconds"
@@ -61,6 +65,10 @@ class RunMetrics:
     items: Mapping[str, int]
     models: Mapping[str, float]  # symbol → when its latest model was made (epoch seconds)
     last_success: float  # 0: never
+    promotions: Mapping[str, int] = field(default_factory=dict)  # the gate's decisions
+    champions: Mapping[str, float] = field(default_factory=dict)  # symbol → promoted at
+    stale: int = 0  # symbols whose data's last bar was too old
+    fresh: int = 0  # symbols skipped: unchanged since their champion
 
 
 def run_metrics(
@@ -83,6 +91,7 @@ def run_metrics(
     # Tonight's symbols; a night that planned none keeps the symbols exported before.
     symbols = list(by_symbol) or sorted(previous.symbols)
     models = {s: t for s in symbols if (t := latest_model_time(root, s)) is not None}
+    champions = {s: t for s in symbols if (t := champion_time(root, s)) is not None}
     if exit_code == 0:
         last_success = finished
     else:
@@ -94,7 +103,20 @@ def run_metrics(
         items=items,
         models=models,
         last_success=last_success,
+        promotions=dict(summary.get("promotions") or {}),
+        champions=champions,
+        stale=len(summary.get("stale") or ()),
+        fresh=int(summary.get("fresh") or 0),
     )
+
+
+def champion_time(root: Path, symbol: str) -> float | None:
+    """When the symbol's champion was promoted (None: it has none, or an unreadable one)."""
+    try:
+        champion = read_champion(Layout(root), symbol)
+    except ChampionError:
+        return None
+    return _epoch(champion.promoted_at) if champion else None
 
 
 def _duration_s(summary: Mapping[str, Any], started_at: float | None, finished: float) -> float:
@@ -213,6 +235,20 @@ def build_registry(metrics: RunMetrics, with_success: bool) -> Any:
     for symbol, made in sorted(metrics.models.items()):
         trained.labels(symbol=symbol).set(made)
         age.labels(symbol=symbol).set(max(0.0, metrics.finished_at - made))
+    decisions = gauge(
+        "last_run_promotions", "The gate's decisions on the last run's successes.", ["decision"]
+    )
+    for decision, count in sorted(metrics.promotions.items()):
+        decisions.labels(decision=decision).set(count)
+    gauge("last_run_stale_symbols", "Symbols whose last bar was too old.").set(metrics.stale)
+    gauge("last_run_fresh_symbols", "Symbols skipped: unchanged since their champion.").set(
+        metrics.fresh
+    )
+    champion_age = gauge(
+        "champion_age_seconds", "How long the symbol's champion has been in place.", ["symbol"]
+    )
+    for symbol, promoted in sorted(metrics.champions.items()):
+        champion_age.labels(symbol=symbol).set(max(0.0, metrics.finished_at - promoted))
     return registry
 
 
