@@ -72,7 +72,7 @@ def test_a_worse_second_challenger_leaves_the_champion_in_place_with_the_reason_
     tmp_path: Path, small_data: Path, run_cli: RunCli, hooks: RecordingServer
 ) -> None:
     textfile = tmp_path / "collector" / "retrainer.prom"
-    notify = {
+    notify: dict[str, dict[str, Any]] = {
         "notify": {"kind": "webhook", "close_timeout_s": 10},
         "prometheus": {"textfile": str(textfile)},
     }

@@ -10,9 +10,23 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "retrainer"
 # Low to high: each layer imports only from itself and the layers before it.
-LAYERS = ("base", "training", "ledger", "registry", "mirror", "notify", "plan", "engine", "job", "views", "cli")
-# The package's own top modules: __init__ imports nothing, __main__ is the CLI's door.
-TOP_MODULES = {"retrainer": "base", "retrainer.__main__": "cli"}
+LAYERS = (
+    "base",
+    "training",
+    "ledger",
+    "registry",
+    "mirror",
+    "notify",
+    "plan",
+    "engine",
+    "job",
+    "views",
+    "cli",
+)
+# The package's own top modules, both doors at the top: __main__ is the CLI's, __init__ the
+# Python API's (it re-exports `load_model` lazily, so it may reach any layer, and no module
+# of the package may import it: they read the version from retrainer.base.version).
+TOP_MODULES = {"retrainer": LAYERS[-1], "retrainer.__main__": "cli"}
 
 
 def _module_name(path: Path) -> str:
@@ -75,7 +89,6 @@ def test_no_module_imports_from_a_layer_above_its_own() -> None:
         for module, targets in sorted(_graph().items())
         for target in sorted(targets)
         if LAYERS.index(layer_of(target)) > LAYERS.index(layer_of(module))
-        and not target == "retrainer"
     ]
     assert upward == []
 

@@ -1,5 +1,5 @@
-"""The `retrainer` command (Typer): run, verify, status, history, report, config init,
-data sample.
+"""The `retrainer` command (Typer): run, verify, status, history, report, models, prune,
+config init, data sample.
 
 Flags named in the original design keep their underscore spelling and accept dashes too.
 Bad input never produces a traceback: a one-paragraph message and a named exit code.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,13 @@ import typer
 from retrainer.base.config import Mode, load_settings
 from retrainer.base.errors import BadInputError, LockedError
 from retrainer.base.exitcodes import ExitCode
+
+
+class Promote(StrEnum):
+    ALWAYS = "always"
+    GATED = "gated"
+    NEVER = "never"
+
 
 app = typer.Typer(
     help="Nightly per-symbol model retraining: plan, train in isolated processes, verify, "
@@ -148,8 +156,22 @@ def run(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Retrain every symbol, even those already done today.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Retrain every symbol, even those already done today or fresh (unchanged "
+            "since their champion was trained).",
+        ),
     ] = False,
+    promote: Annotated[
+        Promote | None,
+        typer.Option(
+            "--promote",
+            help="always: every verified success becomes its symbol's champion; gated: only "
+            "one that passes the \\[promote] rules; never: champions stay. (default: gated)",
+            case_sensitive=False,
+        ),
+    ] = None,
     driver: Annotated[
         str | None,
         typer.Option(
@@ -223,6 +245,7 @@ def run(
         "notify": {"enabled": notify},
         "ray": {"address": ray_address},
         "dask": {"address": dask_address},
+        "promote": {"mode": promote.value if promote else None},
     }
     with _exit_codes():
         settings = load_settings(config, flags)
@@ -255,7 +278,12 @@ def verify(
     with _exit_codes():
         settings = load_settings(config, {"run": {"root": root}})
         if remote:
-            report = verify_remote(settings.run.root.resolve(), run_day, _storage(settings))
+            report = verify_remote(
+                settings.run.root.resolve(),
+                run_day,
+                _storage(settings),
+                settings.storage.upload_features,
+            )
         else:
             report = verify_run(settings.run.root.resolve(), run_day)
     for line in report.lines():
@@ -395,6 +423,73 @@ def _storage(settings: Any) -> Any:
     if storage is None:
         raise BadInputError('no storage is configured ([storage] kind = "none")')
     return storage
+
+
+@app.command()
+def models(
+    symbol: Annotated[
+        str | None, typer.Argument(help="The symbol, e.g. BTCUSDT. (default: every symbol)")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Each symbol's champion (re-verified), its challengers and their age. Exit 1 when a
+    champion does not verify."""
+    from retrainer.base.clock import now_utc
+    from retrainer.views.display import make_console
+    from retrainer.views.models import models_of, print_models
+
+    with _exit_codes():
+        settings = load_settings(config, {"run": {"root": root}})
+        found = models_of(settings.run.root.resolve(), symbol and symbol.upper(), now_utc())
+    raise typer.Exit(print_models(found, as_json, make_console()))
+
+
+@app.command()
+def prune(
+    keep_days: Annotated[
+        int,
+        typer.Option(
+            "--keep-days", "--keep_days", min=1, help="Keep the attempts of the last N days."
+        ),
+    ],
+    remote: Annotated[
+        bool,
+        typer.Option("--remote", help="Also delete those folders from the configured storage."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "--dry_run", help="Say what would go; remove nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Remove attempt folders older than --keep-days; never a champion, never one a kept
+    day's ledger names. Takes the run lock (exit 3 while a night runs); exit 1 when a
+    folder could not be removed."""
+    import json
+
+    from retrainer.base.artifacts import Layout
+    from retrainer.base.clock import now_utc
+    from retrainer.job.retention import prune as prune_models
+
+    with _exit_codes():
+        settings = load_settings(config, {"run": {"root": root}})
+        report = prune_models(
+            Layout(settings.run.root.resolve()),
+            keep_days,
+            now=now_utc(),
+            storage=_storage(settings) if remote else None,
+            remote=remote,
+            dry_run=dry_run,
+        )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.SOME_FAILED)
 
 
 @config_app.command("init")

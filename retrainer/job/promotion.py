@@ -36,8 +36,6 @@ from retrainer.registry.gate import Basis, PromoteMode, Promotion, decide
 
 MODEL_PROMOTED = "model_promoted"
 CHAMPION_KEPT = "champion_kept"
-# Headline metrics kept in the pointer (the folder's metrics.json has them all).
-POINTER_METRICS = 24
 
 
 class PromotionListener(ItemListener):
@@ -98,7 +96,7 @@ class PromotionListener(ItemListener):
             reason=promotion.reason,
             trainer=self._trainer,
             inputs_key=item.inputs_key,
-            metrics=dict(list(scalars.items())[:POINTER_METRICS]),
+            metrics=scalars,
             previous=item.champion.artifact_dir if item.champion else None,
         )
 

@@ -1,7 +1,8 @@
 """A small Dropbox API server on loopback that speaks the wire format the SDK uses.
 
 Routes: oauth2/token (refresh-token grant), 2/files/upload, upload_session/start,
-append_v2, finish, get_metadata, download. Arguments come in the Dropbox-API-Arg header
+append_v2, finish, get_metadata, download, delete_v2, list_folder (recursive, in pages of
+`list_page_size` entries) and list_folder/continue. Arguments come in the Dropbox-API-Arg header
 (content routes) or a JSON body (RPC routes); errors are JSON bodies with error_summary
 and a tagged error (409), 401 for a bad or expired access token, 429 with Retry-After,
 500. content_hash is computed the Dropbox way: the sha256 of the concatenated sha256
@@ -82,6 +83,7 @@ class State:
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     token_lifetime_s: int = 14400
+    list_page_size: int = 500  # entries per list_folder page
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -153,6 +155,16 @@ def _now() -> str:
 
 def _new_rev() -> str:
     return secrets.token_hex(8)
+
+
+def _folder_metadata(path_display: str) -> dict[str, Any]:
+    return {
+        ".tag": "folder",
+        "name": path_display.rsplit("/", 1)[-1],
+        "id": "id:" + hashlib.sha1(path_display.lower().encode()).hexdigest()[:22],
+        "path_lower": path_display.lower(),
+        "path_display": path_display,
+    }
 
 
 def _path_error(tag: str, summary: str) -> dict[str, Any]:
@@ -330,6 +342,65 @@ class _Handler(BaseHTTPRequestHandler):
             {"Dropbox-API-Result": json.dumps(stored.metadata())},
         )
 
+    def delete(self, route: str, arg: dict[str, Any], body: bytes) -> None:
+        with self.state.lock:
+            stored = self.state.files.pop(str(arg["path"]).lower(), None)
+        if stored is None:
+            error = {".tag": "path_lookup", "path_lookup": {".tag": "not_found"}}
+            self._json(route, 409, {"error_summary": "path_lookup/not_found/..", "error": error})
+            return
+        self._json(route, 200, {"metadata": stored.metadata()})
+
+    def list_folder(self, route: str, arg: dict[str, Any], body: bytes) -> None:
+        entries = self._listing(str(arg["path"]), bool(arg.get("recursive", False)))
+        if entries is None:
+            self._json(route, 409, _path_error("not_found", "not_found"))
+            return
+        self._page(route, str(arg["path"]), bool(arg.get("recursive", False)), 0, entries)
+
+    def list_folder_continue(self, route: str, arg: dict[str, Any], body: bytes) -> None:
+        cursor = json.loads(bytes.fromhex(str(arg["cursor"])))
+        entries = self._listing(cursor["path"], cursor["recursive"]) or []
+        self._page(route, cursor["path"], cursor["recursive"], cursor["offset"], entries)
+
+    def _listing(self, path: str, recursive: bool) -> list[dict[str, Any]] | None:
+        """The folder's entries as Dropbox lists them: the folder itself, then its
+        (implicit) sub-folders and files; None when nothing is stored under it."""
+        base = path.rstrip("/").lower()
+        with self.state.lock:
+            inside = [f for k, f in self.state.files.items() if k.startswith(base + "/")]
+        if not inside:
+            return None
+        folders: dict[str, str] = {base: path.rstrip("/")}
+        files = []
+        for stored in inside:
+            rest = stored.path_display[len(base) + 1 :].split("/")
+            if not recursive and len(rest) > 1:
+                display = stored.path_display[: len(base) + 1 + len(rest[0])]
+                folders.setdefault(display.lower(), display)
+                continue
+            for depth in range(1, len(rest)):
+                display = stored.path_display[: len(base) + len("/".join(rest[:depth])) + 1]
+                folders.setdefault(display.lower(), display)
+            files.append(stored.metadata())
+        folder_entries = [_folder_metadata(display) for _, display in sorted(folders.items())]
+        return folder_entries + sorted(files, key=lambda m: str(m["path_lower"]))
+
+    def _page(
+        self, route: str, path: str, recursive: bool, offset: int, entries: list[dict[str, Any]]
+    ) -> None:
+        end = offset + self.state.list_page_size
+        cursor = json.dumps({"path": path, "recursive": recursive, "offset": end})
+        self._json(
+            route,
+            200,
+            {
+                "entries": entries[offset:end],
+                "cursor": cursor.encode().hex(),
+                "has_more": end < len(entries),
+            },
+        )
+
     def _commit(self, route: str, commit: dict[str, Any], data: bytes) -> None:
         mode = commit.get("mode", "add")
         mode = mode.get(".tag") if isinstance(mode, dict) else mode
@@ -396,4 +467,7 @@ ROUTES = {
     "2/files/upload_session/finish": _Handler.session_finish,
     "2/files/get_metadata": _Handler.get_metadata,
     "2/files/download": _Handler.download,
+    "2/files/delete_v2": _Handler.delete,
+    "2/files/list_folder": _Handler.list_folder,
+    "2/files/list_folder/continue": _Handler.list_folder_continue,
 }

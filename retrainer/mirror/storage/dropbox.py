@@ -260,6 +260,42 @@ class DropboxStorage:
         self._sha_by_content_hash[content_hash] = sha256
         return self._result(key, len(data), sha256, started, skipped=False)
 
+    def delete(self, key: str) -> None:
+        """files/delete_v2; a path that is not there is already gone. Dropbox keeps the
+        emptied folders (they hold no bytes, and list_keys lists files only)."""
+        try:
+            self._client.files_delete_v2(self._path(key))
+        except self._exceptions.ApiError as exc:
+            if _is_lookup_not_found(exc):
+                return
+            raise UploadError(key, self._reason("delete", key, exc)) from None
+        except (self._exceptions.DropboxException, self._requests_errors()) as exc:
+            raise UploadError(key, self._reason("delete", key, exc)) from None
+
+    def list_keys(self, folder: str) -> list[str]:
+        """files/list_folder (recursive) and its continue pages: the files, as keys."""
+        start = self._path(folder)
+        strip = len(f"/{self.prefix}/") if self.prefix else 1
+        keys: list[str] = []
+        try:
+            page = self._client.files_list_folder(start, recursive=True)
+            while True:
+                keys += [
+                    str(entry.path_display)[strip:]
+                    for entry in page.entries
+                    if isinstance(entry, self._files.FileMetadata)
+                ]
+                if not page.has_more:
+                    break
+                page = self._client.files_list_folder_continue(page.cursor)
+        except self._exceptions.ApiError as exc:
+            if _is_not_found(exc):
+                return []
+            raise UploadError(folder, self._reason("list_folder", folder, exc)) from None
+        except (self._exceptions.DropboxException, self._requests_errors()) as exc:
+            raise UploadError(folder, self._reason("list_folder", folder, exc)) from None
+        return sorted(keys)
+
     # -- helpers -------------------------------------------------------------------
     def _path(self, key: str) -> str:
         validate_key(key)
@@ -342,6 +378,15 @@ def _is_not_found(exc: Any) -> bool:
     error: Any = getattr(exc, "error", None)
     try:
         return bool(error.is_path() and error.get_path().is_not_found())
+    except AttributeError:
+        return False
+
+
+def _is_lookup_not_found(exc: Any) -> bool:
+    """delete_v2's spelling of not found: path_lookup/not_found."""
+    error: Any = getattr(exc, "error", None)
+    try:
+        return bool(error.is_path_lookup() and error.get_path_lookup().is_not_found())
     except AttributeError:
         return False
 

@@ -78,6 +78,30 @@ class LocalStorage:
         data = json_bytes(obj, key)
         return self._store(key, target, sha256_bytes(data), len(data), started, _bytes(data))
 
+    def delete(self, key: str) -> None:
+        target = self._path(key)
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UploadError(key, _reason("cannot remove the object", exc)) from exc
+        self._digests.pop(target, None)
+        # Folders it leaves empty go too, as a bucket has no empty folders to leave.
+        for parent in target.parents:
+            if parent == self.root or self.root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # not empty (or gone): the folders above it stay
+
+    def list_keys(self, folder: str) -> list[str]:
+        base = self._path(folder)
+        try:
+            found = [p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        except OSError as exc:
+            raise UploadError(folder, _reason("cannot list the folder", exc)) from exc
+        return sorted(p.relative_to(self.root).as_posix() for p in found)
+
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
 

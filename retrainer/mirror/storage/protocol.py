@@ -63,6 +63,16 @@ class StorageClient(Protocol):
         """The sha256 (hex) of the object stored at key; None when there is none."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object at key; a key with no object is already gone (no error). An
+        UploadError naming the key when it cannot."""
+        ...
+
+    def list_keys(self, folder: str) -> list[str]:
+        """Every key under the folder `folder` (itself a key, e.g. "models/BTCUSDT"),
+        sorted; empty when there is none."""
+        ...
+
     def uri(self, key: str) -> str: ...
 
     def describe(self) -> str:

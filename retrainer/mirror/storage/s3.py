@@ -194,6 +194,28 @@ class S3Storage:
         self._confirm(key, len(data), _Digests(digest.hexdigest(), _b64(digest.digest())))
         return self._result(key, len(data), digest.hexdigest(), started, skipped=False)
 
+    def delete(self, key: str) -> None:
+        # S3 answers 204 for a key that has no object: deleting twice is not an error.
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
+        except (self._client_error, self._botocore_error) as exc:
+            raise UploadError(key, self._reason("delete", key, exc)) from None
+
+    def list_keys(self, folder: str) -> list[str]:
+        """ListObjectsV2 under the folder's prefix, a page (1,000 keys) at a time."""
+        start = f"{self._object_key(folder)}/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start
+            )
+            for page in pages:
+                keys += [str(item["Key"])[strip:] for item in page.get("Contents", ())]
+        except (self._client_error, self._botocore_error) as exc:
+            raise UploadError(folder, self._reason("list", folder, exc)) from None
+        return sorted(keys)
+
     # -- helpers -------------------------------------------------------------------
     def _object_key(self, key: str) -> str:
         validate_key(key)
