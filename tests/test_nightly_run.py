@@ -155,6 +155,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
         "bps",
         "cost/turnover",
         "bps",
+        "champion",
+        "last",
+        "bar",
     ]
     assert not set("│┃━─") & set(result.stdout)
 

@@ -13,8 +13,10 @@ from retrainer.training.features import (
     TIMESTAMP,
     build_features,
     feature_names,
+    feature_rows,
     features_from_parquet,
     features_to_parquet,
+    has_direction,
 )
 from retrainer.training.params import TrainerParams
 from tests.support.training_data import make_bars
@@ -114,3 +116,39 @@ def test_parquet_round_trip_is_exact() -> None:
     data = features_to_parquet(frame)
     assert features_to_parquet(frame) == data
     pd.testing.assert_frame_equal(features_from_parquet(data), frame, check_exact=True)
+
+
+def test_prediction_rows_are_the_feature_rows_plus_the_latest_bars_without_a_target() -> None:
+    bars = make_bars(600)
+    labelled = build_features(bars, PARAMS)
+    rows = feature_rows(bars, PARAMS)
+    names = feature_names(labelled)
+    assert list(rows.columns) == [TIMESTAMP, *names]
+    assert len(rows) == len(labelled) + PARAMS.horizon_bars
+    assert rows[TIMESTAMP].iloc[-1] == bars[TIMESTAMP].iloc[-1]
+    pd.testing.assert_frame_equal(
+        rows.iloc[: len(labelled)], labelled[[TIMESTAMP, *names]], check_exact=True
+    )
+
+
+@pytest.mark.parametrize("cut", [300, 599])
+def test_changing_future_bars_does_not_change_past_prediction_rows(cut: int) -> None:
+    bars = make_bars(600)
+    altered = bars.copy()
+    altered.loc[cut:, ["open", "high", "low", "close"]] *= 1.7
+    cut_time = bars[TIMESTAMP].iloc[cut]
+    before = feature_rows(bars, PARAMS)
+    after = feature_rows(altered, PARAMS)
+    pd.testing.assert_frame_equal(
+        before[before[TIMESTAMP] < cut_time], after[after[TIMESTAMP] < cut_time], check_exact=True
+    )
+
+
+def test_zero_forward_returns_keep_their_rows_but_have_no_direction() -> None:
+    bars = make_bars(400)
+    bars.loc[250:270, ["open", "high", "low", "close"]] = 50.0
+    frame = build_features(bars, PARAMS)
+    flat = ~has_direction(frame)
+    assert int(flat.sum()) == 21 - PARAMS.horizon_bars
+    assert (frame.loc[flat, FWD_RET_H] == 0).all()
+    assert len(frame) == len(bars) - 168 - PARAMS.horizon_bars

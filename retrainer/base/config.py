@@ -121,15 +121,37 @@ class DataSettings(_Section):
         return columns
 
 
+# The asset classes of retrainer.base.costs.ASSET_CLASSES (a test keeps the two equal).
+AssetClass = Literal["crypto", "equity", "fx", "futures", "index"]
+
+
 class FeeOverride(_Section):
+    """[costs.overrides.SYMBOL]: what differs for one symbol (None: as its class has it)."""
+
     taker_fee_bps: float | None = Field(default=None, ge=0)
     maker_fee_bps: float | None = Field(default=None, ge=-100)
+    asset_class: AssetClass | None = None
+    # A known half-spread: used instead of the Corwin-Schultz estimate.
+    half_spread_bps: float | None = Field(default=None, ge=0)
+    # False: evaluated, but no net P&L (an index); None: as its asset class.
+    tradable: bool | None = None
+    # The symbol's calendar (252 for daily stock bars); None: observed from its timestamps.
+    bars_per_year: float | None = Field(default=None, gt=0)
 
 
 class CostSettings(_Section):
-    taker_fee_bps: float = Field(default=10.0, ge=0)
-    maker_fee_bps: float = Field(default=2.0, ge=-100)
-    spread_window_days: int = Field(default=30, gt=0)
+    # The class of every symbol without its own `asset_class`: its fees and fallback
+    # half-spread come from the class's defaults unless set here.
+    asset_class: AssetClass = "crypto"
+    # Fees of the symbols in `asset_class` (None: the class's default); per-symbol ones win.
+    taker_fee_bps: float | None = Field(default=None, ge=0)
+    maker_fee_bps: float | None = Field(default=None, ge=-100)
+    # The Corwin-Schultz window: the bars of the last spread_window_days, and at least the
+    # last min_spread_pairs + 1 bars; fewer usable pairs than min_spread_pairs, and the
+    # half-spread is the default one (half_spread_source "default").
+    spread_window_days: int = Field(default=90, gt=0)
+    min_spread_pairs: int = Field(default=20, ge=1)
+    default_half_spread_bps: float | None = Field(default=None, ge=0)
     overrides: dict[str, FeeOverride] = Field(default_factory=dict)
 
 

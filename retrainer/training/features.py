@@ -1,9 +1,13 @@
-"""Features and target from validated hourly OHLCV bars.
+"""Features and target from validated OHLCV bars.
 
 Every feature of row t uses bars 0..t only (shifts into the past, trailing windows,
 recursive averages), so changing a future bar never changes a past feature row. Only the
 label columns look ahead, by construction: `fwd_ret_1` (the next bar's log return, used by
 the strategy evaluation), `fwd_ret_h` (the log return over `horizon_bars`) and `target`.
+
+A forward return of exactly 0 is neither up nor down: such rows keep target 0 here, but
+`has_direction` leaves them out of fitting and of the classification metrics (the
+strategy still holds through them, and they are counted as zero_return_bars).
 """
 
 from __future__ import annotations
@@ -26,8 +30,35 @@ _HOURS_PER_DAY = 24
 
 def build_features(bars: pd.DataFrame, params: TrainerParams) -> pd.DataFrame:
     """One row per bar with complete history and a known target; timestamp kept first."""
+    columns = _feature_columns(bars, params)
+    log_close = _log_close(bars)
+    columns[FWD_RET_1] = log_close.shift(-1) - log_close
+    columns[FWD_RET_H] = log_close.shift(-params.horizon_bars) - log_close
+    frame = pd.DataFrame(columns).dropna().reset_index(drop=True)
+    frame[TARGET] = (frame[FWD_RET_H] > 0).astype("int8")
+    return frame
+
+
+def feature_rows(bars: pd.DataFrame, params: TrainerParams) -> pd.DataFrame:
+    """The timestamp and features of every bar with complete history, the latest bars
+    (whose target is not known yet) included: what a prediction needs."""
+    return pd.DataFrame(_feature_columns(bars, params)).dropna().reset_index(drop=True)
+
+
+def has_direction(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose forward return over the horizon is up or down (not exactly 0)."""
+    directional: pd.Series = frame[FWD_RET_H] != 0
+    return directional
+
+
+def _log_close(bars: pd.DataFrame) -> pd.Series:
+    close = bars["close"].astype("float64").to_numpy()
+    return pd.Series(np.log(close), index=bars.index)
+
+
+def _feature_columns(bars: pd.DataFrame, params: TrainerParams) -> dict[str, pd.Series]:
     close = bars["close"].astype("float64")
-    log_close = pd.Series(np.log(close.to_numpy()), index=bars.index)
+    log_close = _log_close(bars)
     ret_1 = log_close.diff()
     columns: dict[str, pd.Series] = {TIMESTAMP: as_utc(bars[TIMESTAMP])}
     for lag in params.return_lags:
@@ -40,11 +71,7 @@ def build_features(bars: pd.DataFrame, params: TrainerParams) -> pd.DataFrame:
     columns[f"rsi_{params.rsi_window}"] = rsi_oscillator(ret_1, params.rsi_window)
     if params.hour_of_day:
         columns.update(hour_of_day(bars[TIMESTAMP]))
-    columns[FWD_RET_1] = log_close.shift(-1) - log_close
-    columns[FWD_RET_H] = log_close.shift(-params.horizon_bars) - log_close
-    frame = pd.DataFrame(columns).dropna().reset_index(drop=True)
-    frame[TARGET] = (frame[FWD_RET_H] > 0).astype("int8")
-    return frame
+    return columns
 
 
 def feature_names(frame: pd.DataFrame) -> list[str]:

@@ -6,7 +6,7 @@ module to validate the config before anything starts.
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -49,6 +49,13 @@ class TrainerParams(BaseModel):
     # with the thread count); None uses the budget: faster for wide nets, and metrics may
     # then differ between the sequential, parallel and hybrid modes.
     compute_threads: int | None = Field(default=1, ge=1, le=1024)
+
+    # The test-span strategy (docs/trainer.md). cost_aware: take a side only when the
+    # expected return over the horizon clears edge_cost_multiple x the cost per unit of
+    # turnover (2: a round trip), and hold it horizon_bars bars; sign: long or short on
+    # P(up) > 0.5 at every bar.
+    strategy: Literal["cost_aware", "sign"] = "cost_aware"
+    edge_cost_multiple: float = Field(default=2.0, ge=0, le=1_000)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:

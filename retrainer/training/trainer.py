@@ -6,6 +6,10 @@
 
 torch is imported inside `train` only: the scheduler imports this module to validate
 `[trainer.params]` against `train.params_model` and must stay fast.
+
+Two hooks beside `train`: `train.evaluate(champion_dir, ctx)` scores an earlier model of
+the symbol on this attempt's test span (for the promotion gate), and
+`train.load(model_dir)` gives a model ready to predict (LoadedModel).
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import hashlib
 import json
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-import retrainer
 from retrainer.base.artifacts import atomic_write_bytes, atomic_write_json
+from retrainer.base.version import __version__
 from retrainer.training.contract import TrainContext
-from retrainer.training.evaluate import bars_per_year, evaluate_test_span
+from retrainer.training.evaluate import annualisation, evaluate_test_span
 from retrainer.training.features import (
+    FWD_RET_H,
     OHLCV_COLUMNS,
     TARGET,
     TIMESTAMP,
@@ -32,9 +38,12 @@ from retrainer.training.features import (
     feature_names,
     features_from_parquet,
     features_to_parquet,
+    has_direction,
 )
+from retrainer.training.loaded import LoadedModel
 from retrainer.training.params import TrainerParams
 from retrainer.training.splits import Span, WalkForwardSplit, walk_forward_split
+from retrainer.training.strategy import StrategyRule
 
 if TYPE_CHECKING:
     from retrainer.training.model import FitResult, Standardiser
@@ -54,8 +63,9 @@ def train(ctx: TrainContext) -> dict[str, Any]:
     frame = features_step(ctx, params)
     split = split_step(ctx, frame, params)
     fitted, standardiser, names = fit_step(ctx, frame, split, params)
-    metrics = evaluate_step(ctx, params, frame, split, fitted, standardiser, names)
-    write_final_artifacts(ctx, params, split, fitted, standardiser, names, metrics)
+    rule = strategy_rule(params, _rows(frame, split.train))
+    metrics = evaluate_step(ctx, params, frame, split, fitted, standardiser, names, rule)
+    write_final_artifacts(ctx, params, split, fitted, standardiser, names, metrics, rule)
     ctx.emit(
         "coin_trained",
         epochs=len(fitted.epochs),
@@ -111,7 +121,8 @@ def fit_step(
     from retrainer.training.model import Standardiser, fit
 
     names = feature_names(frame)
-    train_rows, val_rows = _rows(frame, split.train), _rows(frame, split.val)
+    # A zero forward return is neither up nor down: no target to learn (features.py).
+    train_rows, val_rows = _directional(frame, split.train), _directional(frame, split.val)
     train_x = train_rows[names].to_numpy(np.float64)
     standardiser = Standardiser.fit(train_x)  # on the training span only: no peeking ahead
     fitted = fit(
@@ -135,29 +146,42 @@ def evaluate_step(
     fitted: FitResult,
     standardiser: Standardiser,
     names: list[str],
+    rule: StrategyRule,
 ) -> dict[str, Any]:
     from retrainer.training.model import predict_proba
 
     test = _rows(frame, split.test)
     test_x = standardiser.transform(test[names].to_numpy(np.float64))
     prob = predict_proba(fitted.model, test_x, ctx.device, threads=params.compute_threads)
+    fit_rows = len(_rows(frame, split.train)) + len(_rows(frame, split.val))
+    fitted_rows = len(_directional(frame, split.train)) + len(_directional(frame, split.val))
     metrics = {
         "symbol": ctx.symbol,
         "n_train_rows": split.train.rows,
         "n_val_rows": split.val.rows,
         "n_test_rows": split.test.rows,
+        "zero_return_fit_rows": fit_rows - fitted_rows,
         "epochs_run": len(fitted.epochs),
         "best_epoch": fitted.best_epoch,
         "best_val_loss": fitted.best_val_loss,
-        **evaluate_test_span(
-            prob,
-            test[TARGET].to_numpy(),
-            test["fwd_ret_1"].to_numpy(np.float64),
-            cost_per_turnover_bps=ctx.costs.cost_per_turnover_bps,
-            periods_per_year=bars_per_year(frame[TIMESTAMP]),
-        ),
+        **span_metrics(ctx, test, prob, rule),
     }
     return dict(json_safe(metrics))
+
+
+def strategy_rule(params: TrainerParams, train_rows: pd.DataFrame) -> StrategyRule:
+    """The test-span strategy, its return scale measured on the training span only."""
+    returns = train_rows[FWD_RET_H].to_numpy(np.float64)
+    mean_abs = float(np.mean(np.abs(returns))) if len(returns) else 0.0
+    return StrategyRule(params.strategy, params.horizon_bars, mean_abs, params.edge_cost_multiple)
+
+
+def span_metrics(
+    ctx: TrainContext, rows: pd.DataFrame, prob: np.ndarray, rule: StrategyRule
+) -> dict[str, Any]:
+    """metrics.json's test-span figures, annualised on the whole bar history given."""
+    annual = annualisation(as_utc(ctx.data[TIMESTAMP]), ctx.costs.bars_per_year)
+    return evaluate_test_span(rows, prob, rule, ctx.costs, annual)
 
 
 def write_final_artifacts(
@@ -168,6 +192,7 @@ def write_final_artifacts(
     standardiser: Standardiser,
     names: list[str],
     metrics: dict[str, Any],
+    rule: StrategyRule,
 ) -> None:
     """model.bin and config.json first, metrics.json last: metrics mean the attempt is whole."""
     import torch
@@ -185,7 +210,14 @@ def write_final_artifacts(
         "data_sha256": ohlcv_values_sha256(ctx.data),
         "data_rows": len(ctx.data),
         "costs": ctx.costs.to_dict(),
-        "code_version": retrainer.__version__,
+        # What `evaluate` needs to apply this model's rule on another span.
+        "strategy": {
+            "name": rule.name,
+            "horizon_bars": rule.horizon_bars,
+            "mean_abs_return_h": rule.mean_abs_return_h,
+            "edge_cost_multiple": rule.edge_cost_multiple,
+        },
+        "code_version": __version__,
         "torch_version": torch.__version__,
         "seed": ctx.seed,
         "device": ctx.device,
@@ -198,6 +230,93 @@ def write_final_artifacts(
 
 def _rows(frame: pd.DataFrame, span: Span) -> pd.DataFrame:
     return frame.iloc[span.start : span.stop]
+
+
+def _directional(frame: pd.DataFrame, span: Span) -> pd.DataFrame:
+    rows = _rows(frame, span)
+    return rows[has_direction(rows)]
+
+
+# --- the hooks: an earlier model, scored again or loaded to predict -------------------------
+
+# An earlier model's own training figures, reported as they were.
+_TRAINING_FACTS = (
+    "n_train_rows",
+    "n_val_rows",
+    "zero_return_fit_rows",
+    "epochs_run",
+    "best_epoch",
+    "best_val_loss",
+)
+
+
+def evaluate(champion_dir: Path, ctx: TrainContext) -> dict[str, Any]:
+    """The champion (an earlier attempt folder of this trainer) scored on the test span of
+    this attempt (`ctx.out_dir`, after `train` returned): features from `ctx.data` with the
+    champion's own params, the rows whose timestamps lie in the challenger's test span, the
+    champion's strategy rule, today's costs. metrics.json's keys plus `evaluated_rows`."""
+    champion = load(champion_dir, device=ctx.device)
+    test = _challenger_split(ctx.out_dir).test
+    frame = build_features(ctx.data, champion.params)
+    first, last = pd.Timestamp(test.first_timestamp), pd.Timestamp(test.last_timestamp)
+    stamps = frame[TIMESTAMP]
+    rows = frame[(stamps >= first) & (stamps <= last)].reset_index(drop=True)
+    prob = champion.predict_rows(rows)
+    rule = _champion_rule(champion, frame[stamps < first])
+    facts = {key: champion.metrics.get(key) for key in _TRAINING_FACTS}
+    metrics = {
+        "symbol": ctx.symbol,
+        **facts,
+        "n_test_rows": len(rows),
+        **span_metrics(ctx, rows, prob, rule),
+        "evaluated_rows": len(rows),
+    }
+    return dict(json_safe(metrics))
+
+
+train.evaluate = evaluate  # type: ignore[attr-defined]
+
+
+def load(model_dir: Path, device: str = "cpu") -> LoadedModel:
+    """A model this trainer wrote (model.bin, config.json, metrics.json), ready to predict."""
+    from retrainer.training.model import load_checkpoint
+
+    config = json.loads((model_dir / CONFIG_FILE).read_text("utf-8"))
+    metrics_path = model_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
+    return LoadedModel(
+        params=TrainerParams.model_validate(config["params"]),
+        checkpoint=load_checkpoint((model_dir / MODEL_FILE).read_bytes()),
+        config=config,
+        metrics=metrics,
+        device=device,
+    )
+
+
+train.load = load  # type: ignore[attr-defined]
+
+
+def _challenger_split(out_dir: Path) -> WalkForwardSplit:
+    split_path = out_dir / SPLIT_FILE
+    if split_path.is_file():
+        return WalkForwardSplit.from_json_bytes(split_path.read_bytes())
+    config = json.loads((out_dir / CONFIG_FILE).read_text("utf-8"))
+    return WalkForwardSplit.from_dict(config["split"])
+
+
+def _champion_rule(champion: LoadedModel, before_test: pd.DataFrame) -> StrategyRule:
+    """The rule the champion was trained with; a model from before config.json recorded it
+    gets its return scale from the rows before the test span whose labels end before it."""
+    recorded = champion.config.get("strategy")
+    if isinstance(recorded, dict):
+        return StrategyRule(
+            recorded["name"],
+            int(recorded["horizon_bars"]),
+            float(recorded["mean_abs_return_h"]),
+            float(recorded["edge_cost_multiple"]),
+        )
+    params = champion.params
+    return strategy_rule(params, before_test.iloc[: max(0, len(before_test) - params.horizon_bars)])
 
 
 def ohlcv_values_sha256(bars: pd.DataFrame) -> str:

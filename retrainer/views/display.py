@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from retrainer.base.costs import SymbolCosts
 from retrainer.notify.messages import model_lines
 from retrainer.plan.planner import Plan, PlanItem
 
@@ -70,7 +71,7 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
                 (
                     f"{item.costs.taker_fee_bps:.2f}",
                     f"{item.costs.maker_fee_bps:.2f}",
-                    f"{item.costs.half_spread_bps:.2f}",
+                    _half_spread_cell(item.costs),
                     f"{item.costs.cost_per_turnover_bps:.2f}",
                 )
                 if item.costs is not None
@@ -101,6 +102,15 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
     if plan.stale:
         counts += f"; {len(plan.stale)} with stale data (last bar too old)"
     console.print(counts)
+
+
+def _half_spread_cell(costs: SymbolCosts) -> str:
+    """The estimate, or where the figure came from when it is not one."""
+    source = str(costs.half_spread_source)
+    shown = f"{costs.half_spread_bps:.2f}"
+    if source != "corwin_schultz":
+        shown += f" ({source})"
+    return shown if costs.tradable else shown + " not tradable"
 
 
 def _champion_cell(item: PlanItem) -> str:
