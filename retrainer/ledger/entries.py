@@ -74,6 +74,8 @@ class Attempt:
     stack: tuple[str, ...] = ()
     slot: int | None = None  # the worker slot it ran in (for the report's timeline)
     node: str | None = None  # the machine it ran on, for remote drivers
+    peak_rss_mb: float | None = None  # its process tree's peak RSS, as the supervisor saw it
+    gpu_peak_mb: float | None = None  # torch.cuda.max_memory_allocated, when it used a GPU
 
     def ended(self, outcome: Outcome, ended_at: str, seconds: float) -> Attempt:
         return replace(
