@@ -76,6 +76,23 @@ class RunSettings(_Section):
     # False: a successful attempt's features.parquet is removed before its manifest is
     # written (a retry of a failed attempt still reuses it); it is most of a model folder.
     keep_features: bool = True
+    # Smarter nights (docs/scheduling.md). The queue: "longest_first" by each symbol's
+    # duration in past ledgers (new symbols first), or "plan": as the plan lists them.
+    order: Literal["longest_first", "plan"] = "longest_first"
+    # Local time ("06:00") by which the night must be done: the plan warns when its forecast
+    # misses it; past it no item starts (the rest: not_started, deadline). None: no deadline.
+    deadline: str | None = Field(default=None, pattern=r"^([01]?\d|2[0-3]):[0-5]\d$")
+    # Memory admission: an item starts only while the expected peaks of the running items
+    # and its own fit in this budget (None: the machine's RAM less memory_reserve_mb).
+    memory_budget_mb: int | None = Field(default=None, gt=0)
+    memory_reserve_mb: int = Field(default=1024, ge=0)
+    # Retries the whole run may spend (None: `retries` for each item, no global cap).
+    retry_budget: int | None = Field(default=None, ge=0)
+    # The share of items that may fail with the run still exiting 0 (and alerting softly).
+    tolerated_failure_ratio: float = Field(default=0.0, ge=0, le=1)
+    # A symbol that failed this many nights in a row is quarantined: skipped until --force
+    # or `retrainer unquarantine SYMBOL`. None: never.
+    quarantine_after_nights: int | None = Field(default=3, ge=1)
 
 
 class DataColumns(_Section):
