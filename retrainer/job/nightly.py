@@ -53,6 +53,7 @@ from retrainer.engine.loop import Engine, RunTally, StopFlag
 from retrainer.engine.reaper import become_subreaper
 from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, record_unfinished
 from retrainer.job.listeners import NotifyListener, UploadListener
+from retrainer.job.mlflow_tracking import MlflowListener
 from retrainer.job.promotion import PromotionListener
 from retrainer.job.summary import build_summary
 from retrainer.ledger.entries import (
@@ -222,6 +223,7 @@ class Night:
         self.stop = StopFlag()
         self.log = structlog.get_logger()
         self.uploader: Uploader | None = None
+        self.mlflow: MlflowListener | None = None
         self.run_record: dict[str, Any] = {}
         self._given_notifier = notifier
         self.recorded_start = False  # its run is in the day's ledger
@@ -284,6 +286,12 @@ class Night:
             for folder, item_id in recovered:  # finished before the scheduler died
                 files = [*artifact_files(folder), folder / MANIFEST_NAME]
                 self.uploader.submit(mirrored_files(files, plan.policy.upload_features), item_id)
+        if settings.mlflow.enabled:  # after the promotion: it reads the gate's decision
+            self.mlflow = MlflowListener(
+                settings.mlflow, layout, self.ledger, self.run_id, plan.trainer
+            )
+            stack.callback(self.mlflow.close)  # a safety net: _close closes it with the summary
+            listeners.append(self.mlflow)
         if self._given_notifier is None:
             self.notifier = observers_for_run(settings)
             stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
@@ -380,6 +388,8 @@ class Night:
         self.ledger.record_run(
             {**self.run_record, "finished_at": summary["finished_at"], "exit_code": int(exit_code)}
         )
+        if self.mlflow is not None:  # the night's MLflow run gets its counts and exit code
+            self.mlflow.close(summary)
         self.ledger.close()
         self.syncer.close()
         self.notifier.run_finished(summary)  # sent from its own thread while uploads drain

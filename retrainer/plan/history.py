@@ -65,7 +65,7 @@ def read_history(layout: Layout, today: str, days: int = DAYS_READ) -> History:
 
 def _ledgers(
     layout: Layout, today: str, days: int
-) -> tuple[list[tuple[str, Mapping[str, LedgerEntry]]], list[str]]:
+) -> tuple[list[tuple[str, dict[str, LedgerEntry]]], list[str]]:
     runs = layout.root / "runs"
     try:
         names = sorted(p.name for p in runs.iterdir() if DAY_FOLDER.match(p.name))
