@@ -220,7 +220,10 @@ def test_hybrid_slides_its_window_while_a_slow_item_runs(
     started_during_slow = [
         n
         for n in names[1:]
-        if slow["started_at"] < status["symbols"][n]["attempts"][0]["started_at"] < slow["ended_at"]
+        # The two first items may start within the same millisecond: <= on that side.
+        if slow["started_at"]
+        <= status["symbols"][n]["attempts"][0]["started_at"]
+        < slow["ended_at"]
     ]
     if mode == "hybrid":  # the other slot kept turning over: no batch barrier
         assert len(started_during_slow) == len(names) - 1

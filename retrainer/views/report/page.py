@@ -17,7 +17,7 @@ CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1160px;
        color: #1d1d1f; padding: 0 16px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
-.muted { color: #666; } .stale { color: #b45309; font-size: 11px; } .headline { font-size: 15px; }
+.muted { color: #666; } .stale { color: #b45309; } .headline { font-size: 15px; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { padding: 4px 8px; border-bottom: 1px solid #e3e3e3; text-align: left; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -134,7 +134,7 @@ def _number(value: float | None, digits: int) -> str:
 def _symbols_table(rows: list[SymbolRow]) -> str:
     cells = [
         [
-            escape(r.symbol) + (' <span class="stale">stale data</span>' if r.stale else ""),
+            escape(r.symbol),
             _state(r.status),
             str(r.attempts),
             _number(r.minutes, 2),
@@ -145,6 +145,7 @@ def _symbols_table(rows: list[SymbolRow]) -> str:
             "" if r.trades is None else str(r.trades),
             _number(r.test_days, 0),
             escape(r.model),
+            '<span class="stale">stale</span>' if r.stale else "",
             escape(r.reason),
         ]
         for r in rows
@@ -162,6 +163,7 @@ def _symbols_table(rows: list[SymbolRow]) -> str:
             "trades",
             "test days",
             "model",
+            "data",
             "reason",
         ],
         cells,
