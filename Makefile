@@ -74,6 +74,8 @@ docs: $(STAMP)
 # skipped with a note: $(PY) -m pip install -c constraints.txt -e '.[bench]'
 bench: $(STAMP)
 	$(PY) -m bench.suite
+	$(PY) -m bench.makespan
+	$(PY) -m bench.admission
 	$(PY) -m bench.s3_throughput
 	RAY_USAGE_STATS_ENABLED=0 unshare $$(test "$$(id -u)" = 0 || echo -r) -n -p -f --mount-proc \
 	  sh -c 'ip link set lo up && exec $(PY) -m bench.distributed'

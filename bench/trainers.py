@@ -1,10 +1,13 @@
-"""Trainer plug-ins for benchmarks and tests: "bench.trainers:noop", ":cpu", ":sleep".
+"""Trainer plug-ins for benchmarks and tests: "bench.trainers:noop", ":cpu", ":sleep",
+":heavy_tailed".
 
 The work itself lives in bench.workloads, so that the peers run exactly the same code.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
 from bench.workloads import cpu_work, noop_work, sleep_work
@@ -26,6 +29,23 @@ def sleep(ctx: TrainContext) -> dict[str, Any]:
     return {"symbol": ctx.symbol, "value": sleep_work()}
 
 
+def heavy_tailed_s(
+    symbol: str, seed: int = 15, xm_s: float = 0.3, alpha: float = 1.2, cap_s: float = 8.0
+) -> float:
+    """A symbol's duration, the same night after night: Pareto (xm_s, alpha), capped. Most
+    symbols take a fraction of a second, a few take many times the typical one."""
+    rng = random.Random(f"{seed}:{symbol}")  # a str seed: the same in every process
+    return min(cap_s, xm_s * rng.paretovariate(alpha))
+
+
+def heavy_tailed(ctx: TrainContext) -> dict[str, Any]:
+    """Waits for heavy_tailed_s(symbol) (params: seed, xm_s, alpha, cap_s)."""
+    params = {k: ctx.params[k] for k in ("seed", "xm_s", "alpha", "cap_s") if k in ctx.params}
+    seconds = heavy_tailed_s(ctx.symbol, **params)
+    time.sleep(seconds)
+    return {"symbol": ctx.symbol, "value": seconds}
+
+
 # They need no heavy module: the forkserver preloads only retrainer's worker.
-for _trainer in (noop, cpu, sleep):
+for _trainer in (noop, cpu, sleep, heavy_tailed):
     _trainer.preload_modules = ()  # type: ignore[attr-defined]

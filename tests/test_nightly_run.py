@@ -158,6 +158,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
         "champion",
         "last",
         "bar",
+        "start",  # its place in the queue (longest first)
+        "expected",  # its expected duration, from past ledgers ("new": none)
     ]
     assert not set("│┃━─") & set(result.stdout)
 

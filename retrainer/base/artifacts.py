@@ -66,6 +66,10 @@ class Layout:
     def lock_path(self) -> Path:
         return self.root / ".retrainer.lock"
 
+    def quarantine_path(self) -> Path:
+        """Releases from quarantine (`retrainer unquarantine`): symbol -> released_at, by."""
+        return self.root / "quarantine.json"
+
     def new_attempt_dir(self, symbol: str, now: datetime) -> Path:
         """Create a fresh, empty attempt folder; never reuse one that exists."""
         base = self.model_dir(symbol)

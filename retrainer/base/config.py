@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import time as dt_time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,8 @@ PATH_KEYS = {
 PATH_LIST_KEYS = {("trainer", "paths")}
 # An HTTP header name (RFC 9110 token).
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+# [run] deadline: a local time of day, 06:00 or 06:00:30.
+TIME_OF_DAY = re.compile(r"([01]?\d|2[0-3]):[0-5]\d(:[0-5]\d)?")
 
 
 class Mode(StrEnum):
@@ -81,7 +84,8 @@ class RunSettings(_Section):
     order: Literal["longest_first", "plan"] = "longest_first"
     # Local time ("06:00") by which the night must be done: the plan warns when its forecast
     # misses it; past it no item starts (the rest: not_started, deadline). None: no deadline.
-    deadline: str | None = Field(default=None, pattern=r"^([01]?\d|2[0-3]):[0-5]\d$")
+    # Seconds may be given too ("06:00:30").
+    deadline: str | None = None
     # Memory admission: an item starts only while the expected peaks of the running items
     # and its own fit in this budget (None: the machine's RAM less memory_reserve_mb).
     memory_budget_mb: int | None = Field(default=None, gt=0)
@@ -93,6 +97,15 @@ class RunSettings(_Section):
     # A symbol that failed this many nights in a row is quarantined: skipped until --force
     # or `retrainer unquarantine SYMBOL`. None: never.
     quarantine_after_nights: int | None = Field(default=3, ge=1)
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _a_time_of_day(cls, value: Any) -> Any:
+        if isinstance(value, dt_time):  # TOML's own local time: deadline = 06:00
+            value = value.strftime("%H:%M:%S" if value.second else "%H:%M")
+        if isinstance(value, str) and not TIME_OF_DAY.fullmatch(value):
+            raise ValueError("not a local time of day: expected HH:MM, such as 06:00")
+        return value
 
 
 class DataColumns(_Section):

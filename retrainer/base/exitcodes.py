@@ -4,10 +4,15 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    OK = 0  # every symbol succeeded or was skipped (or a dry run)
-    SOME_FAILED = 1  # at least one symbol ended failed or timeout
+    # every symbol succeeded or was skipped (or a dry run), or the failures stayed within
+    # [run] tolerated_failure_ratio
+    OK = 0
+    SOME_FAILED = 1  # at least one symbol ended failed or timeout (past that ratio)
     BAD_INPUT = 2  # bad config, symbols or data: nothing was started
     LOCKED = 3  # another run holds the lock on this root
+    # [run] deadline passed with items not started (or cut short): they keep their
+    # champions and run the next night; failures of the items that ran are in the summary
+    DEADLINE_PASSED = 4
     INTERNAL_ERROR = 70  # a bug in retrainer itself (sysexits EX_SOFTWARE)
     IO_ERROR = 74  # the run's own folders could not be written: disk full, read-only (EX_IOERR)
     INTERRUPTED = 130  # stopped by SIGINT/SIGTERM before the run finished
@@ -19,6 +24,7 @@ MEANINGS: dict[int, str] = {
     ExitCode.SOME_FAILED: "some symbols failed",
     ExitCode.BAD_INPUT: "bad input",
     ExitCode.LOCKED: "another run holds the lock",
+    ExitCode.DEADLINE_PASSED: "deadline passed, some symbols not started",
     ExitCode.INTERNAL_ERROR: "internal error",
     ExitCode.IO_ERROR: "cannot write the run's files",
     ExitCode.INTERRUPTED: "interrupted",

@@ -44,11 +44,14 @@ __all__ = [
     "COIN_STARTED",
     "COIN_SUCCEEDED",
     "COIN_TIMEOUT",
+    "DEADLINE_AT_RISK",
+    "DEADLINE_PASSED",
     "EVENTS",
     "JOB_COMPLETED",
     "JOB_NOT_STARTED",
     "JOB_STARTED",
     "MASK",
+    "RETRY_BUDGET_SPENT",
     "SYMBOLS_UNRANKED",
     "UPLOAD_FAILED",
     "UPLOAD_SUCCEEDED",
@@ -83,7 +86,15 @@ JOB_COMPLETED: Final = "job_completed"
 JOB_NOT_STARTED: Final = "job_not_started"
 # topN left files out of its ranking because they cannot be read (symbol -> problem).
 SYMBOLS_UNRANKED: Final = "symbols_unranked"
+# The run's retry budget ran out: failed items left without a retry (count, symbols).
+RETRY_BUDGET_SPENT: Final = "retry_budget_spent"
+# [run] deadline passed: nothing more starts; the running items get the stop grace.
+DEADLINE_PASSED: Final = "deadline_passed"
+# The night's forecast finishes after [run] deadline (said at its start).
+DEADLINE_AT_RISK: Final = "deadline_at_risk"
 EVENTS: Final = (
+    DEADLINE_AT_RISK,
+    DEADLINE_PASSED,
     JOB_STARTED,
     COIN_STARTED,
     COIN_PARTIAL_SAVED,
@@ -97,6 +108,7 @@ EVENTS: Final = (
     JOB_COMPLETED,
     JOB_NOT_STARTED,
     SYMBOLS_UNRANKED,
+    RETRY_BUDGET_SPENT,
 )
 
 ConsoleMode = Literal["auto", "json", "pretty", "off"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,11 @@ CPU_DEFAULT_CONCURRENCY = 2
 MEMORY_SHARE = 0.8
 MIN_MEMORY_CAP_MB = 256
 _GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+# GPU packing: the share of a GPU's memory its items may fill together, and what each
+# item's process holds there beyond torch.cuda.max_memory_allocated (its CUDA context,
+# the caching allocator's slack).
+GPU_MEMORY_SHARE = 0.9
+CUDA_CONTEXT_MB = 512
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,9 @@ class Resources:
     item_threads: int | None = None
     item_memory_mb: int | None = None
     nodes: tuple[dict[str, Any], ...] = ()
+    # The memory of one GPU (the smallest, if they differ), for packing items on GPUs;
+    # None: not known (no GPU, or nvidia-smi could not say).
+    gpu_memory_mb: int | None = None
 
     @property
     def has_gpu(self) -> bool:
@@ -63,12 +73,27 @@ class Resources:
             return "cpu"
         return f"cuda:{slot % self.gpu_count}" if self.has_gpu else "cpu"
 
+    def items_per_gpu(self, expected_gpu_mb: float) -> int | None:
+        """How many items of this expected GPU peak one GPU holds at once; None when the
+        GPU's memory is not known."""
+        if self.gpu_memory_mb is None or not self.has_gpu:
+            return None
+        return items_per_gpu(self.gpu_memory_mb, expected_gpu_mb)
+
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
+        if self.gpu_memory_mb is None:
+            raw.pop("gpu_memory_mb")
         if not self.nodes:  # this machine: the record keeps its former shape
             for key in ("item_slots", "item_threads", "item_memory_mb", "nodes"):
                 raw.pop(key)
         return raw
+
+
+def items_per_gpu(gpu_memory_mb: float, expected_gpu_mb: float) -> int:
+    """floor(GPU memory × GPU_MEMORY_SHARE ÷ (expected peak + CUDA_CONTEXT_MB)), at least 1."""
+    need = max(0.0, expected_gpu_mb) + CUDA_CONTEXT_MB
+    return max(1, math.floor(gpu_memory_mb * GPU_MEMORY_SHARE / need))
 
 
 def usable_cpu_count() -> int:
@@ -95,10 +120,45 @@ def gpu_device_present() -> bool:
     return any(Path(node).exists() for node in _GPU_DEVICE_NODES)
 
 
+def detect_gpu_memory_mb(environ: dict[str, str] | None = None) -> int | None:
+    """The smallest visible GPU's memory, from nvidia-smi: the scheduler never creates a
+    CUDA context (torch.cuda.get_device_properties would) just to ask. None without it."""
+    environ = dict(os.environ) if environ is None else environ
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return gpu_memory_from_listing(listed, environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def gpu_memory_from_listing(listed: str, visible: str | None) -> int | None:
+    """nvidia-smi's "index, MiB" lines → the smallest of the visible GPUs (indices in
+    CUDA_VISIBLE_DEVICES; UUIDs there, or none: all of them)."""
+    sizes: dict[str, int] = {}
+    for line in listed.splitlines():
+        index, _, total = line.partition(",")
+        try:
+            sizes[index.strip()] = int(float(total))
+        except ValueError:
+            continue
+    wanted = [v.strip() for v in (visible or "").split(",") if v.strip()]
+    if wanted and all(v.isdigit() for v in wanted):
+        sizes = {k: v for k, v in sizes.items() if k in wanted}
+    return min(sizes.values()) if sizes else None
+
+
 def detect_resources() -> Resources:
+    gpu_count = detect_gpu_count()
     return Resources(
         cpu_count=usable_cpu_count(),
-        gpu_count=detect_gpu_count(),
+        gpu_count=gpu_count,
         memory_mb=int(psutil.virtual_memory().total // 2**20),
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        gpu_memory_mb=detect_gpu_memory_mb() if gpu_count else None,
     )

@@ -1,5 +1,5 @@
 """The `retrainer` command (Typer): run, verify, status, history, report, models, prune,
-config init, data sample.
+unquarantine, config init, data sample.
 
 Flags named in the original design keep their underscore spelling and accept dashes too.
 Bad input never produces a traceback: a one-paragraph message and a named exit code.
@@ -22,6 +22,11 @@ from retrainer.base.errors import BadInputError, LockedError
 from retrainer.base.exitcodes import ExitCode
 
 
+class Order(StrEnum):
+    LONGEST_FIRST = "longest_first"
+    PLAN = "plan"
+
+
 class Promote(StrEnum):
     ALWAYS = "always"
     GATED = "gated"
@@ -31,7 +36,8 @@ class Promote(StrEnum):
 app = typer.Typer(
     help="Nightly per-symbol model retraining: plan, train in isolated processes, verify, "
     "record. Exit codes: 0 ok, 1 some symbols failed, 2 bad input, 3 another run holds "
-    "the lock, 130 interrupted, 70 internal error.",
+    "the lock, 4 deadline passed with symbols not started, 130 interrupted, 70 internal "
+    "error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -224,6 +230,25 @@ def run(
             "none. (default: \\[notify] enabled)",
         ),
     ] = None,
+    order: Annotated[
+        Order | None,
+        typer.Option(
+            "--order",
+            help="longest_first: the items expected to take longest (from past ledgers) "
+            "start first, new symbols before them all; plan: as the plan lists them. "
+            "(default: longest_first)",
+            case_sensitive=False,
+        ),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            help="Local time (HH:MM) the night must be done by: the plan warns when its "
+            "forecast misses it; past it no item starts, running ones get the stop grace, "
+            "and the run exits 4. (default: \\[run] deadline, else none)",
+        ),
+    ] = None,
 ) -> None:
     """Run the nightly retraining job."""
     from retrainer.job.nightly import run_night
@@ -240,6 +265,8 @@ def run(
             "driver": driver,
             "root": root,
             "max_memory_mb": max_memory_mb,
+            "order": order.value if order else None,
+            "deadline": deadline,
         },
         "data": {"path": data},
         "notify": {"enabled": notify},
@@ -414,6 +441,30 @@ def sync(
     for line in report.lines():
         typer.echo(line)
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.SOME_FAILED)
+
+
+@app.command()
+def unquarantine(
+    symbol: Annotated[str, typer.Argument(help="The quarantined symbol, e.g. BTCUSDT.")],
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Release a symbol quarantined for failing \\[run] quarantine_after_nights nights in a
+    row: the next night trains it. Takes the run lock (exit 3 while a night runs). Exit 0
+    when released or not quarantined (said so), 2 when no recent ledger names the symbol."""
+    from retrainer.base.artifacts import Layout
+    from retrainer.base.clock import now_utc
+    from retrainer.plan.quarantine import unquarantine as release
+
+    with _exit_codes():
+        settings = load_settings(config, {"run": {"root": root}})
+        done = release(
+            Layout(settings.run.root.resolve()),
+            symbol.upper(),
+            settings.run.quarantine_after_nights,
+            now_utc(),
+        )
+    typer.echo(done.message)
 
 
 def _storage(settings: Any) -> Any:

@@ -78,6 +78,11 @@ class AttemptResult:
     message: str = ""
     stack: tuple[str, ...] = ()
     startup_ms: float | None = None
+    # The process's own memory high-water mark (getrusage ru_maxrss of itself and of the
+    # children it reaped, the larger) and torch.cuda.max_memory_allocated on its device
+    # when torch had CUDA initialised: measured by the process, so no short peak is missed.
+    peak_rss_mb: float | None = None
+    gpu_peak_mb: float | None = None
 
     @classmethod
     def success(cls, metrics: dict[str, Any], startup_ms: float | None) -> AttemptResult:
@@ -89,6 +94,9 @@ class AttemptResult:
 
     def to_dict(self) -> dict[str, Any]:
         raw: dict[str, Any] = {"ok": self.ok, "startup_ms": self.startup_ms}
+        for key in ("peak_rss_mb", "gpu_peak_mb"):
+            if getattr(self, key) is not None:
+                raw[key] = getattr(self, key)
         if self.ok:
             raw["metrics"] = self.metrics
         else:
@@ -102,17 +110,25 @@ class AttemptResult:
         """None for anything that is not a result (a torn or foreign file)."""
         if not isinstance(raw, dict) or not isinstance(raw.get("ok"), bool):
             return None
-        startup = raw.get("startup_ms")
-        startup_ms = float(startup) if isinstance(startup, int | float) else None
+        startup_ms = _number(raw.get("startup_ms"))
+        peak_rss_mb, gpu_peak_mb = _number(raw.get("peak_rss_mb")), _number(raw.get("gpu_peak_mb"))
         if raw["ok"]:
             metrics = raw.get("metrics")
-            return cls.success(metrics if isinstance(metrics, dict) else {}, startup_ms)
+            return cls(
+                ok=True,
+                metrics=metrics if isinstance(metrics, dict) else {},
+                startup_ms=startup_ms,
+                peak_rss_mb=peak_rss_mb,
+                gpu_peak_mb=gpu_peak_mb,
+            )
         return cls(
             ok=False,
             error_type=str(raw.get("error_type") or "Error"),
             message=str(raw.get("message", "")),
             stack=tuple(str(s) for s in raw.get("stack", ())),
             startup_ms=startup_ms,
+            peak_rss_mb=peak_rss_mb,
+            gpu_peak_mb=gpu_peak_mb,
         )
 
     @classmethod
@@ -121,3 +137,7 @@ class AttemptResult:
             return cls.from_dict(json.loads(path.read_text("utf-8")))
         except (OSError, ValueError):
             return None
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -10,11 +10,14 @@ loop reads.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,15 @@ import structlog
 
 from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, write_manifest
 from retrainer.base.clock import iso, now_utc
-from retrainer.base.logs import COIN_FAILED, COIN_RETRY_SCHEDULED, COIN_STARTED, COIN_SUCCEEDED
+from retrainer.base.logs import (
+    COIN_FAILED,
+    COIN_RETRY_SCHEDULED,
+    COIN_STARTED,
+    COIN_SUCCEEDED,
+    DEADLINE_PASSED,
+    RETRY_BUDGET_SPENT,
+)
+from retrainer.engine.admission import Admission
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.protocol import AttemptHandle, Driver
 from retrainer.engine.events import ItemListener, Listeners
@@ -31,6 +42,7 @@ from retrainer.engine.retry import backoff_s
 from retrainer.engine.supervisor import AttemptLimits
 from retrainer.ledger.entries import (
     FAILED_STATES,
+    NO_RETRY,
     Attempt,
     ItemState,
     LedgerEntry,
@@ -48,19 +60,33 @@ FIRST_WAVE_WAIT_S = 60.0
 
 
 class StopFlag:
-    """Set from signal handlers; read by the loop. One signal: graceful; two: at once."""
+    """Set from signal handlers; read by the loop. One signal: graceful; two: at once.
+    The night's deadline stops it as one signal does (graceful), for a reason of its own."""
 
     def __init__(self) -> None:
         self.count = 0
         self.signal_name: str | None = None
+        self.deadline_passed: str | None = None  # "deadline 06:00 passed", once it has
 
     def request(self, signum: int, _frame: object = None) -> None:
         self.count += 1
         self.signal_name = signal.Signals(signum).name
 
+    def pass_deadline(self, why: str) -> None:
+        self.deadline_passed = why
+
     @property
     def requested(self) -> bool:
+        return self.count > 0 or self.deadline_passed is not None
+
+    @property
+    def by_signal(self) -> bool:
         return self.count > 0
+
+    @property
+    def why(self) -> str:
+        """What stopped the run: the signal's name, else the deadline."""
+        return self.signal_name or self.deadline_passed or ""
 
     @property
     def immediate(self) -> bool:
@@ -99,6 +125,8 @@ class _Ended:
 class RunTally:
     attempts: dict[str, int] = field(default_factory=dict)
     startup_ms: list[float] = field(default_factory=list)
+    retries: int = 0  # retries scheduled, all items together (the run's retry budget)
+    retries_denied: list[str] = field(default_factory=list)  # failed final: budget spent
 
 
 class Engine:
@@ -134,8 +162,15 @@ class Engine:
         self._rng = random.Random(self.policy.seed)
         self._seq = 0
         self._stopping_since: float | None = None
+        self._deadline = _monotonic_at(self.policy.deadline_at)
         self._limits = AttemptLimits(
-            self.policy.timeout_s, self.policy.kill_grace_s, self.policy.memory_cap_mb
+            self.policy.timeout_s,
+            self.policy.kill_grace_s,
+            self.policy.memory_cap_mb,
+            gpu_share=self.policy.gpu_share,
+        )
+        self._admission = Admission(
+            self.policy.memory_budget_mb, self.policy.memory_cap_mb, self.policy.window, self.log
         )
 
     # -- the loop ----------------------------------------------------------------
@@ -157,6 +192,7 @@ class Engine:
         ):
             self._step()
         self.listeners.drain()
+        self._log_retry_budget()
         self._mark_unstarted_after_stop()
         self._sweep_orphans()
         self.syncer.drain()  # the summary describes what is on disk
@@ -164,6 +200,7 @@ class Engine:
 
     def _step(self) -> None:
         now = time.monotonic()
+        self._check_deadline(now)
         if self.stop.requested:
             self._stop_running(now)
         else:
@@ -191,19 +228,63 @@ class Engine:
         if self._stopping_since is not None:
             wakeups.append(self._stopping_since + self.policy.stop_grace_s)
         if self._retries and self._free_slots and not self.stop.requested:
-            wakeups.append(self._retries[0].not_before)
+            # A due one held back by memory admission waits for an item to end, not spins.
+            later = [r.not_before for r in self._retries if r.not_before > now]
+            if later:
+                wakeups.append(min(later))
+        if self._deadline is not None and not self.stop.requested:
+            wakeups.append(self._deadline)
         return min(wakeups)
 
     # -- starting ------------------------------------------------------------------
     def _start_ready(self, now: float) -> None:
-        while self._free_slots:
-            if self._retries and self._retries[0].not_before <= now:
-                retry = heapq.heappop(self._retries)
-                self._start(retry.item, retry.reuse_dir)
-            elif self._fresh:
-                self._start(self._fresh.popleft(), None)
-            else:
+        while self._free_slots and not self._check_deadline(now):
+            retry = self._ready_retry(now)
+            # Memory admission: the first in this order whose expected peak fits (admission.py).
+            item = self._admission.choose(chain([retry.item] if retry else [], self._fresh))
+            if item is None:
                 return
+            if retry is not None and item is retry.item:
+                self._retries.remove(retry)
+                heapq.heapify(self._retries)
+                self._start(retry.item, retry.reuse_dir)
+            else:
+                self._fresh.remove(item)
+                self._start(item, None)
+
+    def _ready_retry(self, now: float) -> _Retry | None:
+        """The retry to start before the next fresh item, if one is due. In plan order,
+        the earliest due; longest first, the longest expected of those due, and only if it
+        is expected to take at least as long as the next fresh item (the same rule as the
+        queue: an item without history counts as the longest)."""
+        due = [r for r in self._retries if r.not_before <= now]
+        if not due:
+            return None
+        if self.policy.order == "longest_first":
+            retry = max(due, key=lambda r: (_expected_key(r.item), -r.seq))
+            if self._fresh and _expected_key(self._fresh[0]) > _expected_key(retry.item):
+                return None
+            return retry
+        return min(due)
+
+    def _check_deadline(self, now: float) -> bool:
+        """Whether the run stopped starting items; past the deadline it does, once: the
+        running ones then get the stop grace, as on SIGTERM, and the rest never start."""
+        if self.stop.requested:
+            return True
+        if self._deadline is None or now < self._deadline:
+            return False
+        why = f"deadline {self.policy.deadline} passed"
+        self.stop.pass_deadline(why)
+        self.log.warning(
+            DEADLINE_PASSED,
+            deadline=self.policy.deadline,
+            deadline_at=iso(self.policy.deadline_at) if self.policy.deadline_at else None,
+            running=len(self._running),
+            not_started=len(self._fresh) + len(self._retries),
+            grace_s=self.policy.stop_grace_s,
+        )
+        return True
 
     def _start(self, item: PlanItem, reuse_dir: Path | None) -> None:
         slot = self._free_slots.pop()
@@ -257,6 +338,7 @@ class Engine:
             artifact_dir=attempt.artifact_dir,
         )
         self._running[slot] = _Running(item, handle, attempt, out_dir, slot, started)
+        self._admission.started(slot, item)
         self.listeners.attempt_started(item.item_id, out_dir)
 
     def _spec(
@@ -301,6 +383,7 @@ class Engine:
         for slot, running in list(self._running.items()):
             if running.handle.has_exited():
                 del self._running[slot]
+                self._admission.released(slot)
                 self._free_slots.append(slot)
                 self._ended.append(
                     _Ended(running, iso(now_utc()), time.monotonic() - running.started)
@@ -320,12 +403,15 @@ class Engine:
             self._ended.remove(ended)
             running = ended.running
             outcome = running.handle.outcome()
+            self._admission.measured(running.item, outcome)
             if outcome.state is not ItemState.SUCCESS:
                 self._sweep_orphans()  # what a dying item left behind was adopted by us
             if running.stopped and outcome.state is not ItemState.SUCCESS:
                 outcome = Outcome(
                     ItemState.INTERRUPTED,
-                    f"scheduler stopped by {self.stop.signal_name}",
+                    f"scheduler stopped by {self.stop.signal_name}"
+                    if self.stop.by_signal
+                    else f"scheduler stopped: {self.stop.deadline_passed}",
                     exit_code=outcome.exit_code,
                 )
             self._finish(
@@ -374,6 +460,9 @@ class Engine:
                     exit_code=outcome.exit_code,
                     error_type=type(exc).__name__,
                 )
+        will_retry = False
+        if outcome.state is not ItemState.SUCCESS:
+            will_retry, outcome = self._retry_decision(item, outcome)
         ended = attempt.ended(outcome, ended_at, seconds)
         entry = (self.ledger.get(item.item_id) or self._new_entry(item)).with_attempt(
             ended, updated_at=ended.ended_at, run_id=self.run_id
@@ -382,7 +471,7 @@ class Engine:
             self._succeeded(item, entry, ended, out_dir, manifest_sha, outcome, seconds)
         else:
             self.ledger.record(entry)
-            self._failed(item, ended, out_dir, outcome)
+            self._failed(item, ended, out_dir, outcome, will_retry)
 
     def _succeeded(
         self,
@@ -418,13 +507,36 @@ class Engine:
             item.item_id, out_dir, [*artifact_files(out_dir), out_dir / MANIFEST_NAME]
         )
 
-    def _failed(self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome) -> None:
+    def _retry_decision(self, item: PlanItem, outcome: Outcome) -> tuple[bool, Outcome]:
+        """Whether a failed attempt is retried: up to `retries` for each item, and no more
+        than the run's retry budget for all of them; past it the failure is final, and its
+        reason says so."""
         tries = self.tally.attempts.get(item.item_id, 0)
-        will_retry = (
-            outcome.state in FAILED_STATES
-            and not self.stop.requested
-            and tries <= self.policy.retries
-        )
+        if outcome.state not in FAILED_STATES or self.stop.requested or tries > self.policy.retries:
+            return False, outcome
+        budget = self.policy.retry_budget
+        if budget is not None and self.tally.retries >= budget:
+            self.tally.retries_denied.append(item.item_id)
+            reason = f"{outcome.reason}{NO_RETRY}the run's retry budget ({budget}) is spent"
+            return False, replace(outcome, reason=reason)
+        self.tally.retries += 1
+        return True, outcome
+
+    def _log_retry_budget(self) -> None:
+        """Once a night: the items the spent budget left without a retry."""
+        if self.tally.retries_denied:
+            self.log.warning(
+                RETRY_BUDGET_SPENT,
+                budget=self.policy.retry_budget,
+                retries=self.tally.retries,
+                left_without_retry=len(self.tally.retries_denied),
+                symbols=self.tally.retries_denied[:20],
+            )
+
+    def _failed(
+        self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome, will_retry: bool
+    ) -> None:
+        tries = self.tally.attempts.get(item.item_id, 0)
         self.log.warning(
             COIN_FAILED,
             symbol=item.symbol,
@@ -457,6 +569,7 @@ class Engine:
             self.log.warning(
                 "job_stopping",
                 signal=self.stop.signal_name,
+                deadline=self.stop.deadline_passed,
                 running=len(self._running),
                 queued=len(self._fresh),
                 grace_s=grace_s,
@@ -479,7 +592,7 @@ class Engine:
                     replace(
                         entry,
                         updated_at=iso(now_utc()),
-                        why=f"not started: {self.stop.signal_name}",
+                        why=f"not started: {self.stop.why}",
                     )
                 )
 
@@ -510,6 +623,18 @@ class Engine:
             updated_at=iso(now_utc()),
             run_id=self.run_id,
         )
+
+
+def _monotonic_at(moment: datetime | None) -> float | None:
+    """A wall-clock moment on the monotonic clock the loop reads (None: none)."""
+    if moment is None:
+        return None
+    return time.monotonic() + (moment - now_utc()).total_seconds()
+
+
+def _expected_key(item: PlanItem) -> float:
+    """Longest first: an item without history counts as the longest."""
+    return math.inf if item.expected_s is None else item.expected_s
 
 
 def _headline(metrics: dict[str, Any] | None) -> dict[str, Any]:

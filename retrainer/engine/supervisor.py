@@ -13,7 +13,7 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import psutil
@@ -32,6 +32,9 @@ class AttemptLimits:
     timeout_s: float
     kill_grace_s: float
     memory_cap_mb: int | None = None
+    # The share of a GPU the item is expected to need (policy.gpu_share): a driver that
+    # places attempts by it asks for it (Ray's fractional num_gpus); None: the configured.
+    gpu_share: float | None = None
 
 
 class AttemptProcess(Protocol):
@@ -70,6 +73,7 @@ class Supervisor:
         self._term_sent_at: float | None = None
         self._timed_out = False
         self._memory_exceeded: str | None = None
+        self.peak_rss_mb: float | None = None  # the largest tree RSS sampled so far
         self._known_tree: set[int] = set()
         self._tree: dict[int, psutil.Process] = {}
         # An item that ends within the first poll interval never pays for a /proc scan.
@@ -142,6 +146,7 @@ class Supervisor:
             except psutil.Error:
                 del self._tree[pid]
         rss_mb = rss / 2**20
+        self.peak_rss_mb = max(self.peak_rss_mb or 0.0, rss_mb)
         if rss_mb > self.memory_cap_mb:
             self._memory_exceeded = (
                 f"memory limit: the process tree used {rss_mb:,.0f} MB, over the "
@@ -197,8 +202,9 @@ class Supervisor:
                 self._memory_exceeded,
                 exit_code=exit_code,
                 error_type="MemoryLimit",
+                peak_rss_mb=self.peak_rss_mb,
             )
-        return classify(self.spec, exit_code, self._timed_out, self.timeout_s)
+        return classify(self.spec, exit_code, self._timed_out, self.timeout_s, self.peak_rss_mb)
 
     def _sweep_group(self) -> None:
         pid = self.process.pid
@@ -210,9 +216,33 @@ class Supervisor:
 
 
 def classify(
-    spec: AttemptSpec, exit_code: int | None, timed_out: bool, timeout_s: float
+    spec: AttemptSpec,
+    exit_code: int | None,
+    timed_out: bool,
+    timeout_s: float,
+    sampled_peak_mb: float | None = None,
 ) -> Outcome:
+    """The end, with the attempt's memory peaks: the tree's RSS as sampled every
+    MEMORY_POLL_S (children included, a short peak may fall between samples) or the
+    process's own ru_maxrss from its result (exact, its reaped children's largest too),
+    the larger; the GPU's from its result."""
     result = AttemptResult.read(spec.result_path)
+    outcome = _classify(spec, result, exit_code, timed_out, timeout_s)
+    if result is None:
+        return replace(outcome, peak_rss_mb=sampled_peak_mb)
+    peaks = [p for p in (sampled_peak_mb, result.peak_rss_mb) if p is not None]
+    return replace(
+        outcome, peak_rss_mb=max(peaks) if peaks else None, gpu_peak_mb=result.gpu_peak_mb
+    )
+
+
+def _classify(
+    spec: AttemptSpec,
+    result: AttemptResult | None,
+    exit_code: int | None,
+    timed_out: bool,
+    timeout_s: float,
+) -> Outcome:
     startup_ms = result.startup_ms if result else None
     if timed_out:
         return Outcome(

@@ -15,12 +15,14 @@ import contextlib
 import errno
 import json
 import os
+import resource
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Mapping
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -268,10 +270,36 @@ def _short(text: str, limit: int = 500) -> str:
 
 
 def _write_result(spec: AttemptSpec, result: AttemptResult) -> None:
+    result = replace(result, peak_rss_mb=peak_rss_mb(), gpu_peak_mb=gpu_peak_mb(spec.device))
     try:  # read by the supervisor as soon as we exit: no need to survive a power cut
         atomic_write_json(spec.result_path, result.to_dict(), durable=False)
     except OSError:  # a full or read-only run folder: the exit code is all we can leave
         os._exit(EXIT_RESULT_NOT_WRITTEN)
+
+
+def peak_rss_mb() -> float:
+    """This process's RSS high-water mark, or that of the largest child it reaped, the
+    larger (getrusage ru_maxrss: kept by the kernel, so a peak between the supervisor's
+    samples is not missed; free to read). A forked process starts at its parent's RSS
+    at the fork, counted as the supervisor's samples count it (shared pages included)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    unit = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return max(own, children) * unit / 2**20
+
+
+def gpu_peak_mb(device: str) -> float | None:
+    """torch.cuda.max_memory_allocated on the attempt's device, if torch is imported and
+    CUDA was initialised in this process: never initialised just to ask."""
+    torch = sys.modules.get("torch")
+    if torch is None or not device.startswith("cuda"):
+        return None
+    try:
+        if not torch.cuda.is_initialized():
+            return None
+        return float(torch.cuda.max_memory_allocated(torch.device(device))) / 2**20
+    except Exception:  # a broken CUDA state: the peak is a hint, the result is what counts
+        return None
 
 
 def _die_with_descendants(signum: int, _frame: object) -> None:

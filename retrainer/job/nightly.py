@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +41,7 @@ from retrainer.base.lock import RunLock
 from retrainer.base.logs import (
     COIN_FAILED,
     COIN_SKIPPED,
+    DEADLINE_AT_RISK,
     JOB_COMPLETED,
     JOB_STARTED,
     SYMBOLS_UNRANKED,
@@ -55,21 +57,24 @@ from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, rec
 from retrainer.job.listeners import NotifyListener, UploadListener
 from retrainer.job.mlflow_tracking import MlflowListener
 from retrainer.job.promotion import PromotionListener
-from retrainer.job.summary import build_summary
+from retrainer.job.summary import build_summary, failure_tolerance, retry_budget_summary
 from retrainer.ledger.entries import (
     FAILED_STATES,
     ItemState,
     LedgerEntry,
     UploadState,
     failed_on_bad_data,
+    skipped_in_quarantine,
 )
 from retrainer.ledger.fsync import Syncer
 from retrainer.ledger.journal import Ledger
 from retrainer.mirror.storage.registry import make_storage
 from retrainer.mirror.sync import finish_run_uploads, mark_pending, sync_before_run
 from retrainer.mirror.uploads import Uploader, mirrored_files
+from retrainer.notify.messages import severity
 from retrainer.notify.protocol import Notifier
 from retrainer.notify.registry import observers_for_run
+from retrainer.plan.forecast import deadline_warning, forecast_line
 from retrainer.plan.planner import Plan, build_plan
 from retrainer.plan.policy import likely_threads_per_item
 from retrainer.training.contract import Trainer, load_trainer
@@ -265,6 +270,7 @@ class Night:
         recovered = _record_settled(plan, self.ledger, storage is not None)
         _record_bad_data(plan, self.ledger, self.run_id)
         _record_fresh(plan, self.ledger, self.run_id)
+        _record_quarantined(plan, self.ledger, self.run_id)
         if storage:
             self.uploader = Uploader(storage, layout, settings.storage.upload_workers)
             stack.callback(self.uploader.close)
@@ -298,10 +304,20 @@ class Night:
         else:
             self.notifier = self._given_notifier
         listeners.append(NotifyListener(self.notifier))
-        self.run_record = self._run_record()
+        self.run_record = {**self._run_record(), **schedule_record(plan, self.started_at)}
         self.ledger.record_run(self.run_record)
         self.recorded_start = True
-        self.log.info(JOB_STARTED, **{k: v for k, v in self.run_record.items() if k != "run_id"})
+        self.log.info(
+            JOB_STARTED,
+            **{k: v for k, v in self.run_record.items() if k not in ("run_id", "expected_s")},
+        )
+        if self.run_record.get("deadline_warning"):  # the start message says it too
+            self.log.warning(
+                DEADLINE_AT_RISK,
+                deadline=self.run_record["deadline"],
+                forecast_finish_at=self.run_record.get("forecast_finish_at"),
+                warning=self.run_record["deadline_warning"],
+            )
         for item in plan.to_skip:
             self.log.info(COIN_SKIPPED, symbol=item.symbol, why=item.why)
         if plan.unranked:
@@ -332,6 +348,7 @@ class Night:
             "driver": self.settings.run.driver,
             "max_concurrent": policy.max_concurrent,
             "window": policy.window,
+            "concurrency_why": policy.concurrency_why,  # "memory allows 5, … → 5"
             "threads_per_item": policy.threads_per_item,
             "force": self.force,
             "resources": plan.resources.to_dict(),
@@ -342,6 +359,8 @@ class Night:
             "bad_data": len(plan.to_fail),  # failed before they started: their data is bad
             "unranked": dict(plan.unranked),  # topN: files left out, unreadable
             "retries": policy.retries,
+            "retry_budget": policy.retry_budget,
+            "quarantined": len(plan.quarantined),  # skipped: failed too many nights in a row
         }
 
     # -- run -------------------------------------------------------------------------
@@ -373,8 +392,21 @@ class Night:
         layout, day = self.layout, self.day
         wall_s = time.monotonic() - self.started
         ended_first = f"stopped by {self.stop.signal_name}" if self.stop.requested else "ended"
+        deadline = self.stop.deadline_passed if not self.stop.by_signal else None
         summary = build_summary(
-            self.plan, self.ledger.entries, tally.attempts, self.run_record, wall_s, ended_first
+            self.plan,
+            self.ledger.entries,
+            tally.attempts,
+            {k: v for k, v in self.run_record.items() if k != "expected_s"},
+            wall_s,
+            ended_first,
+            unstarted_reason=f"not started: {deadline}" if deadline else None,
+        )
+        if self.plan.policy.deadline is not None:
+            summary["deadline_passed"] = self.stop.deadline_passed is not None
+        summary.update(failure_tolerance(summary, self.settings.run.tolerated_failure_ratio))
+        summary["retry_budget"] = retry_budget_summary(
+            self.plan.policy.retry_budget, tally.retries, tally.retries_denied
         )
         exit_code = _exit_code(summary, self.stop) if forced_code is None else forced_code
         summary.update(
@@ -382,6 +414,7 @@ class Night:
             exit_code=int(exit_code),
             worker_startup_ms=_startup_stats(tally.startup_ms),
         )
+        summary["severity"] = severity(summary)
         summary_path = layout.summary_path(day)
         atomic_write_json(summary_path, summary)
         self.summary = summary
@@ -411,6 +444,26 @@ class Night:
         return exit_code
 
 
+def schedule_record(plan: Plan, started_at: str) -> dict[str, Any]:
+    """The queue's order, its forecast from the night's start, and the deadline, for the
+    run record: the start message, the live view and `retrainer status` read them."""
+    policy = plan.policy
+    out: dict[str, Any] = {"order": policy.order}
+    forecast = plan.forecast
+    if forecast is not None and forecast.items:
+        forecast = replace(forecast, planned_at=datetime.fromisoformat(started_at))
+        out.update(forecast.to_record(), forecast=forecast_line(forecast))
+        # Each item's expected seconds, in start order: the live view's ETA replays them.
+        out["expected_s"] = {i.item_id: round(i.expected_s, 2) for i in forecast.items}
+    if policy.deadline is not None and policy.deadline_at is not None:
+        out.update(deadline=policy.deadline, deadline_at=iso(policy.deadline_at))
+        if forecast is not None and forecast.items:
+            out["deadline_warning"] = deadline_warning(
+                forecast, policy.deadline, policy.deadline_at
+            )
+    return out
+
+
 def _record_bad_data(plan: Plan, ledger: Ledger, run_id: str) -> None:
     """Items whose data is bad fail now, each with the file and row that is wrong; they
     never start an attempt, so no retry follows."""
@@ -429,6 +482,27 @@ def _record_fresh(plan: Plan, ledger: Ledger, run_id: str) -> None:
         entry = item.previous or LedgerEntry(item.symbol, ItemState.SKIPPED, at)
         ledger.record(
             replace(entry, state=ItemState.SKIPPED, updated_at=at, why=item.why, run_id=run_id)
+        )
+
+
+def _record_quarantined(plan: Plan, ledger: Ledger, run_id: str) -> None:
+    """A quarantined item is skipped by this run: the day's ledger says so and why, and
+    keeps the failed nights behind it (so its streak outlives the days a plan reads)."""
+    at = iso(now_utc())
+    for item in plan.quarantined:
+        quarantine = item.quarantine
+        if quarantine is None:
+            continue
+        ledger.record(
+            skipped_in_quarantine(
+                item.previous,
+                item.symbol,
+                item.why,
+                at,
+                run_id,
+                quarantine.failed_at,
+                quarantine.last_failure,
+            )
         )
 
 
@@ -470,10 +544,16 @@ def failure_exit_code(exc: BaseException) -> ExitCode:
 
 
 def _exit_code(summary: dict[str, Any], stop: StopFlag) -> ExitCode:
-    if stop.requested:
+    """130 when stopped by a signal; 4 when the deadline passed with items not started
+    or cut short; 1 when an item failed, unless the share that failed is within
+    [run] tolerated_failure_ratio (summary's `tolerated_failures`); else 0."""
+    if stop.by_signal:
         return ExitCode.INTERRUPTED
+    if stop.deadline_passed and (summary["not_started"] or summary["interrupted"]):
+        return ExitCode.DEADLINE_PASSED
     failed = {s.value for s in FAILED_STATES}
-    if any(s["status"] in failed for s in summary["by_symbol"].values()):
+    any_failed = any(s["status"] in failed for s in summary["by_symbol"].values())
+    if any_failed and not summary.get("tolerated_failures"):
         return ExitCode.SOME_FAILED
     return ExitCode.OK
 

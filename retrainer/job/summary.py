@@ -49,13 +49,16 @@ def symbol_summary(
     return out
 
 
-def unstarted_summary(entry: LedgerEntry | None, why: str, ended: str) -> dict[str, Any]:
-    """A symbol the run was to train but never started: what the ledger holds stays."""
+def unstarted_summary(
+    entry: LedgerEntry | None, why: str, ended: str, reason: str | None = None
+) -> dict[str, Any]:
+    """A symbol the run was to train but never started: what the ledger holds stays.
+    reason: why it was not started (default: the run ended first)."""
     out: dict[str, Any] = {
         "status": NOT_STARTED,
         "attempts": 0,
         "why": why,
-        "reason": f"not started: the run {ended} first",
+        "reason": reason or f"not started: the run {ended} first",
         "ledger_state": (entry.state if entry else ItemState.PENDING).value,
     }
     if entry is not None and entry.state is ItemState.SUCCESS:  # an earlier run's model
@@ -90,8 +93,10 @@ def build_summary(
     run: Mapping[str, Any],
     wall_s: float,
     ended: str = "ended",
+    unstarted_reason: str | None = None,
 ) -> dict[str, Any]:
-    """ended: how the run ended, for the symbols it never started ("stopped by SIGINT")."""
+    """ended: how the run ended, for the symbols it never started ("stopped by SIGINT");
+    unstarted_reason: their reason instead ("not started: deadline 06:00 passed")."""
     by_symbol = {}
     for item in plan.items:
         attempts = attempts_this_run.get(item.item_id, 0)
@@ -99,7 +104,7 @@ def build_summary(
         if item.action is Action.FAIL:
             by_symbol[item.symbol] = bad_data_summary(item.why)
         elif item.action is Action.RUN and attempts == 0:
-            by_symbol[item.symbol] = unstarted_summary(entry, item.why, ended)
+            by_symbol[item.symbol] = unstarted_summary(entry, item.why, ended, unstarted_reason)
         else:
             by_symbol[item.symbol] = symbol_summary(
                 entry, item.action is Action.SKIP, attempts, item.why
@@ -135,6 +140,8 @@ def build_summary(
         **promotion_counts(by_symbol),
         "fresh": sum(1 for s in by_symbol.values() if s.get("fresh")),
         "stale": sorted(sym for sym, s in by_symbol.items() if s.get("stale")),
+        # skipped: failed quarantine_after_nights nights in a row (until --force/unquarantine)
+        "quarantined": sorted(i.symbol for i in plan.quarantined),
         "by_symbol": by_symbol,
     }
 
@@ -151,7 +158,31 @@ def _model_state(item: PlanItem) -> dict[str, Any]:
         out["fresh"] = True
     if item.champion_problem:
         out["champion_problem"] = item.champion_problem
+    if item.expected_s is not None:  # from past ledgers: compare with its minutes
+        out["expected_s"] = round(item.expected_s, 2)
+    if item.quarantine is not None:
+        out["quarantined"] = True
+        out["failed_nights"] = item.quarantine.failed_nights
     return out
+
+
+def failure_tolerance(summary: Mapping[str, Any], ratio: float) -> dict[str, Any]:
+    """The night's failures against [run] tolerated_failure_ratio: the share of the items
+    it tried (trained, or failed on bad data) that failed, and how many failures the ratio
+    tolerates (all of them when the share is within it, else none)."""
+    failed = int(summary.get("failed") or 0)
+    tried = failed + int(summary.get("succeeded") or 0)
+    share = failed / tried if tried else 0.0
+    return {
+        "failure_ratio": round(share, 4),
+        "tolerated_failure_ratio": ratio,
+        "tolerated_failures": failed if failed and share <= ratio else 0,
+    }
+
+
+def retry_budget_summary(budget: int | None, spent: int, denied: list[str]) -> dict[str, Any]:
+    """[run] retry_budget: the retries the run spent, and the items left without one."""
+    return {"budget": budget, "spent": spent, "left_without_retry": sorted(denied)}
 
 
 def promotion_counts(by_symbol: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

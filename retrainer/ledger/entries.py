@@ -44,6 +44,10 @@ class Outcome:
     startup_ms: float | None = None
     node: str | None = None  # where it ran, when a remote driver ran it
     device: str | None = None  # the device the engine assigned there, if the head did not
+    # Its process tree's peak RSS (the supervisor's samples and the process's own
+    # ru_maxrss, the larger) and torch.cuda.max_memory_allocated on its device, if it used one.
+    peak_rss_mb: float | None = None
+    gpu_peak_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         raw = dict(vars(self))
@@ -89,6 +93,8 @@ class Attempt:
             stack=outcome.stack,
             node=outcome.node or self.node,
             device=outcome.device or self.device,
+            peak_rss_mb=_mb(outcome.peak_rss_mb),
+            gpu_peak_mb=_mb(outcome.gpu_peak_mb),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +108,10 @@ class Attempt:
     def from_dict(cls, raw: dict[str, Any]) -> Attempt:
         stack = tuple(raw.get("stack", ()))
         return cls(**{**raw, "state": ItemState(raw["state"]), "stack": stack})
+
+
+def _mb(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 @dataclass(frozen=True)
@@ -201,3 +211,51 @@ def bad_data_reason(entry: LedgerEntry) -> str | None:
     if last is not None and last.started_at > str(mark.get("at", "")):
         return None
     return str(mark.get("why", ""))
+
+
+# A symbol skipped as quarantined (it failed too many nights in a row) is recorded skipped;
+# LedgerEntry.extra keeps the failed nights behind that (their ends, the last reason), so
+# that its streak outlives the days of ledgers a plan reads.
+QUARANTINED = "quarantined"
+
+
+def skipped_in_quarantine(
+    previous: LedgerEntry | None,
+    symbol: str,
+    why: str,
+    at: str,
+    run_id: str,
+    failed_at: tuple[str, ...],
+    last_failure: str,
+) -> LedgerEntry:
+    """The item's entry once the plan skipped it as quarantined (earlier attempts of the
+    day are kept; a failure of the day, by an earlier --force run, joins its streak)."""
+    if previous is not None and previous.state in FAILED_STATES:
+        failed_at = (*failed_at, previous.updated_at)
+    mark = {"failed_at": list(failed_at), "last_failure": last_failure, "run_id": run_id}
+    entry = previous or LedgerEntry(symbol, ItemState.SKIPPED, at)
+    return replace(
+        entry,
+        state=ItemState.SKIPPED,
+        updated_at=at,
+        why=why,
+        run_id=run_id,
+        extra={**entry.extra, QUARANTINED: mark},
+    )
+
+
+def quarantine_mark(entry: LedgerEntry) -> tuple[tuple[str, ...], str] | None:
+    """A skipped entry's quarantine: the ends of the failed nights behind it and the last
+    failure's reason (None: not skipped as quarantined, or a mark it cannot read)."""
+    mark = entry.extra.get(QUARANTINED)
+    if entry.state is not ItemState.SKIPPED or not isinstance(mark, dict):
+        return None
+    failed_at = mark.get("failed_at")
+    if not isinstance(failed_at, list) or not all(isinstance(t, str) for t in failed_at):
+        return None
+    return tuple(failed_at), str(mark.get("last_failure") or "")
+
+
+# A failed attempt's reason ends with "; no retry: WHY" when the run denied it a retry its
+# `retries` allowed (the run's retry budget was spent): its failure is final.
+NO_RETRY = "; no retry: "

@@ -19,6 +19,9 @@ SLOWEST_SHOWN = 3
 FAILURES_SHOWN = 50
 REASON_CHARS = 300
 STALE_SHOWN = 10
+QUARANTINED_SHOWN = 10
+# A finished night's severity (engine_summary.json, the webhook's `severity`) and its icon.
+SEVERITY_ICONS = {"ok": "✅", "warning": "⚠️", "error": "❌"}
 
 
 def items_that_can_fail(info: Mapping[str, Any]) -> int:
@@ -46,6 +49,14 @@ def started_text(info: Mapping[str, Any]) -> str:
         f"concurrency {info.get('window', '?')} · {info.get('threads_per_item', '?')} "
         "threads per item",
     ]
+    if info.get("concurrency_why"):  # the plan's reason, e.g. "memory allows 5, … → 5"
+        lines.append(f"({info['concurrency_why']})")
+    # The plan's forecast (retrainer.plan.forecast) and, when it misses it, the deadline.
+    if info.get("forecast"):
+        deadline = f" · deadline {info['deadline']} local" if info.get("deadline") else ""
+        lines.append(f"{info['forecast']}{deadline}")
+    if info.get("deadline_warning"):
+        lines.append(f"⏰ {info['deadline_warning']}")
     return "\n".join(lines)
 
 
@@ -77,15 +88,59 @@ def not_started_text(summary: Mapping[str, Any]) -> str:
     )
 
 
+def severity(summary: Mapping[str, Any]) -> str:
+    """ok: exit 0, nothing failed; warning: exit 0 with failures within the tolerated
+    failure ratio, or interrupted (130); error: any other end (failures past the ratio,
+    a night that did not start)."""
+    exit_code = summary.get("exit_code")
+    if summary.get("started") is False:
+        return "error"
+    if exit_code == 0:
+        return "warning" if _tolerated(summary) else "ok"
+    return "warning" if exit_code == 130 else "error"
+
+
+def _tolerated(summary: Mapping[str, Any]) -> bool:
+    """Exit 0 with failures: the tolerated failure ratio let them through."""
+    return bool(summary.get("tolerated_failures") or summary.get("failures"))
+
+
+def tolerance_line(summary: Mapping[str, Any]) -> str | None:
+    """With a tolerated failure ratio and failures: within it (exit 0) or past it."""
+    ratio = summary.get("tolerated_failure_ratio")
+    failed = int(summary.get("failed") or 0)
+    if not isinstance(ratio, int | float) or ratio <= 0 or not failed:
+        return None
+    tried = failed + int(summary.get("succeeded") or 0)
+    share = f"{failed} of {tried} tried ({failed / tried:.0%})" if tried else f"{failed}"
+    if summary.get("tolerated_failures"):
+        return f"failures within tolerance: {share}, tolerated up to {ratio:.0%}"
+    return f"failures past tolerance: {share}, tolerated up to {ratio:.0%}"
+
+
+def deadline_line(summary: Mapping[str, Any]) -> str | None:
+    """The night's deadline passed: how many items it left unstarted or cut short."""
+    if not summary.get("deadline_passed"):
+        return None
+    unstarted = int(summary.get("not_started") or 0)
+    cut = int(summary.get("interrupted") or 0)
+    left = f"{unstarted} not started" + (f", {cut} cut short" if cut else "")
+    return (
+        f"⏰ deadline {summary.get('deadline', '?')} passed: {left}; "
+        "their champions stay, and they run the next night"
+    )
+
+
 def finished_text(summary: Mapping[str, Any]) -> str:
     """Run finished: counts, wall time, slowest symbols, failures with reasons, net Sharpe."""
     if summary.get("started") is False:
         return not_started_text(summary)
     by_symbol: Mapping[str, Mapping[str, Any]] = summary.get("by_symbol") or {}
     exit_code = summary.get("exit_code")
-    icon = "✅" if exit_code == 0 else "⚠️" if exit_code == 130 else "❌"
+    icon = SEVERITY_ICONS[severity(summary)]
+    within = " · within tolerance" if exit_code == 0 and _tolerated(summary) else ""
     lines = [
-        f"{icon} retrainer: run finished on {summary.get('host', '?')} (exit {exit_code})",
+        f"{icon} retrainer: run finished on {summary.get('host', '?')} (exit {exit_code}{within})",
         f"run {summary.get('run_id', '?')} · {summary.get('total_symbols', '?')} symbols",
         f"succeeded {summary.get('succeeded', 0)} · failed {summary.get('failed', 0)} "
         f"(timed out {summary.get('timed_out', 0)}) · skipped {summary.get('skipped', 0)}"
@@ -93,6 +148,12 @@ def finished_text(summary: Mapping[str, Any]) -> str:
         + (f" · not started {summary['not_started']}" if summary.get("not_started") else ""),
         f"wall time {_minutes(summary.get('total_wall_minutes'))}",
     ]
+    tolerance = tolerance_line(summary)
+    if tolerance:
+        lines.append(tolerance)
+    deadline = deadline_line(summary)
+    if deadline:
+        lines.append(deadline)
     lines += model_lines(summary)
     slowest = _slowest(by_symbol)
     if slowest:
@@ -114,7 +175,7 @@ def finished_text(summary: Mapping[str, Any]) -> str:
 
 def model_lines(summary: Mapping[str, Any]) -> list[str]:
     """The gate's decisions (`promoted`, `first_model`, `kept_champion (reason)`), the
-    symbols skipped as fresh and those whose data is stale."""
+    symbols skipped as fresh, those whose data is stale and those in quarantine."""
     counts: Mapping[str, int] = summary.get("promotions") or {}
     parts = [
         f"{label} {counts[key]}"
@@ -137,6 +198,11 @@ def model_lines(summary: Mapping[str, Any]) -> list[str]:
     if stale:
         shown = ", ".join(stale[:STALE_SHOWN]) + (" …" if len(stale) > STALE_SHOWN else "")
         lines.append(f"stale data ({len(stale)}): {shown}")
+    quarantined: Sequence[str] = summary.get("quarantined") or []
+    if quarantined:
+        shown = ", ".join(quarantined[:QUARANTINED_SHOWN])
+        more = " …" if len(quarantined) > QUARANTINED_SHOWN else ""
+        lines.append(f"quarantined ({len(quarantined)}): {shown}{more}")
     return lines
 
 

@@ -25,6 +25,7 @@ from retrainer.notify.http import HttpRequest, HttpSender
 from retrainer.notify.messages import (
     finished_text,
     items_that_can_fail,
+    severity,
     split_text,
     started_text,
 )
@@ -134,9 +135,17 @@ def _finished_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "day": summary.get("day"),
         "exit_code": summary.get("exit_code"),
+        # ok; warning: failures within tolerated_failure_ratio (exit 0), or interrupted;
+        # error: failures past it, or a night that did not start
+        "severity": severity(summary),
         "counts": {k: summary[k] for k in SUMMARY_COUNTS if k in summary},
         "failures": dict(summary.get("failures") or {}),
     }
+    if summary.get("tolerated_failures"):  # failures the ratio let the night pass with
+        fields["tolerated_failures"] = summary["tolerated_failures"]
+        fields["tolerated_failure_ratio"] = summary.get("tolerated_failure_ratio")
+    if summary.get("quarantined"):  # skipped: failed too many nights in a row
+        fields["quarantined"] = list(summary["quarantined"])
     if summary.get("promotions"):  # the gate's decisions, and why champions stayed
         fields["promotions"] = dict(summary["promotions"])
         fields["champions_kept"] = dict(summary.get("champions_kept") or {})

@@ -8,18 +8,31 @@ it is never needed for a night to run.
 
 from __future__ import annotations
 
+import bisect
 import re
+import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from retrainer.base.artifacts import Layout
-from retrainer.ledger.entries import FAILED_STATES, Attempt, ItemState, LedgerEntry
-from retrainer.ledger.journal import read_ledger
+from retrainer.ledger.entries import (
+    FAILED_STATES,
+    Attempt,
+    ItemState,
+    LedgerEntry,
+    quarantine_mark,
+)
+from retrainer.ledger.journal import SCHEMA_VERSION, LedgerState, read_ledger
 
 DAY_FOLDER = re.compile(r"^\d{8}Z$")
 # Recent nights weigh more: a symbol that grew last week is planned at its new size.
 EWMA_ALPHA = 0.3
 DAYS_READ = 14
+# The head of a snapshot names its schema (retrainer.ledger.journal writes it first).
+SCHEMA_HEAD = re.compile(rb'"schema"\s*:\s*(\d+)')
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,9 @@ class SymbolHistory:
     samples: int = 0  # successful attempts behind those figures
     failed_nights: int = 0  # the latest nights in a row that ended with it failed
     last_failure: str = ""  # the reason of the latest of those
+    # When each of those nights ended with it failed (its ledger entry's updated_at),
+    # oldest first: a release from quarantine counts only the nights after it.
+    failed_at: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,9 @@ class History:
     symbols: Mapping[str, SymbolHistory] = field(default_factory=dict)
     days: tuple[str, ...] = ()  # the ledgers read, oldest first
     notes: tuple[str, ...] = ()  # the ledgers skipped, and why
+    # A night's start to its first attempt's start (the zygote's imports, the first wave's
+    # forks), the median over the runs read; None: no run has started an item yet.
+    startup_s: float | None = None
 
     def of(self, symbol: str) -> SymbolHistory:
         return self.symbols.get(symbol) or SymbolHistory(symbol)
@@ -46,55 +65,123 @@ class History:
 def read_history(layout: Layout, today: str, days: int = DAYS_READ) -> History:
     """The last `days` ledgers up to today's (today's own attempts count for durations and
     memory; only finished nights count for failure streaks)."""
-    found, notes = _ledgers(layout, today, days)
+    found, notes, startups = _ledgers(layout, today, days)
     per_symbol: dict[str, list[Attempt]] = {}
-    streaks: dict[str, tuple[int, str]] = {}
+    streaks: dict[str, _Streak] = {}
     for day, entries in found:
         for symbol, entry in entries.items():
             per_symbol.setdefault(symbol, []).extend(
                 a for a in entry.attempts if a.state is ItemState.SUCCESS and a.seconds
             )
             if day != today:
-                streaks[symbol] = _streak(streaks.get(symbol, (0, "")), entry)
+                streaks[symbol] = _streak(streaks.get(symbol, NO_STREAK), entry)
     symbols = {
-        symbol: _summarise(symbol, per_symbol.get(symbol, []), streaks.get(symbol, (0, "")))
+        symbol: _summarise(symbol, per_symbol.get(symbol, []), streaks.get(symbol, NO_STREAK))
         for symbol in set(per_symbol) | set(streaks)
     }
-    return History(symbols, tuple(day for day, _ in found), tuple(notes))
+    startup_s = statistics.median(startups) if startups else None
+    return History(symbols, tuple(day for day, _ in found), tuple(notes), startup_s)
 
 
 def _ledgers(
     layout: Layout, today: str, days: int
-) -> tuple[list[tuple[str, dict[str, LedgerEntry]]], list[str]]:
+) -> tuple[list[tuple[str, Mapping[str, LedgerEntry]]], list[str], list[float]]:
+    """The days' entries, the notes on the ledgers skipped, and each run's startup."""
     runs = layout.root / "runs"
     try:
         names = sorted(p.name for p in runs.iterdir() if DAY_FOLDER.match(p.name))
     except OSError:
-        return [], []
+        return [], [], []
     chosen = [name for name in names if name <= today][-days:]
-    found, notes = [], []
+    found: list[tuple[str, Mapping[str, LedgerEntry]]] = []
+    notes: list[str] = []
+    startups: list[float] = []
     for day in chosen:
+        problem = _snapshot_problem(layout.status_path(day))
+        if problem is not None:
+            notes.append(f"history: the ledger of {day} was skipped ({problem})")
+            continue
         try:
             state = read_ledger(layout.status_path(day), layout.journal_path(day))
+            startups += _startups(state)
         except Exception as exc:  # an old or damaged ledger: history is a hint, not a need
             notes.append(f"history: the ledger of {day} was skipped ({type(exc).__name__}: {exc})")
             continue
         found.append((day, state.entries))
-    return found, notes
+    return found, notes, startups
 
 
-def _streak(previous: tuple[int, str], entry: LedgerEntry) -> tuple[int, str]:
+def _snapshot_problem(path: Path) -> str | None:
+    """Why a day's status.json cannot be history: torn (not whole JSON) or written by
+    another version of the ledger. None: fine, or absent (its journal may hold the day).
+    Only its first and last bytes are read."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(256)
+            file.seek(max(0, path.stat().st_size - 16))
+            tail = file.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"status.json cannot be read: {exc.strerror}"
+    if not head.lstrip().startswith(b"{") or not tail.rstrip().endswith(b"}"):
+        return "status.json is torn: not whole JSON"
+    schema = SCHEMA_HEAD.search(head)
+    if schema is None:
+        return "status.json names no schema: an older version's ledger"
+    if int(schema[1]) != SCHEMA_VERSION:
+        return f"status.json is ledger schema {int(schema[1])}; this version reads {SCHEMA_VERSION}"
+    return None
+
+
+def _startups(state: LedgerState) -> list[float]:
+    """Each run's start to its first attempt's start, in seconds (ISO UTC text sorts)."""
+    starts = sorted(a.started_at for e in state.entries.values() for a in e.attempts)
+    out = []
+    for run in state.runs.values():
+        began, ended = run.get("started_at"), run.get("finished_at")
+        if not isinstance(began, str):
+            continue
+        at = bisect.bisect_left(starts, began)
+        if at == len(starts) or (isinstance(ended, str) and starts[at] > ended):
+            continue  # it started no attempt
+        seconds = _seconds_between(began, starts[at])
+        if seconds is not None and seconds < 3600.0:
+            out.append(seconds)
+    return out
+
+
+def _seconds_between(start: Any, end: Any) -> float | None:
+    if not isinstance(start, str) or not isinstance(end, str):
+        return None
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (ValueError, TypeError):
+        return None
+
+
+# A failure streak: when each failed night ended, oldest first; the latest one's reason.
+_Streak = tuple[tuple[str, ...], str]
+NO_STREAK: _Streak = ((), "")
+
+
+def _streak(previous: _Streak, entry: LedgerEntry) -> _Streak:
     """A night that ended with the symbol failed adds one; a success resets; a night that
-    skipped it (done, fresh, quarantined) leaves the streak as it was."""
+    skipped it (done, fresh, quarantined) leaves the streak as it was, and one that skipped
+    it as quarantined brings back the nights its mark names (read beyond the days read)."""
     if entry.state in FAILED_STATES:
         last = entry.last_attempt
-        return previous[0] + 1, (last.reason if last and last.reason else entry.why) or ""
+        reason = (last.reason if last and last.reason else entry.why) or ""
+        return (*previous[0], entry.updated_at), reason
     if entry.state is ItemState.SUCCESS:
-        return 0, ""
+        return NO_STREAK
+    mark = quarantine_mark(entry)
+    if mark is not None:
+        return tuple(sorted({*previous[0], *mark[0]})), previous[1] or mark[1]
     return previous
 
 
-def _summarise(symbol: str, successes: list[Attempt], streak: tuple[int, str]) -> SymbolHistory:
+def _summarise(symbol: str, successes: list[Attempt], streak: _Streak) -> SymbolHistory:
     ordered = sorted(successes, key=lambda a: a.started_at)
     return SymbolHistory(
         symbol=symbol,
@@ -102,14 +189,17 @@ def _summarise(symbol: str, successes: list[Attempt], streak: tuple[int, str]) -
         peak_rss_mb=_largest(a.peak_rss_mb for a in ordered[-5:]),
         gpu_peak_mb=_largest(a.gpu_peak_mb for a in ordered[-5:]),
         samples=len(ordered),
-        failed_nights=streak[0],
+        failed_nights=len(streak[0]),
         last_failure=streak[1],
+        failed_at=streak[0],
     )
 
 
 def ewma(values: Iterable[float], alpha: float = EWMA_ALPHA) -> float | None:
     mean: float | None = None
     for value in values:
+        if not isinstance(value, int | float) or not value >= 0:
+            continue  # an odd figure from an older ledger (text, NaN): not a duration
         mean = value if mean is None else alpha * value + (1 - alpha) * mean
     return mean
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any
 
 from retrainer.base.artifacts import Layout, verify_manifest
 from retrainer.base.clock import iso, run_day
-from retrainer.base.config import Settings
+from retrainer.base.config import RunSettings, Settings
 from retrainer.base.costs import SymbolCosts, resolve_costs_from_arrays
 from retrainer.base.data import PLAIN, DataFormat, find_data_file, read_ohlcv
 from retrainer.base.errors import BadInputError, DataError
@@ -25,7 +25,24 @@ from retrainer.base.symbols import select_symbols
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.ledger.recovery import needs_settling, settle
+from retrainer.plan.forecast import (
+    Forecast,
+    deadline_warning,
+    longest_first,
+    make_forecast,
+    next_local_time,
+)
+from retrainer.plan.history import History, read_history
+from retrainer.plan.memory import MemoryNeeds, expected_mb
 from retrainer.plan.policy import RunPolicy, resolve_policy
+from retrainer.plan.quarantine import (
+    Quarantine,
+    Release,
+    history_days,
+    quarantined_symbols,
+    read_releases,
+    release_note,
+)
 from retrainer.registry.champion import Champion, ChampionError, champion_problems, read_champion
 from retrainer.registry.freshness import data_values_sha256, inputs_key
 from retrainer.training.contract import Trainer, validate_trainer_params
@@ -54,6 +71,14 @@ class PlanItem:
     fresh: bool = False  # skipped: unchanged since its champion was trained
     last_bar: str | None = None  # the data's last bar (ISO, UTC)
     stale: bool = False  # that bar is older than [data] stale_after_hours
+    # skipped: it failed too many nights in a row (until --force or `retrainer unquarantine`)
+    quarantine: Quarantine | None = None
+    # Its expected seconds, from past ledgers (an EWMA of its successes); None: no history.
+    expected_s: float | None = None
+    # Its expected peaks, RAM and GPU, from past ledgers (the largest of its recent
+    # successes, plan.memory.PEAK_MARGIN added); None: not measured yet.
+    expected_peak_mb: float | None = None
+    expected_gpu_mb: float | None = None
 
     @property
     def item_id(self) -> str:
@@ -76,10 +101,25 @@ class Plan:
     notes: tuple[str, ...] = ()
     # topN: files left out of the ranking because they cannot be read, symbol -> problem.
     unranked: Mapping[str, str] = field(default_factory=dict)
+    # The items to run, by id, in the order they start ([run] order; empty: as listed).
+    order: tuple[str, ...] = ()
+    history: History = field(default_factory=History)  # what past ledgers measured
+    forecast: Forecast | None = None  # when the queue should finish, from that history
 
     @property
     def to_run(self) -> tuple[PlanItem, ...]:
-        return tuple(i for i in self.items if i.action is Action.RUN)
+        """The items to train, in the order they start."""
+        runs = {i.item_id: i for i in self.items if i.action is Action.RUN}
+        ordered = [runs.pop(item_id) for item_id in self.order if item_id in runs]
+        return (*ordered, *runs.values())
+
+    @property
+    def deadline_warning(self) -> str | None:
+        """Why the forecast misses the deadline, or None (it makes it, or there is none)."""
+        deadline, at = self.policy.deadline, self.policy.deadline_at
+        if self.forecast is None or deadline is None or at is None:
+            return None
+        return deadline_warning(self.forecast, deadline, at)
 
     @property
     def to_skip(self) -> tuple[PlanItem, ...]:
@@ -99,6 +139,11 @@ class Plan:
     def stale(self) -> tuple[PlanItem, ...]:
         """Their data's last bar is older than [data] stale_after_hours."""
         return tuple(i for i in self.items if i.stale)
+
+    @property
+    def quarantined(self) -> tuple[PlanItem, ...]:
+        """Skipped: they failed too many nights in a row."""
+        return tuple(i for i in self.items if i.quarantine is not None)
 
 
 def symbol_seed(base_seed: int, symbol: str) -> int:
@@ -129,6 +174,8 @@ def build_plan(
             'bad data, nothing was started ([data] on_bad = "fail"):\n  ' + "\n  ".join(problems)
         )
     ledger = read_ledger(layout.status_path(day), layout.journal_path(day))
+    history = read_history(layout, day, history_days(settings.run.quarantine_after_nights))
+    quarantines, releases, history_notes = _quarantines(settings, layout, history)
     items = []
     for symbol in selection.symbols:
         check = checked[symbol]
@@ -139,6 +186,14 @@ def build_plan(
         action, why = decide(previous, layout, force)
         if check.problem is not None and action is Action.RUN:
             action, why = Action.FAIL, f"bad data: {check.problem}"
+        quarantine = None if force or action is Action.SKIP else quarantines.get(symbol)
+        if quarantine is not None:
+            action, why = Action.SKIP, quarantine.why(symbol)
+        elif action is Action.RUN and not force:
+            note = release_note(
+                history.of(symbol), releases.get(symbol), settings.run.quarantine_after_nights
+            )
+            why = f"{why}; {note}" if note else why
         seed = symbol_seed(settings.run.seed, symbol)
         key = _inputs_key(check, settings.trainer.plugin, params, seed)
         champion, champion_problem = _champion(layout, symbol)
@@ -163,16 +218,21 @@ def build_plan(
                 fresh=fresh_why is not None,
                 last_bar=check.last_bar,
                 stale=check.stale,
+                quarantine=quarantine,
+                expected_s=history.of(symbol).seconds,
+                expected_peak_mb=expected_mb(history.of(symbol).peak_rss_mb),
+                expected_gpu_mb=expected_mb(history.of(symbol).gpu_peak_mb),
             )
         )
     runnable = sum(1 for i in items if i.action is Action.RUN)
     notes = [selection.note] if selection.note else []
     notes += [f"not ranked, unreadable: {problem}" for problem in selection.unranked.values()]
-    return Plan(
+    notes += history_notes
+    plan = Plan(
         day,
         layout,
         tuple(items),
-        resolve_policy(settings, resources, runnable),
+        resolve_policy(settings, resources, runnable, memory_needs(items)),
         resources,
         settings.trainer.plugin,
         params,
@@ -180,6 +240,37 @@ def build_plan(
         data_format,
         tuple(notes),
         dict(selection.unranked),
+    )
+    return scheduled(plan, settings.run, history, now)
+
+
+def scheduled(plan: Plan, run: RunSettings, history: History, now: datetime) -> Plan:
+    """The plan with its queue ([run] order: longest expected first, new symbols before
+    them all; or as the plan lists them), its forecast, and its deadline as a moment."""
+    expected = {item.item_id: item.expected_s for item in plan.to_run}
+    order = longest_first(expected) if run.order == "longest_first" else tuple(expected)
+    forecast = make_forecast(order, expected, plan.policy.window, now, history.startup_s)
+    deadline_at = next_local_time(run.deadline, now) if run.deadline else None
+    policy = replace(plan.policy, order=run.order, deadline=run.deadline, deadline_at=deadline_at)
+    return replace(plan, order=order, history=history, forecast=forecast, policy=policy)
+
+
+def _quarantines(
+    settings: Settings, layout: Layout, history: History
+) -> tuple[dict[str, Quarantine], dict[str, Release], list[str]]:
+    """The symbols quarantined tonight (unless --force), the releases, and a note for each
+    past ledger or releases file that could not be read (ignored, never a crash)."""
+    releases, note = read_releases(layout)
+    found = quarantined_symbols(history, releases, settings.run.quarantine_after_nights)
+    return found, releases, [*history.notes, *([note] if note else [])]
+
+
+def memory_needs(items: list[PlanItem]) -> MemoryNeeds:
+    """The expected peaks of the items that run: what admission and GPU packing plan by."""
+    runs = [item for item in items if item.action is Action.RUN]
+    return MemoryNeeds(
+        tuple(item.expected_peak_mb for item in runs),
+        tuple(item.expected_gpu_mb for item in runs),
     )
 
 

@@ -7,7 +7,10 @@ here, from the settings, the machine and how many items the plan runs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 from retrainer.base.config import Mode, RunSettings, Settings
 from retrainer.base.resources import (
@@ -16,6 +19,13 @@ from retrainer.base.resources import (
     Resources,
     gpu_device_present,
     usable_cpu_count,
+)
+from retrainer.plan.memory import (
+    MemoryNeeds,
+    cluster_gpu_slots,
+    describe,
+    gpu_need_mb,
+    memory_budget_mb,
 )
 from retrainer.plan.windows import window_size
 from retrainer.registry.gate import PromoteMode
@@ -40,6 +50,23 @@ class RunPolicy:
     promote: PromoteMode = "gated"  # when a success replaces its symbol's champion
     keep_features: bool = True  # a success keeps its features.parquet
     upload_features: bool = True  # ... and mirrors it
+    # The queue's order: longest expected first, or as the plan lists the items; retries
+    # that are due go in by the same rule (planner.scheduled sets it).
+    order: Literal["longest_first", "plan"] = "plan"
+    # [run] deadline ("06:00", local) and the moment it names, resolved once at plan time:
+    # past it no item starts (planner.scheduled sets both; None: no deadline).
+    deadline: str | None = None
+    deadline_at: datetime | None = None
+    retry_budget: int | None = None  # retries the whole run may spend (None: no cap)
+    # Memory admission (engine/admission.py): what the running items' expected peaks may
+    # add up to on this machine (None: no admission, a cluster places items itself).
+    memory_budget_mb: int | None = None
+    # GPU packing: items per GPU from their measured GPU peaks (None: not packed), and the
+    # fraction of a GPU each Ray task asks for when [ray] num_gpus is left unset.
+    gpu_items_per_device: int | None = None
+    gpu_share: float | None = None
+    # How many at once and why, e.g. "memory allows 5, cores 16, window 12 → 5".
+    concurrency_why: str = ""
 
 
 def max_concurrent_for(run: RunSettings, has_gpu: bool, cluster_slots: int | None = None) -> int:
@@ -52,16 +79,35 @@ def max_concurrent_for(run: RunSettings, has_gpu: bool, cluster_slots: int | Non
     return GPU_DEFAULT_CONCURRENCY if has_gpu else CPU_DEFAULT_CONCURRENCY
 
 
-def resolve_policy(settings: Settings, resources: Resources, runnable: int) -> RunPolicy:
+def resolve_policy(
+    settings: Settings, resources: Resources, runnable: int, needs: MemoryNeeds | None = None
+) -> RunPolicy:
+    """needs: the runnable items' expected memory peaks (from history), if known."""
     run = settings.run
+    needs = needs or MemoryNeeds()
     max_concurrent = max_concurrent_for(run, resources.has_gpu, resources.item_slots)
+    per_gpu, gpu_share = gpu_packing(settings, resources, needs)
+    gpu_slots = None
+    if per_gpu is not None:
+        gpu_slots = (
+            cluster_gpu_slots(resources, per_gpu)
+            if resources.nodes
+            else per_gpu * resources.gpu_count
+        )
+        # Not a fixed 12: as many as the GPUs' memory holds, within max_concurrent.
+        fixed = run.max_concurrent or resources.item_slots
+        max_concurrent = max(1, min(fixed, gpu_slots) if fixed else gpu_slots)
     window = window_size(run.mode, max(1, runnable), max_concurrent, resources.machine_slots)
+    if gpu_slots is not None:
+        window = max(1, min(window, gpu_slots))
+    memory_cap_mb = run.max_memory_mb or resources.memory_cap_mb(window)
+    budget_mb = memory_budget_mb(run.memory_budget_mb, run.memory_reserve_mb, resources)
     return RunPolicy(
         mode=run.mode,
         max_concurrent=max_concurrent,
         window=window,
         threads_per_item=resources.threads_per_item(window),
-        memory_cap_mb=run.max_memory_mb or resources.memory_cap_mb(window),
+        memory_cap_mb=memory_cap_mb,
         timeout_s=run.timeout_minutes * 60.0,
         kill_grace_s=run.kill_grace_s,
         stop_grace_s=run.stop_grace_s,
@@ -74,7 +120,30 @@ def resolve_policy(settings: Settings, resources: Resources, runnable: int) -> R
         promote=settings.promote.mode,
         keep_features=settings.run.keep_features,
         upload_features=settings.storage.upload_features,
+        retry_budget=run.retry_budget,
+        memory_budget_mb=budget_mb,
+        gpu_items_per_device=per_gpu,
+        gpu_share=gpu_share,
+        concurrency_why=describe(window, resources, needs, budget_mb, memory_cap_mb, per_gpu),
     )
+
+
+def gpu_packing(
+    settings: Settings, resources: Resources, needs: MemoryNeeds
+) -> tuple[int | None, float | None]:
+    """Items per GPU from the largest expected GPU peak and the GPU's memory; and for a Ray
+    cluster whose [ray] num_gpus is left unset, the fraction of a GPU each task asks for
+    (1/items per GPU, rounded down to Ray's 0.0001). (None, None): not packed (no GPU, no
+    measured GPU peak, the GPU's memory unknown, or a cluster whose request is set)."""
+    need = gpu_need_mb(needs)
+    per_gpu = None if need is None else resources.items_per_gpu(need)
+    if per_gpu is None:
+        return None, None
+    if not resources.nodes:
+        return per_gpu, None
+    if settings.run.driver != "ray" or "num_gpus" in settings.ray.model_fields_set:
+        return None, None
+    return per_gpu, math.floor(10_000 / per_gpu) / 10_000
 
 
 def likely_threads_per_item(settings: Settings) -> int:

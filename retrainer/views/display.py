@@ -12,6 +12,7 @@ from rich.table import Table
 
 from retrainer.base.costs import SymbolCosts
 from retrainer.notify.messages import model_lines
+from retrainer.plan.forecast import duration_text, forecast_line
 from retrainer.plan.planner import Plan, PlanItem
 
 
@@ -49,6 +50,14 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
         f"{policy.memory_cap_mb} MB per item, "
         f"{res.cpu_count} cores, {device}; root {plan.layout.root}"
     )
+    if policy.concurrency_why:
+        budget = policy.memory_budget_mb
+        console.print(
+            f"concurrency: {policy.concurrency_why}"
+            + (f" (memory budget {budget:,} MB)" if budget is not None else ""),
+            markup=False,
+            highlight=False,
+        )
     if res.nodes:
         _print_nodes(res.nodes, res.machine_slots, console)
     headers = (
@@ -61,7 +70,10 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
         "cost/turnover bps",
         "champion",
         "last bar",
+        "start",
+        "expected",
     )
+    starts = {item.item_id: n for n, item in enumerate(plan.to_run, 1)}
     rows = [
         (
             item.symbol,
@@ -79,10 +91,11 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
             ),
             _champion_cell(item),
             (item.last_bar or "-")[:16] + (" STALE" if item.stale else ""),
+            *_queue_cells(item, starts.get(item.item_id)),
         )
         for item in plan.items
     ]
-    right = [("bps" in name) for name in headers]
+    right = [("bps" in name or name in ("start", "expected")) for name in headers]
     for note in plan.notes:  # how the folder's symbols were chosen; files left unranked
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     if console.is_terminal:
@@ -102,6 +115,39 @@ def print_plan(plan: Plan, console: Console, dry_run: bool) -> None:
     if plan.stale:
         counts += f"; {len(plan.stale)} with stale data (last bar too old)"
     console.print(counts)
+    _print_forecast(plan, console)
+    if plan.quarantined:  # skipped: failed too many nights in a row
+        names = ", ".join(item.symbol for item in plan.quarantined)
+        console.print(
+            f"quarantined ({len(plan.quarantined)}): {names} (`retrainer unquarantine SYMBOL` "
+            "releases one; --force trains them all)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _queue_cells(item: PlanItem, start: int | None) -> tuple[str, str]:
+    """Its place in the start order and its expected duration (`new`: no history)."""
+    if start is None:
+        return "-", "-"
+    expected = "new" if item.expected_s is None else duration_text(item.expected_s)
+    return str(start), expected
+
+
+def _print_forecast(plan: Plan, console: Console) -> None:
+    """When the queue should finish (the same rule as the engine, the history's
+    durations), the deadline, and a warning when the forecast misses it."""
+    if plan.forecast is None or not plan.forecast.items:
+        return
+    order = "longest first" if plan.policy.order == "longest_first" else "plan order"
+    line = f"{forecast_line(plan.forecast)}; {order}"
+    if plan.policy.deadline is not None:
+        line += f"; deadline {plan.policy.deadline} local"
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    warning = plan.deadline_warning
+    if warning is not None:
+        console.print(warning, style="bold red", markup=False, highlight=False, soft_wrap=True)
 
 
 def _half_spread_cell(costs: SymbolCosts) -> str:

@@ -30,6 +30,7 @@ from retrainer.base.clock import now_utc
 from retrainer.base.errors import BadInputError
 from retrainer.ledger.entries import (
     FAILED_STATES,
+    NO_RETRY,
     Attempt,
     ItemState,
     LedgerEntry,
@@ -37,6 +38,7 @@ from retrainer.ledger.entries import (
 )
 from retrainer.ledger.invocations import days_with_invocations, read_invocations
 from retrainer.ledger.journal import LedgerState, read_ledger
+from retrainer.plan.forecast import remaining_s
 
 
 class Phase(StrEnum):
@@ -260,7 +262,9 @@ def build_view(
         running=tuple(tally.running),
         failures=tuple(tally.failures),
         elapsed_s=max(0.0, (end - started).total_seconds()),
-        eta_s=_eta(tally, queued, window) if phase is Phase.RUNNING else None,
+        eta_s=_eta(tally, queued, window, run.get("expected_s"))
+        if phase is Phase.RUNNING
+        else None,
         not_started=unstarted - queued,
         reason=run.get("reason"),
     )
@@ -278,6 +282,7 @@ class _Tally:
         self.running: list[RunningItem] = []
         self.failures: list[Failure] = []
         self.finished_s: list[float] = []
+        self.started_ids: set[str] = set()
 
     def add(self, symbol: str, entry: LedgerEntry, attempts: list[Attempt]) -> None:
         if not attempts:
@@ -290,6 +295,7 @@ class _Tally:
             return
         self.members += 1
         self.started += 1
+        self.started_ids.add(symbol)
         last = attempts[-1]
         state = last.state
         if state is ItemState.RUNNING and self.phase is not Phase.RUNNING:
@@ -304,7 +310,11 @@ class _Tally:
                 RunningItem(symbol, last.number, max(0.0, elapsed), last.device, last.slot)
             )
         elif state in FAILED_STATES:
-            retrying = self.phase is Phase.RUNNING and len(attempts) <= self.retries
+            retrying = (
+                self.phase is Phase.RUNNING
+                and len(attempts) <= self.retries
+                and NO_RETRY not in (last.reason or "")  # denied: the retry budget is spent
+            )
             self.retrying += retrying
             self.failed += not retrying
             self.failures.append(
@@ -315,15 +325,32 @@ class _Tally:
         return statistics.fmean(self.finished_s) if self.finished_s else None
 
 
-def _eta(tally: _Tally, queued: int, window: int) -> float | None:
-    """Remaining work over the window: queued and retrying items at the mean attempt time,
-    running ones for what is left of it. Unknown until an item has finished."""
+def _eta(tally: _Tally, queued: int, window: int, expected: Any = None) -> float | None:
+    """Remaining work over the window. With the plan's expected durations (the run
+    record's `expected_s`, in start order): the forecast's rule replayed on what is left,
+    running items for what is left of theirs. Without: queued and retrying items at the
+    mean attempt time, running ones for what is left of it; unknown until one finished."""
+    if isinstance(expected, Mapping) and expected:
+        return _forecast_eta(tally, expected, window)
     mean_s = tally.mean_s()
     if mean_s is None:
         return None
     left = (queued + tally.retrying) * mean_s
     left += sum(max(0.0, mean_s - r.elapsed_s) for r in tally.running)
     return left / window
+
+
+def _forecast_eta(tally: _Tally, expected: Mapping[str, Any], window: int) -> float:
+    seconds = {item: float(s) for item, s in expected.items() if isinstance(s, int | float)}
+    typical = statistics.median(seconds.values()) if seconds else 0.0
+    retrying = {f.symbol for f in tally.failures if f.retrying}
+    queue = [
+        seconds.get(item, typical)
+        for item in expected
+        if item not in tally.started_ids or item in retrying
+    ]
+    running = [max(0.0, seconds.get(r.symbol, typical) - r.elapsed_s) for r in tally.running]
+    return remaining_s(queue, running, window)
 
 
 def hms(seconds: float | None) -> str:

@@ -12,6 +12,9 @@ from retrainer.base.errors import BadInputError
 from retrainer.base.resources import Resources
 
 _EPSILON = 1e-9  # 4 × 0.25 GPU fit on one GPU, whatever the float rounding
+# A custom resource a node may declare: its GPUs' memory, all of them together, in MB
+# (`ray start --resources '{"gpu_mem_mb": 163840}'`), for packing items on GPUs.
+GPU_MEMORY_RESOURCE = "gpu_mem_mb"
 
 
 @dataclass(frozen=True)
@@ -87,4 +90,15 @@ def cluster_resources(
         item_threads=threads_per_item,
         item_memory_mb=memory_mb,
         nodes=tuple(n.to_dict() for n in nodes),
+        gpu_memory_mb=gpu_memory_mb(nodes),
     )
+
+
+def gpu_memory_mb(nodes: Sequence[NodeInfo]) -> int | None:
+    """One GPU's memory on the cluster (the smallest), when every node with a GPU declares
+    GPU_MEMORY_RESOURCE; else None (not known: GPU packing is off)."""
+    with_gpus = [n for n in nodes if n.gpus >= 1]
+    declared = [n.resources.get(GPU_MEMORY_RESOURCE, 0.0) / n.gpus for n in with_gpus]
+    if not declared or not all(declared):
+        return None
+    return int(min(declared))

@@ -3,7 +3,10 @@
 Ray's idioms, kept: the item's resources are the task's (`num_cpus`, fractional
 `num_gpus`, `memory`, custom resources), so Ray packs and places them; each symbol's data
 goes into the object store once (`ray.put`) and every attempt of it takes the reference;
-`ray.wait` says which attempts ended; `ray.cancel` stops one. What Ray does not do, the
+`ray.wait` says which attempts ended; `ray.cancel` stops one. With [ray] num_gpus left unset
+and the items' GPU peaks measured on earlier nights, each task asks for the fraction of a
+GPU the plan's GPU packing gives it (policy.gpu_share: 1/items per GPU), so Ray packs as
+many on a GPU as its memory holds (docs/scheduling.md#gpu-packing). What Ray does not do, the
 task does on its node (node.py): a fresh process per attempt, forked from a zygote the Ray
 worker keeps (Ray reuses its workers, so torch is imported once per worker, not per item),
 the deadline, the memory cap and the whole tree killed (Ray has no per-task timeout, and
@@ -16,13 +19,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from retrainer.base.artifacts import sha256_bytes
 from retrainer.base.config import RaySettings, StorageSettings
 from retrainer.base.optional import import_optional
-from retrainer.base.resources import Resources, detect_gpu_count, usable_cpu_count
+from retrainer.base.resources import (
+    Resources,
+    detect_gpu_count,
+    detect_gpu_memory_mb,
+    usable_cpu_count,
+)
 from retrainer.engine.attempt import AttemptSpec
 from retrainer.engine.drivers.cluster import NodeInfo, check_feasible, cluster_resources
 from retrainer.engine.drivers.node import NodeAttempt, NodeResult, run_on_node
@@ -54,6 +63,7 @@ class RayDriver:
         self._preload = tuple(preload)
         self._ray: Any = None
         self._task: Any = None
+        self._options: dict[str, Any] = {}
         self._data: dict[Path, tuple[Any, str]] = {}  # data file → (object ref, sha256)
         self._nodes: list[NodeInfo] = []
         self._helpers: set[int] = set()  # a Ray instance we started: its processes
@@ -85,14 +95,15 @@ class RayDriver:
         self._nodes = self._live_nodes()
         check_feasible(self._nodes, self.request(), s.address or "this machine (local Ray)")
         # max_calls=0: a GPU task's worker is reused too, so its zygote stays warm.
-        self._task = ray.remote(max_calls=0)(ray_attempt).options(
-            num_cpus=s.num_cpus,
-            num_gpus=s.num_gpus,
-            memory=s.memory_mb * 2**20 if s.memory_mb else None,
-            resources=s.resources or None,
-            max_retries=0,
-            retry_exceptions=False,
-        )
+        self._options = {
+            "num_cpus": s.num_cpus,
+            "num_gpus": s.num_gpus,
+            "memory": s.memory_mb * 2**20 if s.memory_mb else None,
+            "resources": s.resources or None,
+            "max_retries": 0,
+            "retry_exceptions": False,
+        }
+        self._task = ray.remote(max_calls=0)(ray_attempt)
 
     def request(self) -> dict[str, float]:
         s = self.settings
@@ -104,12 +115,16 @@ class RayDriver:
         }
 
     def resources(self) -> Resources:
-        return cluster_resources(
+        found = cluster_resources(
             self._nodes,
             self.request(),
             max(1, int(self.settings.num_cpus)),
             self.settings.memory_mb,
         )
+        if found.gpu_memory_mb is None and found.has_gpu and not self.settings.address:
+            # A local Ray instance: this machine's GPUs, as the local driver reads them.
+            found = replace(found, gpu_memory_mb=detect_gpu_memory_mb())
+        return found
 
     def _live_nodes(self) -> list[NodeInfo]:
         nodes = []
@@ -146,7 +161,10 @@ class RayDriver:
         if not s.shared_root:
             data_ref, sha = self._shipped_data(spec.data_path)
         request = self._shipping.node_attempt(spec, limits, self._preload, sha)
-        ref = self._task.remote(request, data_ref)
+        options = self._options
+        if limits.gpu_share is not None:  # the plan's GPU packing ([ray] num_gpus unset)
+            options = {**options, "num_gpus": limits.gpu_share}
+        ref = self._task.options(**options).remote(request, data_ref)
         return RayHandle(self._ray, ref, spec, limits, s.shared_root, self._shipping.client)
 
     def _shipped_data(self, path: Path) -> tuple[Any, str]:
