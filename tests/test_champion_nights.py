@@ -292,3 +292,38 @@ def test_the_default_trainer_keeps_its_champion_against_an_identical_challenger_
         (tmp_path / "root" / today_entry(tmp_path).artifact_dir / "champion_eval.json").read_text()
     )
     assert scored["ok"] is True
+
+
+def forget_the_decision(tmp_path: Path) -> None:
+    """As if the scheduler died between recording the success and the gate's decision."""
+    from dataclasses import replace
+
+    from retrainer.ledger.journal import Ledger
+
+    layout = Layout(tmp_path / "root")
+    day = run_day(now_utc())
+    ledger = Ledger(layout.status_path(day), layout.journal_path(day))
+    entry = ledger.get(SYMBOL)
+    assert entry is not None
+    ledger.record(replace(entry, promotion=None))
+    ledger.close()
+
+
+def test_a_success_the_gate_never_judged_is_judged_when_the_next_run_opens(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    config = graded_config(tmp_path, small_data, 0.690)
+    assert run_cli("run", "--config", str(config)).returncode == 0
+    crowned = champion(tmp_path)
+
+    forget_the_decision(tmp_path)  # the pointer had been written: its decision is taken
+    assert run_cli("run", "--config", str(config)).returncode == 0
+    promotion = today_entry(tmp_path).promotion
+    assert promotion["decision"] == "first_model" and "CHAMPION pointer" in promotion["note"]
+    assert champion(tmp_path) == crowned
+
+    forget_the_decision(tmp_path)  # the pointer had not been written: the gate judges it
+    (tmp_path / "root" / "models" / SYMBOL / "CHAMPION").unlink()
+    assert run_cli("run", "--config", str(config)).returncode == 0
+    assert today_entry(tmp_path).promotion["decision"] == "first_model"
+    assert champion(tmp_path).artifact_dir == crowned.artifact_dir

@@ -243,8 +243,11 @@ def test_items_per_gpu_come_from_their_measured_gpu_memory() -> None:
     needs = MemoryNeeds((None, None), (7_000.0, 3_000.0))
     policy = resolve_policy(Settings(), GPU_MACHINE, runnable=40, needs=needs)
     assert policy.gpu_items_per_device == 9
-    assert (policy.max_concurrent, policy.window) == (18, 18)  # not a fixed 12
+    # Not a fixed 12; 18 fit the GPUs, and without max_concurrent the 16 cores bound it.
+    assert (policy.max_concurrent, policy.window) == (16, 16)
     assert "GPU memory allows 9 per GPU × 2" in policy.concurrency_why
+    wider = Settings.model_validate({"run": {"max_concurrent": 40}})
+    assert resolve_policy(wider, GPU_MACHINE, runnable=40, needs=needs).window == 18
     for slot in range(18):  # the slots spread evenly over the GPUs: 9 each
         assert GPU_MACHINE.device_for_slot(slot) == f"cuda:{slot % 2}"
 
@@ -280,3 +283,12 @@ def test_gpu_memory_is_read_from_nvidia_smi_for_the_visible_gpus() -> None:
     assert gpu_memory_from_listing(listed, "0,2") == 81559
     assert gpu_memory_from_listing(listed, "GPU-3f2a") == 40960  # UUIDs: all of them
     assert gpu_memory_from_listing("", None) is None
+
+
+def test_a_window_widened_by_gpu_packing_never_caps_items_below_their_measured_peak() -> None:
+    # One large GPU, small GPU peaks, 2.5 GB of RAM each: packing alone would allow ~150.
+    h200 = Resources(16, 1, 128 * 1024, "0", gpu_memory_mb=141_000)
+    needs = MemoryNeeds((2_500.0,) * 300, (300.0,) * 300)
+    policy = resolve_policy(Settings(), h200, runnable=300, needs=needs)
+    assert policy.window == 16  # the cores bound it
+    assert policy.memory_cap_mb >= 2_500 * 1.5

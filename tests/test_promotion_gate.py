@@ -130,3 +130,25 @@ def test_promote_always_and_never_skip_the_comparison() -> None:
 def test_a_decision_round_trips_through_the_ledger_s_dict() -> None:
     promotion = judge({**GOOD, "test_log_loss": 0.70})
     assert Promotion.from_dict(promotion.to_dict()) == promotion
+
+
+def test_a_metric_neither_model_has_is_not_compared_so_it_locks_nothing() -> None:
+    rules = [PromotionRule(metric="net_sharpe", min_absolute_change=0.0)]  # null: not tradable
+    settings = PromoteSettings(rules=rules, guards=[PromotionGuard(metric="net_total_return")])
+    assert judge(GOOD, settings=settings).decision is Decision.PROMOTED
+
+
+def test_a_trainer_that_reports_no_test_size_still_gets_a_first_model() -> None:
+    promotion = judge({"test_log_loss": 0.69, "accuracy_edge": 0.0}, champion=None)
+    assert promotion.decision is Decision.FIRST_MODEL
+
+
+def test_a_broken_champion_is_replaced_only_by_a_challenger_that_passes_the_floors() -> None:
+    broken = ["model.bin: missing"]
+    thin = judge({**GOOD, "test_bars": 5}, champion_problems=broken)
+    assert thin.decision is Decision.NOT_PROMOTED
+    assert (
+        thin.reason
+        == "champion does not verify: model.bin: missing; test rows 5 < min_test_rows 100"
+    )
+    assert judge(GOOD, champion_problems=broken).decision is Decision.PROMOTED

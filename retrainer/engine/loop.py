@@ -323,7 +323,11 @@ class Engine:
         attempt = replace(attempt, pid=handle.pid, started_at=iso(now_utc()))
         self.ledger.record(
             entry.with_attempt(
-                attempt, updated_at=attempt.started_at, why=item.why, run_id=self.run_id
+                attempt,
+                updated_at=attempt.started_at,
+                why=item.why,
+                run_id=self.run_id,
+                promotion=None,  # the gate judges this attempt anew; an earlier one's is gone
             ),
             durable=False,
         )
@@ -595,6 +599,9 @@ class Engine:
                         why=f"not started: {self.stop.why}",
                     )
                 )
+            elif entry is not None and entry.state in FAILED_STATES:
+                # It failed, truly; the retry it was due never started, and says why.
+                self.ledger.record(replace(entry, why=f"retry not started: {self.stop.why}"))
 
     # -- ledger helpers --------------------------------------------------------------
     def _new_entry(self, item: PlanItem) -> LedgerEntry:

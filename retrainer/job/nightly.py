@@ -50,7 +50,7 @@ from retrainer.base.logs import (
 from retrainer.base.resources import Resources, detect_resources
 from retrainer.engine.drivers.protocol import Driver
 from retrainer.engine.drivers.registry import make_driver
-from retrainer.engine.events import ItemListener
+from retrainer.engine.events import ItemListener, Listeners
 from retrainer.engine.loop import Engine, RunTally, StopFlag
 from retrainer.engine.reaper import become_subreaper
 from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, record_unfinished
@@ -235,6 +235,9 @@ class Night:
         self.summary: dict[str, Any] | None = None  # the engine_summary.json it wrote
         self.notified = False  # its observers were told how it finished
 
+    def _trackers(self) -> list[ItemListener]:
+        return [self.mlflow] if self.mlflow is not None else []
+
     @property
     def record(self) -> NightRecord:
         return NightRecord(self.recorded_start, self.summary, self.notified)
@@ -279,7 +282,6 @@ class Night:
         )
         # First: the others read the decision it records in the ledger entry.
         listeners: list[ItemListener] = [promotion]
-        _promote_unjudged(plan, self.ledger, promotion)
         if self.uploader:
             listeners.append(
                 UploadListener(
@@ -298,6 +300,7 @@ class Night:
             )
             stack.callback(self.mlflow.close)  # a safety net: _close closes it with the summary
             listeners.append(self.mlflow)
+        _promote_unjudged(plan, self.ledger, Listeners([promotion, *self._trackers()]))
         if self._given_notifier is None:
             self.notifier = observers_for_run(settings)
             stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
@@ -506,9 +509,10 @@ def _record_quarantined(plan: Plan, ledger: Ledger, run_id: str) -> None:
         )
 
 
-def _promote_unjudged(plan: Plan, ledger: Ledger, promotion: PromotionListener) -> None:
+def _promote_unjudged(plan: Plan, ledger: Ledger, promotion: ItemListener) -> None:
     """A success of the day the gate never judged (its scheduler died in between, or it was
-    recovered from a dead one just now) meets the gate before anything else runs."""
+    recovered from a dead one just now) meets the gate, and MLflow, before anything else
+    runs; one that raises is logged and the night goes on (Listeners)."""
     for item in plan.items:
         entry = ledger.get(item.item_id)
         if (

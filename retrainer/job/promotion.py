@@ -61,6 +61,12 @@ class PromotionListener(ItemListener):
         item, entry = self._items.get(item_id), self._ledger.get(item_id)
         if item is None or entry is None:
             return
+        if item.champion is not None and item.champion.artifact_dir == entry.artifact_dir:
+            # The scheduler stopped after it promoted this one and before it recorded so.
+            self._ledger.record(
+                replace(entry, promotion=already_champion(item.champion, self._mode))
+            )
+            return
         promotion = judge(self._layout, self._settings, self._mode, item, entry, out_dir)
         if promotion.becomes_champion:
             path = write_champion(
@@ -99,6 +105,19 @@ class PromotionListener(ItemListener):
             metrics=scalars,
             previous=item.champion.artifact_dir if item.champion else None,
         )
+
+
+def already_champion(champion: Champion, mode: PromoteMode) -> dict[str, Any]:
+    """The decision its pointer kept, for a success the ledger never recorded judged."""
+    return {
+        "decision": champion.decision,
+        "reason": champion.reason,
+        "mode": mode,
+        "basis": Basis.NONE.value,
+        "champion_dir": champion.previous,
+        "checks": [],
+        "note": "recorded from the CHAMPION pointer written before the scheduler stopped",
+    }
 
 
 def judge(

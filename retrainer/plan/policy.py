@@ -94,13 +94,14 @@ def resolve_policy(
             if resources.nodes
             else per_gpu * resources.gpu_count
         )
-        # Not a fixed 12: as many as the GPUs' memory holds, within max_concurrent.
-        fixed = run.max_concurrent or resources.item_slots
-        max_concurrent = max(1, min(fixed, gpu_slots) if fixed else gpu_slots)
+        # Not a fixed 12: as many as the GPUs' memory holds, within max_concurrent (else
+        # within the machine's cores: each item still needs a CPU to feed its GPU).
+        fixed = run.max_concurrent or resources.item_slots or resources.machine_slots
+        max_concurrent = max(1, min(fixed, gpu_slots))
     window = window_size(run.mode, max(1, runnable), max_concurrent, resources.machine_slots)
     if gpu_slots is not None:
         window = max(1, min(window, gpu_slots))
-    memory_cap_mb = run.max_memory_mb or resources.memory_cap_mb(window)
+    memory_cap_mb = run.max_memory_mb or default_memory_cap_mb(resources, window, needs)
     budget_mb = memory_budget_mb(run.memory_budget_mb, run.memory_reserve_mb, resources)
     return RunPolicy(
         mode=run.mode,
@@ -126,6 +127,21 @@ def resolve_policy(
         gpu_share=gpu_share,
         concurrency_why=describe(window, resources, needs, budget_mb, memory_cap_mb, per_gpu),
     )
+
+
+# A default per-item cap never sits below an item's measured peak plus this margin: a
+# window widened by packing must not turn every item into a memory-limit kill.
+CAP_OVER_PEAK = 1.5
+
+
+def default_memory_cap_mb(resources: Resources, window: int, needs: MemoryNeeds) -> int:
+    """The machine's share per item (resources.memory_cap_mb), raised to what the largest
+    measured item needs; memory admission keeps their sum within the budget."""
+    share = resources.memory_cap_mb(window)
+    known = [p for p in needs.peaks_mb if p is not None]
+    if not known or resources.item_memory_mb is not None:
+        return share
+    return max(share, int(max(known) * CAP_OVER_PEAK))
 
 
 def gpu_packing(

@@ -5,13 +5,15 @@ seed. `inputs_key` hashes them all; the champion's pointer keeps the key it was 
 on, and a night skips a symbol whose key is unchanged (`fresh`) rather than training the
 same model again. The data is hashed by value (UTC timestamps and OHLCV floats), so a
 file rewritten with the same bars (a Parquet re-encoded, a CSV turned Parquet) is still
-fresh. The code is the trainer module's package folder (its .py files) and retrainer's
-version: a change to the trainer retrains every symbol.
+fresh. The code is the trainer's package (its .py files), retrainer's version and the
+installed versions of the libraries a model depends on: a change to any of them retrains
+every symbol.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 from collections.abc import Mapping
@@ -40,8 +42,9 @@ def data_values_sha256(
 
 @lru_cache(maxsize=32)
 def trainer_code_sha256(spec: str) -> str:
-    """sha256 of the .py files beside the trainer's module (its package, not recursive),
-    in name order; of the spec alone when its source cannot be found."""
+    """sha256 of the trainer's code, in path order: its package's .py files (subpackages
+    included), or the module file alone when it is not in a package; of the spec alone
+    when its source cannot be found."""
     module = spec.partition(":")[0]
     digest = hashlib.sha256(spec.encode("utf-8"))
     try:
@@ -49,10 +52,30 @@ def trainer_code_sha256(spec: str) -> str:
     except (ImportError, ValueError):
         found = None
     origin = Path(found.origin) if found is not None and found.origin else None
-    if origin is not None and origin.suffix == ".py" and origin.is_file():
-        for path in sorted(origin.parent.glob("*.py")):
-            digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    if origin is None or origin.suffix != ".py" or not origin.is_file():
+        return digest.hexdigest()
+    package = origin.parent
+    files = sorted(package.rglob("*.py")) if (package / "__init__.py").is_file() else [origin]
+    for path in files:
+        name = path.relative_to(package).as_posix()
+        digest.update(name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+# Libraries whose upgrade can change a model trained on the same inputs.
+MODEL_LIBRARIES = ("torch", "numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "xgboost")
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    """The installed versions of MODEL_LIBRARIES (from their metadata: nothing imported)."""
+    versions = {}
+    for name in MODEL_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def inputs_key(
@@ -69,6 +92,7 @@ def inputs_key(
         "trainer": trainer,
         "code": trainer_code_sha256(trainer),
         "retrainer": __version__,
+        "libraries": library_versions(),
         "params": params,
         "costs": costs,
         "seed": seed,

@@ -131,9 +131,14 @@ def decide(
             return Promotion(Decision.FIRST_MODEL, "no champion yet", mode)
         checks = (_test_rows(settings, challenger), *_floors(settings.rules, challenger))
         return _judged(mode, checks, None, Basis.NONE, first=True)
-    if champion_problems:
+    if champion_problems:  # no usable model in production: judged as a first model is
         reason = f"champion does not verify: {champion_problems[0]}"
-        return Promotion(Decision.PROMOTED, reason, mode, Basis.NONE, champion_dir)
+        floors = (_test_rows(settings, challenger), *_floors(settings.rules, challenger))
+        failed = [c.detail for c in floors if not c.passed]
+        if failed and mode != "always":
+            why = f"{reason}; {'; '.join(failed)}"
+            return Promotion(Decision.NOT_PROMOTED, why, mode, Basis.NONE, champion_dir, floors)
+        return Promotion(Decision.PROMOTED, reason, mode, Basis.NONE, champion_dir, floors)
     if mode == "always":
         return Promotion(Decision.PROMOTED, "--promote always", mode, Basis.NONE, champion_dir)
     checks = (
@@ -172,7 +177,9 @@ def _judged(
 
 def _test_rows(settings: PromoteSettings, challenger: Mapping[str, Any]) -> Check:
     rows = next((v for k in TEST_ROWS_KEYS if (v := number(challenger, k)) is not None), None)
-    passed = rows is not None and rows >= settings.min_test_rows
+    if rows is None:  # a trainer that does not say: the rule cannot hold a model back forever
+        return Check("test_rows", "test_rows", True, None, None, "test rows not reported")
+    passed = rows >= settings.min_test_rows
     shown = "unknown" if rows is None else f"{rows:g}"
     detail = f"test rows {shown} < min_test_rows {settings.min_test_rows}" if not passed else ""
     return Check("test_rows", "test_rows", passed, rows, None, detail)
@@ -197,6 +204,8 @@ def _rule(rule: PromotionRule, challenger: Mapping[str, Any], champion: Mapping[
     new, old = number(challenger, rule.metric), number(champion, rule.metric)
     if rule.min_absolute_change is None and rule.min_relative_change is None:
         return Check(rule.metric, "rule", True, new, old, f"{rule.metric} not compared")
+    if new is None and old is None:  # e.g. net figures of a symbol that is not tradable
+        return Check(rule.metric, "rule", True, new, old, f"{rule.metric}: neither has it")
     if new is None:
         return Check(
             rule.metric, "rule", False, new, old, f"{rule.metric} missing for the challenger"
@@ -217,6 +226,8 @@ def _guard(
     guard: PromotionGuard, challenger: Mapping[str, Any], champion: Mapping[str, Any]
 ) -> Check:
     new, old = number(challenger, guard.metric), number(champion, guard.metric)
+    if new is None and old is None:
+        return Check(guard.metric, "guard", True, new, old, "")
     if new is None:
         detail = f"guard {guard.metric} missing for the challenger"
         return Check(guard.metric, "guard", False, new, old, detail)
