@@ -327,3 +327,24 @@ def test_a_success_the_gate_never_judged_is_judged_when_the_next_run_opens(
     assert run_cli("run", "--config", str(config)).returncode == 0
     assert today_entry(tmp_path).promotion["decision"] == "first_model"
     assert champion(tmp_path).artifact_dir == crowned.artifact_dir
+
+
+def test_a_challenger_kept_out_is_not_trained_again_on_the_same_inputs(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    assert (
+        run_cli("run", "--config", str(graded_config(tmp_path, small_data, 0.69))).returncode == 0
+    )
+    worse = graded_config(tmp_path, small_data, 0.70)
+    assert run_cli("run", "--config", str(worse), "--force").returncode == 0
+    assert today_entry(tmp_path).promotion["decision"] == "kept_champion"
+    runs = tmp_path / "root" / "runs"
+    day = run_day(now_utc())
+    (runs / day).rename(runs / "20200101Z")  # an earlier night: today has no ledger yet
+
+    again = run_cli("run", "--config", str(worse))
+
+    assert again.returncode == 0, again.stderr
+    entry = today_entry(tmp_path)
+    assert entry.state.value == "skipped"
+    assert entry.why.startswith("fresh: unchanged since its last challenger was kept out")

@@ -74,7 +74,9 @@ class PromotionListener(ItemListener):
             )
             if self._uploader is not None:
                 self._uploader.submit([path], item_id, record=False)
-        self._ledger.record(replace(entry, promotion=promotion.to_dict()))
+        # With the inputs it was judged on: a night with the same ones need not train again.
+        decision = {**promotion.to_dict(), "inputs_key": item.inputs_key}
+        self._ledger.record(replace(entry, promotion=decision))
         self._log.info(
             MODEL_PROMOTED if promotion.becomes_champion else CHAMPION_KEPT,
             symbol=item.symbol,

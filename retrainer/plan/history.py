@@ -12,7 +12,7 @@ import bisect
 import re
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,10 @@ class SymbolHistory:
     # When each of those nights ended with it failed (its ledger entry's updated_at),
     # oldest first: a release from quarantine counts only the nights after it.
     failed_at: tuple[str, ...] = ()
+    # The inputs of its latest challenger the gate kept out, and why (freshness: the same
+    # inputs train the same model, which the same gate would keep out again).
+    kept_out_key: str | None = None
+    kept_out_why: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,16 +72,23 @@ def read_history(layout: Layout, today: str, days: int = DAYS_READ) -> History:
     found, notes, startups = _ledgers(layout, today, days)
     per_symbol: dict[str, list[Attempt]] = {}
     streaks: dict[str, _Streak] = {}
+    judged: dict[str, tuple[str | None, str]] = {}
     for day, entries in found:
         for symbol, entry in entries.items():
+            if entry.promotion and entry.state is ItemState.SUCCESS:
+                judged[symbol] = _kept_out(entry.promotion)
             per_symbol.setdefault(symbol, []).extend(
                 a for a in entry.attempts if a.state is ItemState.SUCCESS and a.seconds
             )
             if day != today:
                 streaks[symbol] = _streak(streaks.get(symbol, NO_STREAK), entry)
     symbols = {
-        symbol: _summarise(symbol, per_symbol.get(symbol, []), streaks.get(symbol, NO_STREAK))
-        for symbol in set(per_symbol) | set(streaks)
+        symbol: replace(
+            _summarise(symbol, per_symbol.get(symbol, []), streaks.get(symbol, NO_STREAK)),
+            kept_out_key=judged.get(symbol, (None, ""))[0],
+            kept_out_why=judged.get(symbol, (None, ""))[1],
+        )
+        for symbol in set(per_symbol) | set(streaks) | set(judged)
     }
     startup_s = statistics.median(startups) if startups else None
     return History(symbols, tuple(day for day, _ in found), tuple(notes), startup_s)
@@ -179,6 +190,20 @@ def _streak(previous: _Streak, entry: LedgerEntry) -> _Streak:
     if mark is not None:
         return tuple(sorted({*previous[0], *mark[0]})), previous[1] or mark[1]
     return previous
+
+
+def _kept_out(promotion: Mapping[str, object]) -> tuple[str | None, str]:
+    """The inputs key of a challenger the gate kept out (None: it became champion, or
+    its decision carries no key), and the gate's reason."""
+    if promotion.get("decision") not in ("kept_champion", "not_promoted"):
+        return None, ""
+    key = promotion.get("inputs_key")
+    reason = str(promotion.get("reason", ""))
+    if promotion.get("mode") != "gated" or not isinstance(key, str):
+        return None, ""
+    if reason.startswith("does not verify"):  # its files were the problem, not the model
+        return None, ""
+    return key, reason
 
 
 def _summarise(symbol: str, successes: list[Attempt], streak: _Streak) -> SymbolHistory:

@@ -32,7 +32,7 @@ from retrainer.plan.forecast import (
     make_forecast,
     next_local_time,
 )
-from retrainer.plan.history import History, read_history
+from retrainer.plan.history import History, SymbolHistory, read_history
 from retrainer.plan.memory import MemoryNeeds, expected_mb
 from retrainer.plan.policy import RunPolicy, resolve_policy
 from retrainer.plan.quarantine import (
@@ -199,7 +199,7 @@ def build_plan(
         champion, champion_problem = _champion(layout, symbol)
         fresh_why = None
         if action is Action.RUN and not force and settings.run.skip_fresh:
-            fresh_why = fresh_reason(layout, champion, key)
+            fresh_why = fresh_reason(layout, champion, key, history.of(symbol))
         if fresh_why is not None:
             action, why = Action.SKIP, fresh_why
         items.append(
@@ -308,16 +308,26 @@ def _champion(layout: Layout, symbol: str) -> tuple[Champion | None, str | None]
         return None, str(exc)
 
 
-def fresh_reason(layout: Layout, champion: Champion | None, key: str | None) -> str | None:
-    """Why the symbol need not train (its champion was trained on exactly these inputs
-    and still verifies), or None."""
-    if champion is None or key is None or champion.inputs_key != key:
+def fresh_reason(
+    layout: Layout, champion: Champion | None, key: str | None, past: SymbolHistory
+) -> str | None:
+    """Why the symbol need not train, or None: its champion was trained on exactly these
+    inputs, or its latest challenger was and the gate kept it out (the same inputs train
+    the same model); either way the champion must still verify."""
+    if champion is None or key is None:
+        return None
+    if key not in (champion.inputs_key, past.kept_out_key):
         return None
     if champion_problems(layout, champion):
         return None
+    if champion.inputs_key == key:
+        return (
+            f"fresh: data, trainer, params and costs unchanged since its champion "
+            f"{champion.artifact_dir} ({champion.promoted_at})"
+        )
     return (
-        f"fresh: data, trainer, params and costs unchanged since its champion "
-        f"{champion.artifact_dir} ({champion.promoted_at})"
+        f"fresh: unchanged since its last challenger was kept out ({past.kept_out_why}); "
+        f"its champion {champion.artifact_dir} stays"
     )
 
 
