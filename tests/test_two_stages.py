@@ -123,4 +123,5 @@ def test_off_runs_one_stage_as_before(tmp_path: Path, small_data: Path, run_cli:
         assert "stage" not in entry.attempts[0].to_dict()
     assert entries[symbols[0]].metrics == {"symbol": symbols[0], "value": 1.0, "reused": False}
     # The train_fails_once item's retry reused what its failed attempt saved, as ever.
-    assert entries[symbols[1]].metrics is not None and entries[symbols[1]].metrics["reused"]
+    retried = entries[symbols[1]].metrics
+    assert retried is not None and retried["reused"] is True
