@@ -13,7 +13,7 @@ from retrainer.base.resources import Resources
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.plan.policy import resolve_policy
-from tests.conftest import RunCli, read_json, write_config
+from tests.conftest import TINY_TRAINER, RunCli, read_json, write_config
 
 CPU = Resources(cpu_count=8, gpu_count=0, memory_mb=16_000, cuda_visible_devices=None)
 GPU = Resources(cpu_count=16, gpu_count=1, memory_mb=64_000, cuda_visible_devices=None)
@@ -125,3 +125,37 @@ def test_off_runs_one_stage_as_before(tmp_path: Path, small_data: Path, run_cli:
     # The train_fails_once item's retry reused what its failed attempt saved, as ever.
     retried = entries[symbols[1]].metrics
     assert retried is not None and retried["reused"] is True
+
+
+def test_the_default_trainer_prepares_features_and_split_for_its_train_stage(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    symbols = _symbols(small_data)[:2]
+    config = write_config(
+        tmp_path / "c.toml",
+        {
+            "run": {
+                "root": str(tmp_path / "root"),
+                "symbols": ",".join(symbols),
+                "max_concurrent": 1,
+                "two_stage": "on",
+                "prepare_slots": 1,
+            },
+            "data": {"path": str(small_data)},
+            "trainer": {"params": TINY_TRAINER},
+        },
+    )
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    entries, day = _entries(tmp_path), run_day(now_utc())
+    for symbol in symbols:
+        entry = entries[symbol]
+        assert entry.state is ItemState.SUCCESS
+        assert [a.stage for a in entry.attempts] == ["prepare", "train"]
+        prepare_dir = tmp_path / "root" / entry.attempts[0].artifact_dir
+        assert (prepare_dir / "features.parquet").is_file()
+        assert not (prepare_dir / "sha256.txt").exists()  # not a model: no manifest
+        worker_log = (tmp_path / "root" / "logs" / day / symbol / "worker.log").read_text()
+        reused = [line for line in worker_log.splitlines() if "coin_partial_reused" in line]
+        for name in ("features.parquet", "split_indices.json"):
+            assert any(f'"artifact": "{name}"' in line for line in reused), name
