@@ -3,6 +3,9 @@ window's slots, reusing the prepare's partial outputs; one stage unchanged when 
 
 from __future__ import annotations
 
+import math
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +40,16 @@ def test_auto_takes_two_stages_on_a_gpu_machine_only_for_a_trainer_with_prepare(
     assert "two stages: 3 prepare slots" in forced.concurrency_why
 
 
-def _config(tmp_path: Path, data: Path, symbols: list[str], **run: Any) -> Path:
+def _config(
+    tmp_path: Path,
+    data: Path,
+    symbols: list[str],
+    train_s: float = 0.0,
+    faults: bool = True,
+    **run: Any,
+) -> Path:
     behaviours = {symbols[0]: "prepare_fails_once", symbols[1]: "train_fails_once"}
+    behaviours = behaviours if faults else {}
     return write_config(
         tmp_path / "c.toml",
         {
@@ -54,7 +65,11 @@ def _config(tmp_path: Path, data: Path, symbols: list[str], **run: Any) -> Path:
             "data": {"path": str(data)},
             "trainer": {
                 "plugin": "tests.support.stages:staged",
-                "params": {"marker_dir": str(tmp_path / "markers"), "behaviours": behaviours},
+                "params": {
+                    "marker_dir": str(tmp_path / "markers"),
+                    "behaviours": behaviours,
+                    "train_s": train_s,
+                },
             },
         },
     )
@@ -159,3 +174,29 @@ def test_the_default_trainer_prepares_features_and_split_for_its_train_stage(
         reused = [line for line in worker_log.splitlines() if "coin_partial_reused" in line]
         for name in ("features.parquet", "split_indices.json"):
             assert any(f'"artifact": "{name}"' in line for line in reused), name
+
+
+def test_prepared_items_whose_train_never_started_are_not_started_at_the_deadline(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    symbols = _symbols(small_data)
+    at = math.ceil(time.time() + 10.0)  # room for a loaded machine to start the night
+    deadline = datetime.fromtimestamp(at).strftime("%H:%M:%S")
+    train_s = at - time.time() + 2.0  # the first train runs past the deadline
+    config = _config(tmp_path, small_data, symbols, train_s, False, two_stage="on", prepare_slots=3)
+    result = run_cli("run", "--config", str(config), "--deadline", deadline, "--order", "plan")
+    assert result.returncode == 4, result.stderr
+    day = run_day(now_utc())
+    summary = read_json(tmp_path / "root" / "summary" / day / "engine_summary.json")
+    by_symbol = summary["by_symbol"]
+    # All three prepared at once; the first prepared (in the order they finish) trains
+    # past the deadline and finishes in the stop grace; the other two never trained.
+    (trained,) = [s for s in symbols if by_symbol[s]["status"] == "success"]
+    for symbol in set(symbols) - {trained}:
+        item = by_symbol[symbol]
+        assert item["status"] == "not_started" and item["attempts"] == 1
+        assert item["reason"] == f"not started: deadline {deadline} passed"
+        entry = _entries(tmp_path)[symbol]
+        assert entry.state is ItemState.PENDING
+        assert [a.stage for a in entry.attempts] == ["prepare"]
+    assert summary["not_started"] == 2

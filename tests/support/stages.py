@@ -11,6 +11,7 @@ With one stage, `staged` builds the partial itself (`reused` false in its metric
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def staged(ctx: TrainContext) -> dict[str, Any]:
     if reused is None:
         ctx.save_partial(FEATURES, _features(ctx))
     _fails_once(ctx, "train")
+    time.sleep(float(ctx.params.get("train_s", 0.0)))
     (ctx.out_dir / "model.bin").write_bytes(ctx.symbol.encode() * 100)
     return {"symbol": ctx.symbol, "value": 1.0, "reused": reused is not None}
 
