@@ -16,6 +16,7 @@ from retrainer.base.resources import Resources
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.plan.policy import resolve_policy
+from retrainer.views.report.data import gather
 from tests.conftest import TINY_TRAINER, RunCli, read_json, write_config
 
 CPU = Resources(cpu_count=8, gpu_count=0, memory_mb=16_000, cuda_visible_devices=None)
@@ -119,6 +120,14 @@ def test_each_item_is_prepared_then_trained_reusing_its_partials(
         worker_log = tmp_path / "root" / "logs" / day / symbol / "worker.log"
         assert '"event": "coin_partial_reused"' in worker_log.read_text()
     assert engine_log.count('"event": "coin_prepared"') == 3
+    # The report's timeline: prepares on the prepare slots (1, 2), trains on the device's (0).
+    bars = gather(tmp_path / "root", day).bars
+    assert {(b.state, b.lane) for b in bars if b.state == "prepared"} <= {
+        ("prepared", 1),
+        ("prepared", 2),
+    }
+    assert len([b for b in bars if b.state == "prepared"]) == 3
+    assert {b.lane for b in bars if b.state == "success"} == {0}
     summary = read_json(tmp_path / "root" / "summary" / day / "engine_summary.json")
     assert summary["exit_code"] == 0
 
