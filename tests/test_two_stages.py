@@ -16,6 +16,7 @@ from retrainer.base.resources import Resources
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.plan.policy import resolve_policy
+from retrainer.views.history import symbol_history
 from retrainer.views.report.data import gather
 from tests.conftest import TINY_TRAINER, RunCli, read_json, write_config
 
@@ -128,6 +129,8 @@ def test_each_item_is_prepared_then_trained_reusing_its_partials(
     }
     assert len([b for b in bars if b.state == "prepared"]) == 3
     assert {b.lane for b in bars if b.state == "success"} == {0}
+    history = symbol_history(tmp_path / "root", symbols[2])
+    assert [(r.attempt, r.status) for r in history] == [(1, "prepared"), (2, "success")]
     summary = read_json(tmp_path / "root" / "summary" / day / "engine_summary.json")
     assert summary["exit_code"] == 0
 
