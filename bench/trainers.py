@@ -1,5 +1,5 @@
 """Trainer plug-ins for benchmarks and tests: "bench.trainers:noop", ":cpu", ":sleep",
-":heavy_tailed".
+":heavy_tailed", ":staged".
 
 The work itself lives in bench.workloads, so that the peers run exactly the same code.
 """
@@ -46,6 +46,24 @@ def heavy_tailed(ctx: TrainContext) -> dict[str, Any]:
     return {"symbol": ctx.symbol, "value": seconds}
 
 
+def staged_prepare(ctx: TrainContext) -> None:
+    """The CPU stage: prepare_s of feature building (a wait), saved as a partial output."""
+    time.sleep(float(ctx.params.get("prepare_s", 1.0)))
+    ctx.save_partial("features.bin", ctx.symbol.encode())
+
+
+def staged(ctx: TrainContext) -> dict[str, Any]:
+    """Two stages (bench.two_stage): features (prepare_s, reused when the prepare stage
+    built them), then train_s on the "device" (a wait on the window's one slot)."""
+    reused = ctx.reuse_partial("features.bin") is not None
+    if not reused:
+        staged_prepare(ctx)
+    time.sleep(float(ctx.params.get("train_s", 0.5)))
+    return {"symbol": ctx.symbol, "reused": reused}
+
+
+staged.prepare = staged_prepare  # type: ignore[attr-defined]
+
 # They need no heavy module: the forkserver preloads only retrainer's worker.
-for _trainer in (noop, cpu, sleep, heavy_tailed):
+for _trainer in (noop, cpu, sleep, heavy_tailed, staged):
     _trainer.preload_modules = ()  # type: ignore[attr-defined]

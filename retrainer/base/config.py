@@ -97,6 +97,12 @@ class RunSettings(_Section):
     # A symbol that failed this many nights in a row is quarantined: skipped until --force
     # or `retrainer unquarantine SYMBOL`. None: never.
     quarantine_after_nights: int | None = Field(default=3, ge=1)
+    # Two stages (docs/scheduling.md): a trainer with a `prepare` step runs it (features,
+    # CPU) on slots of its own while the train slots (the GPU's) only train. "auto": on a
+    # local GPU machine; "on": also on CPU (the simulation); "off": one stage.
+    two_stage: Literal["auto", "on", "off"] = "auto"
+    # Prepare slots beside the train window (None: the cores the window leaves, at least 1).
+    prepare_slots: int | None = Field(default=None, gt=0)
 
     @field_validator("deadline", mode="before")
     @classmethod

@@ -39,6 +39,7 @@ from retrainer.base.errors import BadInputError
 __all__ = [
     "COIN_FAILED",
     "COIN_PARTIAL_SAVED",
+    "COIN_PREPARED",
     "COIN_RETRY_SCHEDULED",
     "COIN_SKIPPED",
     "COIN_STARTED",
@@ -75,6 +76,8 @@ JOB_STARTED: Final = "job_started"
 COIN_STARTED: Final = "coin_started"
 COIN_PARTIAL_SAVED: Final = "coin_partial_saved"
 COIN_SUCCEEDED: Final = "coin_succeeded"
+# Two stages: an item's prepare attempt succeeded; it waits for a train slot.
+COIN_PREPARED: Final = "coin_prepared"
 COIN_FAILED: Final = "coin_failed"
 COIN_RETRY_SCHEDULED: Final = "coin_retry_scheduled"
 COIN_TIMEOUT: Final = "coin_timeout"
@@ -99,6 +102,7 @@ EVENTS: Final = (
     COIN_STARTED,
     COIN_PARTIAL_SAVED,
     COIN_SUCCEEDED,
+    COIN_PREPARED,
     COIN_FAILED,
     COIN_RETRY_SCHEDULED,
     COIN_TIMEOUT,

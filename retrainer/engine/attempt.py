@@ -11,13 +11,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # The child's exit codes. EX_CANTCREAT (sysexits.h): the attempt ended but its result
 # file could not be written.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_RESULT_NOT_WRITTEN = 73
+
+# "full": one stage, the trainer does it all; two stages: "prepare" (the trainer's
+# `prepare(ctx)`, on a CPU slot), then "train" (the trainer, reusing what prepare saved).
+Stage = Literal["full", "prepare", "train"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class AttemptSpec:
     champion_dir: Path | None = None
     # False: features.parquet is removed once the attempt succeeds ([run] keep_features).
     keep_features: bool = True
+    # "full": the trainer does it all (one stage); "prepare": only `trainer.prepare(ctx)`
+    # (two stages, the CPU stage); "train": the trainer, reusing the prepare's partials.
+    stage: Stage = "full"
 
     def __post_init__(self) -> None:
         if not self.item_id:

@@ -27,6 +27,7 @@ from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, write_manife
 from retrainer.base.clock import iso, now_utc
 from retrainer.base.logs import (
     COIN_FAILED,
+    COIN_PREPARED,
     COIN_RETRY_SCHEDULED,
     COIN_STARTED,
     COIN_SUCCEEDED,
@@ -34,7 +35,7 @@ from retrainer.base.logs import (
     RETRY_BUDGET_SPENT,
 )
 from retrainer.engine.admission import Admission
-from retrainer.engine.attempt import AttemptSpec
+from retrainer.engine.attempt import AttemptSpec, Stage
 from retrainer.engine.drivers.protocol import AttemptHandle, Driver
 from retrainer.engine.events import ItemListener, Listeners
 from retrainer.engine.reaper import sweep_adopted_orphans
@@ -99,6 +100,15 @@ class _Retry:
     seq: int
     item: PlanItem = field(compare=False)
     reuse_dir: Path | None = field(compare=False)
+    stage: Stage = field(default="full", compare=False)  # the stage the retry runs again
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Two stages: an item whose prepare succeeded, waiting for a train slot."""
+
+    item: PlanItem
+    folder: Path  # the prepare attempt's folder: the train stage's reuse_dir
 
 
 @dataclass
@@ -110,6 +120,8 @@ class _Running:
     slot: int
     started: float
     stopped: bool = False  # terminated because the scheduler is stopping
+    stage: Stage = "full"
+    prepared: Path | None = None  # a train stage's prepare folder (its retry reuses it)
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,8 @@ class _Ended:
 
 @dataclass
 class RunTally:
-    attempts: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)  # every stage's attempts
+    failures: dict[str, int] = field(default_factory=dict)  # failed attempts (retries' rule)
     startup_ms: list[float] = field(default_factory=list)
     retries: int = 0  # retries scheduled, all items together (the run's retry budget)
     retries_denied: list[str] = field(default_factory=list)  # failed final: budget spent
@@ -159,6 +172,10 @@ class Engine:
         self._running: dict[int, _Running] = {}  # by slot
         self._ended: list[_Ended] = []
         self._free_slots = list(range(self.policy.window - 1, -1, -1))
+        # Two stages: prepare slots numbered after the window's, and the items prepared.
+        window, prepares = self.policy.window, self.policy.prepare_slots
+        self._free_prepare = list(range(window + prepares - 1, window - 1, -1))
+        self._prepared: list[_Prepared] = []
         self._rng = random.Random(self.policy.seed)
         self._seq = 0
         self._stopping_since: float | None = None
@@ -188,7 +205,7 @@ class Engine:
         while (
             self._running
             or self._ended
-            or (not self.stop.requested and (self._fresh or self._retries))
+            or (not self.stop.requested and (self._fresh or self._retries or self._prepared))
         ):
             self._step()
         self.listeners.drain()
@@ -220,14 +237,15 @@ class Engine:
         """A warm process for each slot that will start another item, none when stopping."""
         if self.stop.requested:
             return 0
-        return min(self.policy.window, len(self._fresh) + len(self._retries))
+        slots = self.policy.window + self.policy.prepare_slots
+        return min(slots, len(self._fresh) + len(self._retries) + len(self._prepared))
 
     def _next_wakeup(self, now: float) -> float:
         wakeups = [now + MAX_IDLE_WAIT_S]
         wakeups += [r.handle.next_wakeup() for r in self._running.values()]
         if self._stopping_since is not None:
             wakeups.append(self._stopping_since + self.policy.stop_grace_s)
-        if self._retries and self._free_slots and not self.stop.requested:
+        if self._retries and (self._free_slots or self._free_prepare) and not self.stop.requested:
             # A due one held back by memory admission waits for an item to end, not spins.
             later = [r.not_before for r in self._retries if r.not_before > now]
             if later:
@@ -238,6 +256,9 @@ class Engine:
 
     # -- starting ------------------------------------------------------------------
     def _start_ready(self, now: float) -> None:
+        if self.policy.two_stage:
+            self._start_two_stages(now)
+            return
         while self._free_slots and not self._check_deadline(now):
             retry = self._ready_retry(now)
             # Memory admission: the first in this order whose expected peak fits (admission.py).
@@ -252,17 +273,66 @@ class Engine:
                 self._fresh.remove(item)
                 self._start(item, None)
 
-    def _ready_retry(self, now: float) -> _Retry | None:
-        """The retry to start before the next fresh item, if one is due. In plan order,
+    def _start_two_stages(self, now: float) -> None:
+        """Fresh items and prepare retries go to the prepare slots; the train slots take
+        train retries and the prepared items, longest first, through memory admission.
+        (Prepare attempts are outside admission: see docs/scheduling.md#two-stages.)"""
+        while self._free_prepare and not self._check_deadline(now):
+            head = self._fresh[0] if self._fresh else None
+            retry = self._ready_retry(now, "prepare", head)
+            if retry is not None:
+                self._retries.remove(retry)
+                heapq.heapify(self._retries)
+                self._start(retry.item, retry.reuse_dir, "prepare")
+            elif self._fresh:
+                self._start(self._fresh.popleft(), None, "prepare")
+            else:
+                break
+        while self._free_slots and not self._check_deadline(now):
+            head = self._prepared[0].item if self._prepared else None
+            retry = self._ready_retry(now, "train", head)
+            queue = chain([retry.item] if retry else [], (p.item for p in self._prepared))
+            item = self._admission.choose(queue)
+            if item is None:
+                return
+            if retry is not None and item is retry.item:
+                self._retries.remove(retry)
+                heapq.heapify(self._retries)
+                self._start(item, retry.reuse_dir, "train", prepared=retry.reuse_dir)
+            else:
+                prepared = next(p for p in self._prepared if p.item is item)
+                self._prepared.remove(prepared)
+                self._start(item, prepared.folder, "train", prepared=prepared.folder)
+
+    def _queue_prepared(self, item: PlanItem, folder: Path) -> None:
+        """In the queue's order: longest first (by the train stage's history), else FIFO."""
+        ready = _Prepared(item, folder)
+        if self.policy.order != "longest_first":
+            self._prepared.append(ready)
+            return
+        key = _expected_key(item)
+        at = next(
+            (i for i, p in enumerate(self._prepared) if _expected_key(p.item) < key),
+            len(self._prepared),
+        )
+        self._prepared.insert(at, ready)
+
+    def _ready_retry(
+        self, now: float, stage: Stage | None = None, head: PlanItem | None = None
+    ) -> _Retry | None:
+        """The retry to start before the next queued item, if one is due. In plan order,
         the earliest due; longest first, the longest expected of those due, and only if it
-        is expected to take at least as long as the next fresh item (the same rule as the
-        queue: an item without history counts as the longest)."""
-        due = [r for r in self._retries if r.not_before <= now]
+        is expected to take at least as long as the next queued item (the same rule as the
+        queue: an item without history counts as the longest). Two stages: only the
+        retries of that stage, before that stage's queue."""
+        due = [r for r in self._retries if r.not_before <= now and stage in (None, r.stage)]
         if not due:
             return None
+        if stage is None:
+            head = self._fresh[0] if self._fresh else None
         if self.policy.order == "longest_first":
             retry = max(due, key=lambda r: (_expected_key(r.item), -r.seq))
-            if self._fresh and _expected_key(self._fresh[0]) > _expected_key(retry.item):
+            if head is not None and _expected_key(head) > _expected_key(retry.item):
                 return None
             return retry
         return min(due)
@@ -281,19 +351,31 @@ class Engine:
             deadline=self.policy.deadline,
             deadline_at=iso(self.policy.deadline_at) if self.policy.deadline_at else None,
             running=len(self._running),
-            not_started=len(self._fresh) + len(self._retries),
+            not_started=len(self._fresh) + len(self._retries) + len(self._prepared),
             grace_s=self.policy.stop_grace_s,
         )
         return True
 
-    def _start(self, item: PlanItem, reuse_dir: Path | None) -> None:
-        slot = self._free_slots.pop()
+    def _start(
+        self,
+        item: PlanItem,
+        reuse_dir: Path | None,
+        stage: Stage = "full",
+        prepared: Path | None = None,
+    ) -> None:
+        pool = self._free_prepare if stage == "prepare" else self._free_slots
+        slot = pool.pop()
         layout = self.plan.layout
         entry = self.ledger.get(item.item_id) or self._new_entry(item)
         number = len(entry.attempts) + 1
         self.tally.attempts[item.item_id] = self.tally.attempts.get(item.item_id, 0) + 1
-        device = self.plan.resources.device_for_slot(slot)
-        threads = self.policy.threads_per_item
+        if stage == "prepare":  # the CPU stage, on a thread budget of its own
+            device, threads = "cpu", self.policy.prepare_threads
+        else:
+            device, threads = (
+                self.plan.resources.device_for_slot(slot),
+                self.policy.threads_per_item,
+            )
         attempt = Attempt(
             number=number,
             state=ItemState.RUNNING,
@@ -302,20 +384,22 @@ class Engine:
             device=device,
             threads=threads,
             slot=slot,
+            stage=None if stage == "full" else stage,
         )
         try:
             out_dir = layout.new_attempt_dir(item.symbol, now_utc())
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
-            spec = self._spec(item, number, out_dir, device, reuse_dir)
+            spec = self._spec(item, number, out_dir, device, reuse_dir, stage, threads)
             handle = self.driver.submit(spec, self._limits)
         except (OSError, EOFError) as exc:  # disk full, fork failed, zygote gone
-            self._free_slots.append(slot)
+            pool.append(slot)
             outcome = Outcome(
                 ItemState.FAILED,
                 f"could not start the attempt: {exc}",
                 error_type=type(exc).__name__,
             )
-            self._finish(item, attempt, layout.model_dir(item.symbol), outcome, iso(now_utc()), 0.0)
+            model_dir = layout.model_dir(item.symbol)
+            self._finish(item, attempt, model_dir, outcome, iso(now_utc()), 0.0, stage, prepared)
             return
         # From the hand-over on, as the deadline: the fork, and the first one's wait for
         # the zygote's imports, are not this item's time.
@@ -340,13 +424,24 @@ class Engine:
             threads=threads,
             slot=slot,
             artifact_dir=attempt.artifact_dir,
+            **({} if stage == "full" else {"stage": stage}),
         )
-        self._running[slot] = _Running(item, handle, attempt, out_dir, slot, started)
-        self._admission.started(slot, item)
+        self._running[slot] = _Running(
+            item, handle, attempt, out_dir, slot, started, stage=stage, prepared=prepared
+        )
+        if stage != "prepare":
+            self._admission.started(slot, item)
         self.listeners.attempt_started(item.item_id, out_dir)
 
     def _spec(
-        self, item: PlanItem, number: int, out_dir: Path, device: str, reuse_dir: Path | None
+        self,
+        item: PlanItem,
+        number: int,
+        out_dir: Path,
+        device: str,
+        reuse_dir: Path | None,
+        stage: Stage = "full",
+        threads: int | None = None,
     ) -> AttemptSpec:
         plan, layout = self.plan, self.plan.layout
         return AttemptSpec(
@@ -363,13 +458,14 @@ class Engine:
             params=plan.trainer_params,
             seed=item.seed,
             device=device,
-            threads=self.policy.threads_per_item,
+            threads=self.policy.threads_per_item if threads is None else threads,
             log_level=self.log_level,
             reuse_dir=reuse_dir,
             item_id=item.item_id,
             data_format=plan.data_format.to_dict(),
-            champion_dir=self._champion_dir(item),
+            champion_dir=None if stage == "prepare" else self._champion_dir(item),
             keep_features=self.policy.keep_features,
+            stage=stage,
         )
 
     def _champion_dir(self, item: PlanItem) -> Path | None:
@@ -387,8 +483,11 @@ class Engine:
         for slot, running in list(self._running.items()):
             if running.handle.has_exited():
                 del self._running[slot]
-                self._admission.released(slot)
-                self._free_slots.append(slot)
+                if running.stage == "prepare":
+                    self._free_prepare.append(slot)
+                else:
+                    self._admission.released(slot)
+                    self._free_slots.append(slot)
                 self._ended.append(
                     _Ended(running, iso(now_utc()), time.monotonic() - running.started)
                 )
@@ -407,7 +506,8 @@ class Engine:
             self._ended.remove(ended)
             running = ended.running
             outcome = running.handle.outcome()
-            self._admission.measured(running.item, outcome)
+            if running.stage != "prepare":
+                self._admission.measured(running.item, outcome)
             if outcome.state is not ItemState.SUCCESS:
                 self._sweep_orphans()  # what a dying item left behind was adopted by us
             if running.stopped and outcome.state is not ItemState.SUCCESS:
@@ -425,6 +525,8 @@ class Engine:
                 outcome,
                 ended.ended_at,
                 ended.seconds,
+                running.stage,
+                running.prepared,
             )
 
     def _sweep_orphans(self) -> None:
@@ -447,9 +549,14 @@ class Engine:
         outcome: Outcome,
         ended_at: str,
         seconds: float,
+        stage: Stage = "full",
+        prepared: Path | None = None,
     ) -> None:
         if outcome.startup_ms is not None:
             self.tally.startup_ms.append(outcome.startup_ms)
+        if stage == "prepare" and outcome.state is ItemState.SUCCESS:
+            self._prepare_succeeded(item, attempt.ended(outcome, ended_at, seconds), out_dir)
+            return
         manifest_sha = None
         if outcome.state is ItemState.SUCCESS:
             try:
@@ -475,7 +582,26 @@ class Engine:
             self._succeeded(item, entry, ended, out_dir, manifest_sha, outcome, seconds)
         else:
             self.ledger.record(entry)
-            self._failed(item, ended, out_dir, outcome, will_retry)
+            # A retry runs its stage again: a train stage's reuses the prepare's folder.
+            retry_stage, reuse = stage, (prepared or out_dir) if stage == "train" else out_dir
+            self._failed(item, ended, reuse, outcome, will_retry, retry_stage)
+
+    def _prepare_succeeded(self, item: PlanItem, attempt: Attempt, out_dir: Path) -> None:
+        """Two stages: the prepare attempt is in the item's timeline, but the item is not
+        done (pending again, its entry's other fields untouched, no listener told): it
+        waits for a train slot with this folder as its train stage's reuse_dir."""
+        entry = (self.ledger.get(item.item_id) or self._new_entry(item)).with_attempt(
+            attempt, updated_at=attempt.ended_at, run_id=self.run_id
+        )
+        self.ledger.record(replace(entry, state=ItemState.PENDING))
+        self.log.info(
+            COIN_PREPARED,
+            symbol=item.symbol,
+            attempt=attempt.number,
+            seconds=attempt.seconds,
+            artifact_dir=attempt.artifact_dir,
+        )
+        self._queue_prepared(item, out_dir)
 
     def _succeeded(
         self,
@@ -514,8 +640,10 @@ class Engine:
     def _retry_decision(self, item: PlanItem, outcome: Outcome) -> tuple[bool, Outcome]:
         """Whether a failed attempt is retried: up to `retries` for each item, and no more
         than the run's retry budget for all of them; past it the failure is final, and its
-        reason says so."""
-        tries = self.tally.attempts.get(item.item_id, 0)
+        reason says so. Failed attempts count, not stages: a prepare that succeeded is no
+        try spent (with one stage, every attempt before a failure failed: the same count)."""
+        tries = self.tally.failures.get(item.item_id, 0) + 1
+        self.tally.failures[item.item_id] = tries
         if outcome.state not in FAILED_STATES or self.stop.requested or tries > self.policy.retries:
             return False, outcome
         budget = self.policy.retry_budget
@@ -538,9 +666,15 @@ class Engine:
             )
 
     def _failed(
-        self, item: PlanItem, attempt: Attempt, out_dir: Path, outcome: Outcome, will_retry: bool
+        self,
+        item: PlanItem,
+        attempt: Attempt,
+        out_dir: Path,
+        outcome: Outcome,
+        will_retry: bool,
+        stage: Stage = "full",
     ) -> None:
-        tries = self.tally.attempts.get(item.item_id, 0)
+        tries = self.tally.failures.get(item.item_id, 0)
         self.log.warning(
             COIN_FAILED,
             symbol=item.symbol,
@@ -558,7 +692,8 @@ class Engine:
             return
         delay = backoff_s(tries, self.policy.backoff_base_s, self.policy.backoff_cap_s, self._rng)
         self._seq += 1
-        heapq.heappush(self._retries, _Retry(time.monotonic() + delay, self._seq, item, out_dir))
+        retry = _Retry(time.monotonic() + delay, self._seq, item, out_dir, stage)
+        heapq.heappush(self._retries, retry)
         self.log.info(
             COIN_RETRY_SCHEDULED, symbol=item.symbol, retry=tries, delay_s=round(delay, 3)
         )
@@ -589,7 +724,12 @@ class Engine:
     def _mark_unstarted_after_stop(self) -> None:
         if not self.stop.requested:
             return
-        for item in [*self._fresh, *(r.item for r in self._retries)]:
+        waiting = [
+            *self._fresh,
+            *(r.item for r in self._retries),
+            *(p.item for p in self._prepared),
+        ]
+        for item in waiting:
             entry = self.ledger.get(item.item_id)
             if entry is not None and entry.state is ItemState.PENDING:
                 self.ledger.record(

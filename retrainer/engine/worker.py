@@ -147,6 +147,9 @@ def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
         reuse_dir=spec.reuse_dir,
         emit=lambda event, **fields: log.info(event, **fields),
     )
+    if spec.stage == "prepare":  # its partial outputs are all it leaves; no metrics
+        trainer.prepare(ctx)  # type: ignore[attr-defined]
+        return {"stage": "prepare"}
     returned = trainer(ctx)
     metrics = checked_metrics(returned)
     metrics_path = spec.out_dir / "metrics.json"

@@ -71,6 +71,18 @@ def unstarted_summary(
     return out
 
 
+def _prepared_only(entry: LedgerEntry | None) -> bool:
+    """Two stages: the item's prepare succeeded and the run ended before its train stage
+    started (its entry is pending again): not started, as a queued one."""
+    last = entry.last_attempt if entry is not None else None
+    return (
+        entry is not None
+        and entry.state is ItemState.PENDING
+        and last is not None
+        and last.prepare_only
+    )
+
+
 def bad_data_summary(why: str) -> dict[str, Any]:
     """A symbol whose data file is bad: failed, with no attempt (so none is retried)."""
     return {
@@ -103,8 +115,10 @@ def build_summary(
         entry = entries.get(item.item_id)
         if item.action is Action.FAIL:
             by_symbol[item.symbol] = bad_data_summary(item.why)
-        elif item.action is Action.RUN and attempts == 0:
+        elif item.action is Action.RUN and (attempts == 0 or _prepared_only(entry)):
             by_symbol[item.symbol] = unstarted_summary(entry, item.why, ended, unstarted_reason)
+            if attempts:  # two stages: prepared, its train stage never started
+                by_symbol[item.symbol]["attempts"] = attempts
         else:
             by_symbol[item.symbol] = symbol_summary(
                 entry, item.action is Action.SKIP, attempts, item.why

@@ -80,6 +80,8 @@ class Attempt:
     node: str | None = None  # the machine it ran on, for remote drivers
     peak_rss_mb: float | None = None  # its process tree's peak RSS, as the supervisor saw it
     gpu_peak_mb: float | None = None  # torch.cuda.max_memory_allocated, when it used a GPU
+    # Two stages: "prepare" or "train"; None: one stage (and not written to the ledger).
+    stage: str | None = None
 
     def ended(self, outcome: Outcome, ended_at: str, seconds: float) -> Attempt:
         return replace(
@@ -102,7 +104,14 @@ class Attempt:
         # every ledger line); the values are only encoded, never changed.
         raw = dict(vars(self))
         raw["stack"] = list(self.stack)
+        if self.stage is None:
+            del raw["stage"]
         return raw
+
+    @property
+    def prepare_only(self) -> bool:
+        """The prepare stage of two: no model, no duration of the item's training."""
+        return self.stage == "prepare"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Attempt:

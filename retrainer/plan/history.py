@@ -38,7 +38,10 @@ SCHEMA_HEAD = re.compile(rb'"schema"\s*:\s*(\d+)')
 @dataclass(frozen=True)
 class SymbolHistory:
     symbol: str
-    seconds: float | None = None  # EWMA of its successful attempts' durations
+    # EWMA of its successful attempts' durations: one stage's, or with two stages the
+    # train stage's alone (the window's slots are what a night's length depends on; a
+    # prepare attempt runs on slots of its own and counts for neither duration nor peaks).
+    seconds: float | None = None
     peak_rss_mb: float | None = None  # the largest peak RSS of its recent successes
     gpu_peak_mb: float | None = None  # the largest GPU peak of its recent successes
     samples: int = 0  # successful attempts behind those figures
@@ -78,7 +81,9 @@ def read_history(layout: Layout, today: str, days: int = DAYS_READ) -> History:
             if entry.promotion and entry.state is ItemState.SUCCESS:
                 judged[symbol] = _kept_out(entry.promotion)
             per_symbol.setdefault(symbol, []).extend(
-                a for a in entry.attempts if a.state is ItemState.SUCCESS and a.seconds
+                a
+                for a in entry.attempts
+                if a.state is ItemState.SUCCESS and a.seconds and not a.prepare_only
             )
             if day != today:
                 streaks[symbol] = _streak(streaks.get(symbol, NO_STREAK), entry)

@@ -45,7 +45,7 @@ from retrainer.plan.quarantine import (
 )
 from retrainer.registry.champion import Champion, ChampionError, champion_problems, read_champion
 from retrainer.registry.freshness import data_values_sha256, inputs_key
-from retrainer.training.contract import Trainer, validate_trainer_params
+from retrainer.training.contract import Trainer, has_prepare, validate_trainer_params
 
 
 class Action(StrEnum):
@@ -232,7 +232,7 @@ def build_plan(
         day,
         layout,
         tuple(items),
-        resolve_policy(settings, resources, runnable, memory_needs(items)),
+        resolve_policy(settings, resources, runnable, memory_needs(items), has_prepare(trainer)),
         resources,
         settings.trainer.plugin,
         params,

@@ -67,6 +67,12 @@ class RunPolicy:
     gpu_share: float | None = None
     # How many at once and why, e.g. "memory allows 5, cores 16, window 12 → 5".
     concurrency_why: str = ""
+    # Two stages ([run] two_stage): each item's `prepare` runs on one of prepare_slots
+    # CPU slots (prepare_threads threads each), then its train stage on the window's
+    # slots. False: one stage, prepare_slots 0.
+    two_stage: bool = False
+    prepare_slots: int = 0
+    prepare_threads: int = 1
 
 
 def max_concurrent_for(run: RunSettings, has_gpu: bool, cluster_slots: int | None = None) -> int:
@@ -80,9 +86,14 @@ def max_concurrent_for(run: RunSettings, has_gpu: bool, cluster_slots: int | Non
 
 
 def resolve_policy(
-    settings: Settings, resources: Resources, runnable: int, needs: MemoryNeeds | None = None
+    settings: Settings,
+    resources: Resources,
+    runnable: int,
+    needs: MemoryNeeds | None = None,
+    has_prepare: bool = False,
 ) -> RunPolicy:
-    """needs: the runnable items' expected memory peaks (from history), if known."""
+    """needs: the runnable items' expected memory peaks (from history), if known;
+    has_prepare: the trainer declares a `prepare` stage (two stages are possible)."""
     run = settings.run
     needs = needs or MemoryNeeds()
     max_concurrent = max_concurrent_for(run, resources.has_gpu, resources.item_slots)
@@ -103,11 +114,17 @@ def resolve_policy(
         window = max(1, min(window, gpu_slots))
     memory_cap_mb = run.max_memory_mb or default_memory_cap_mb(resources, window, needs)
     budget_mb = memory_budget_mb(run.memory_budget_mb, run.memory_reserve_mb, resources)
+    two_stage = uses_two_stages(run, resources, has_prepare)
+    prepare_slots = prepare_slot_count(run, resources, window, runnable) if two_stage else 0
+    threads = resources.threads_per_item(window + prepare_slots)
+    why = describe(window, resources, needs, budget_mb, memory_cap_mb, per_gpu)
+    if two_stage:
+        why += f"; two stages: {prepare_slots} prepare slots beside the window"
     return RunPolicy(
         mode=run.mode,
         max_concurrent=max_concurrent,
         window=window,
-        threads_per_item=resources.threads_per_item(window),
+        threads_per_item=threads,
         memory_cap_mb=memory_cap_mb,
         timeout_s=run.timeout_minutes * 60.0,
         kill_grace_s=run.kill_grace_s,
@@ -125,8 +142,29 @@ def resolve_policy(
         memory_budget_mb=budget_mb,
         gpu_items_per_device=per_gpu,
         gpu_share=gpu_share,
-        concurrency_why=describe(window, resources, needs, budget_mb, memory_cap_mb, per_gpu),
+        concurrency_why=why,
+        two_stage=two_stage,
+        prepare_slots=prepare_slots,
+        prepare_threads=threads,
     )
+
+
+def uses_two_stages(run: RunSettings, resources: Resources, has_prepare: bool) -> bool:
+    """Two stages need a trainer with `prepare` and the local driver (a cluster places each
+    attempt itself); "on" forces them, "auto" takes them on a GPU machine, except in
+    sequential mode (one item at a time)."""
+    if not has_prepare or run.two_stage == "off" or run.driver != "local" or resources.nodes:
+        return False
+    if run.two_stage == "on":
+        return True
+    return resources.has_gpu and run.mode is not Mode.SEQUENTIAL
+
+
+def prepare_slot_count(run: RunSettings, resources: Resources, window: int, runnable: int) -> int:
+    """[run] prepare_slots, else the cores the train window leaves (at least 1); never
+    more than the items."""
+    wanted = run.prepare_slots or max(1, resources.cpu_count - window)
+    return max(1, min(wanted, runnable))
 
 
 # A default per-item cap never sits below an item's measured peak plus this margin: a

@@ -17,6 +17,13 @@ A trainer may carry a `params_model` attribute (a pydantic model class): the sch
 validates `[trainer.params]` against it before anything starts. It may carry
 `preload_modules`, the heavy modules it needs (e.g. ("torch",)): they are imported once in
 the zygote that forks every attempt. Without it, torch, pandas and pyarrow are.
+
+A trainer may split its work in two stages with a `prepare` attribute,
+`prepare(ctx) -> None`: it builds what needs only the CPU (features, splits) and saves it
+through `ctx.save_partial`. With two stages on ([run] two_stage), an item's prepare runs
+in an attempt of its own on a CPU slot, and its train stage is an attempt whose
+`ctx.reuse_dir` is the prepare attempt's folder: `train(ctx)` reuses what verifies
+(`ctx.reuse_partial`) and builds the rest. With one stage, `train(ctx)` does it all.
 """
 
 from __future__ import annotations
@@ -51,6 +58,11 @@ class Trainer(Protocol):
 
 
 EventSink = Callable[..., None]
+
+
+def has_prepare(trainer: object) -> bool:
+    """Whether the trainer declares a `prepare(ctx)` stage (two stages are possible)."""
+    return callable(getattr(trainer, "prepare", None))
 
 
 def _no_events(event: str, **fields: Any) -> None:

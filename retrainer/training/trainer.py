@@ -7,9 +7,11 @@
 torch is imported inside `train` only: the scheduler imports this module to validate
 `[trainer.params]` against `train.params_model` and must stay fast.
 
-Two hooks beside `train`: `train.evaluate(champion_dir, ctx)` scores an earlier model of
-the symbol on this attempt's test span (for the promotion gate), and
-`train.load(model_dir)` gives a model ready to predict (LoadedModel).
+Three hooks beside `train`: `train.evaluate(champion_dir, ctx)` scores an earlier model of
+the symbol on this attempt's test span (for the promotion gate),
+`train.load(model_dir)` gives a model ready to predict (LoadedModel), and
+`train.prepare(ctx)` builds the features and the split alone: the CPU stage of two
+([run] two_stage), whose partial outputs the train stage reuses.
 """
 
 from __future__ import annotations
@@ -75,7 +77,16 @@ def train(ctx: TrainContext) -> dict[str, Any]:
     return metrics
 
 
+def prepare(ctx: TrainContext) -> None:
+    """The CPU stage of two: features and the split, saved as partial outputs that the
+    train stage reuses (its `ctx.reuse_dir` is this attempt's folder)."""
+    params = TrainerParams.model_validate(dict(ctx.params))
+    frame = features_step(ctx, params)
+    split_step(ctx, frame, params)
+
+
 train.params_model = TrainerParams  # type: ignore[attr-defined]
+train.prepare = prepare  # type: ignore[attr-defined]
 # Imported once in the zygote, so an attempt does not pay for torch.nn on each start.
 train.preload_modules = ("torch", "retrainer.training.model")  # type: ignore[attr-defined]
 

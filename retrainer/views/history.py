@@ -57,7 +57,10 @@ def _attempt_rows(day: str, entry: LedgerEntry) -> list[HistoryRow]:
                 day=day,
                 attempt=a.number,
                 started_at=a.started_at,
-                status=a.state.value,
+                # Two stages: a prepare that succeeded built features, not a model.
+                status="prepared"
+                if a.prepare_only and a.state.value == "success"
+                else a.state.value,
                 minutes=None if a.seconds is None else round(a.seconds / 60.0, 3),
                 reason=None if a.state.value == "success" else a.reason,
                 metrics=key_metrics(entry.metrics) if kept else {},

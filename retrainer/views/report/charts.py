@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # One colour per outcome, the same in every chart and in the page's table.
 STATE_COLOURS = {
     "success": "#2e9b4f",
+    "prepared": "#9fd8ae",  # two stages: a prepare that succeeded (features, no model)
     "failed": "#d1343b",
     "timeout": "#ef8a17",
     "interrupted": "#8c8c8c",

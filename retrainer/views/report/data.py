@@ -23,6 +23,9 @@ from retrainer.views.runview import (
     process_alive,
 )
 
+# A two-stage item's prepare attempt that succeeded, on the timeline.
+PREPARED = "prepared"
+
 
 @dataclass(frozen=True)
 class Bar:
@@ -117,6 +120,8 @@ def _bars(entries: Mapping[str, LedgerEntry], now: datetime, open_end: datetime)
         state = a.state.value
         if a.state is ItemState.RUNNING and open_end < now:
             state = ItemState.INTERRUPTED.value  # its run ended without recording it
+        elif a.prepare_only and a.state is ItemState.SUCCESS:
+            state = PREPARED  # two stages: the item's features, not its model
         bars.append(Bar(symbol, a.number, lane, start, end, state))
     return bars
 
