@@ -170,6 +170,15 @@ def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
     atomic_write_text(path, to_json(obj), durable)
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file, or None when it is missing, unreadable or not an object."""
+    try:
+        loaded = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -23,6 +23,7 @@ from retrainer.base.artifacts import (
     FINAL_ARTIFACTS,
     MANIFEST_NAME,
     Layout,
+    read_json_object,
 )
 from retrainer.base.config import MlflowSettings
 from retrainer.base.optional import MissingExtraError, import_optional
@@ -137,14 +138,6 @@ def attempt_tags(
     return {f"retrainer.{k}": str(v)[:_TAG_MAX] for k, v in tags.items() if v not in (None, "")}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        loaded = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
 def _chunks(items: Sequence[Any], size: int = _BATCH) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -215,7 +208,7 @@ class MlflowTracker:
         return str(found.experiment_id)
 
     def log_success(self, task: Success) -> dict[str, Any]:
-        config = _read_json(task.out_dir / "config.json")
+        config = read_json_object(task.out_dir / "config.json") or {}
         tags = attempt_tags(
             task.item_id, task.out_dir, task.entry, config, self.run_id, self.trainer
         )
@@ -225,7 +218,9 @@ class MlflowTracker:
         run = self._start_run(f"{symbol} {task.out_dir.name}", tags)
         run_id = run.info.run_id
         self._log_values(
-            run_id, run_params(config), run_metrics(_read_json(task.out_dir / "metrics.json"))
+            run_id,
+            run_params(config),
+            run_metrics(read_json_object(task.out_dir / "metrics.json") or {}),
         )
         if self.settings.artifacts == "log":
             for name in LOGGED_FILES:

@@ -10,7 +10,6 @@ summary, the report, the notifications and MLflow read it there) and mirrors the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,12 @@ from typing import Any
 
 import structlog
 
-from retrainer.base.artifacts import CHAMPION_EVAL_FILE, Layout, verify_manifest
+from retrainer.base.artifacts import (
+    CHAMPION_EVAL_FILE,
+    Layout,
+    read_json_object,
+    verify_manifest,
+)
 from retrainer.base.clock import iso, now_utc
 from retrainer.base.config import PromoteSettings
 from retrainer.engine.events import ItemListener
@@ -88,7 +92,7 @@ class PromotionListener(ItemListener):
         )
 
     def _metrics(self, out_dir: Path) -> dict[str, Any]:
-        return read_json(out_dir / "metrics.json") or {}
+        return read_json_object(out_dir / "metrics.json") or {}
 
     def _pointer(
         self, item: PlanItem, entry: LedgerEntry, promotion: Promotion, metrics: Mapping[str, Any]
@@ -131,7 +135,7 @@ def judge(
     out_dir: Path,
 ) -> Promotion:
     """The gate's decision on one success, with what it compared."""
-    challenger = read_json(out_dir / "metrics.json") or dict(entry.metrics or {})
+    challenger = read_json_object(out_dir / "metrics.json") or dict(entry.metrics or {})
     mine = verify_manifest(out_dir, entry.manifest_sha256)
     champion = item.champion
     if champion is None and item.champion_problem is None:
@@ -168,7 +172,7 @@ def judge(
         challenger_problems=mine,
         champion_problems=theirs,
     )
-    scored = read_json(out_dir / CHAMPION_EVAL_FILE)
+    scored = read_json_object(out_dir / CHAMPION_EVAL_FILE)
     if scored is not None and not scored.get("ok") and promotion.basis is Basis.REPORTED:
         failure = f"{scored.get('error_type')}: {scored.get('error')}"
         note = f"the champion could not be re-scored ({failure}): reported metrics compared"
@@ -181,16 +185,8 @@ def champion_metrics(
 ) -> tuple[dict[str, Any], Basis]:
     """The champion scored on the challenger's test span if the attempt did so, else the
     metrics it reported when it was trained."""
-    scored = read_json(out_dir / CHAMPION_EVAL_FILE)
+    scored = read_json_object(out_dir / CHAMPION_EVAL_FILE)
     if scored and scored.get("ok") and isinstance(scored.get("metrics"), dict):
         return dict(scored["metrics"]), Basis.RE_EVALUATED
-    reported = read_json(champion.folder(layout.root) / "metrics.json")
+    reported = read_json_object(champion.folder(layout.root) / "metrics.json")
     return (reported if reported is not None else dict(champion.metrics)), Basis.REPORTED
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None

@@ -12,7 +12,6 @@ the folder's mtime (a folder renamed by hand).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import MANIFEST_NAME, Layout
+from retrainer.base.artifacts import MANIFEST_NAME, Layout, read_json_object
 from retrainer.base.clock import iso
 from retrainer.registry.champion import (
     Champion,
@@ -144,7 +143,7 @@ def list_models(layout: Layout, symbol: str, now: datetime) -> SymbolModels:
             continue
         made = attempt_time(folder)
         if is_success(folder) and (since is None or made > since):
-            metrics = headline(_read_json(folder / METRICS_FILE))
+            metrics = headline(read_json_object(folder / METRICS_FILE))
             challengers.append(ModelFolder(relative, iso(made), _age(now, made), metrics))
         else:
             older, older_bytes = older + 1, older_bytes + folder_bytes(folder)
@@ -163,7 +162,7 @@ def _read_pointer(layout: Layout, symbol: str) -> tuple[Champion | None, str | N
 def _champion_info(layout: Layout, champion: Champion, now: datetime) -> ChampionInfo:
     promoted = _parse_iso(champion.promoted_at)
     # The folder's metrics.json (all of them) first; the pointer's copy where it has none.
-    on_disk = _read_json(champion.folder(layout.root) / METRICS_FILE) or {}
+    on_disk = read_json_object(champion.folder(layout.root) / METRICS_FILE) or {}
     metrics = headline({**champion.metrics, **on_disk})
     return ChampionInfo(
         folder=champion.artifact_dir,
@@ -185,14 +184,6 @@ def _champion_time(layout: Layout, champion: Champion) -> datetime | None:
         return attempt_time(folder)
     except OSError:
         return stamp_time(folder.name) or _parse_iso(champion.promoted_at)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def _parse_iso(text: str) -> datetime | None:

@@ -131,6 +131,24 @@ def _number(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+# The per-symbol table's columns, and whether each holds a number (right-aligned).
+SYMBOL_COLUMNS = (
+    ("symbol", False),
+    ("status", False),
+    ("attempts", True),
+    ("minutes", True),
+    ("net Sharpe ± SE", True),
+    ("gross Sharpe", True),
+    ("accuracy", True),
+    ("edge over majority ± SE", True),
+    ("trades", True),
+    ("test days", True),
+    ("model", False),
+    ("data", False),
+    ("reason", False),
+)
+
+
 def _symbols_table(rows: list[SymbolRow]) -> str:
     cells = [
         [
@@ -151,32 +169,9 @@ def _symbols_table(rows: list[SymbolRow]) -> str:
         for r in rows
     ]
     return _table(
-        [
-            "symbol",
-            "status",
-            "attempts",
-            "minutes",
-            "net Sharpe ± SE",
-            "gross Sharpe",
-            "accuracy",
-            "edge over majority ± SE",
-            "trades",
-            "test days",
-            "model",
-            "data",
-            "reason",
-        ],
+        [name for name, _ in SYMBOL_COLUMNS],
         cells,
-        {
-            "attempts",
-            "minutes",
-            "net Sharpe ± SE",
-            "gross Sharpe",
-            "accuracy",
-            "edge over majority ± SE",
-            "trades",
-            "test days",
-        },
+        {name for name, numeric in SYMBOL_COLUMNS if numeric},
     )
 
 
