@@ -19,6 +19,7 @@ files as arrays and need not pay its import (0.45 s of every `retrainer run`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,17 @@ def data_files(data_dir: Path) -> dict[str, Path]:
 def list_data_symbols(data_dir: Path) -> list[str]:
     """The symbols that have a data file in data_dir, sorted."""
     return sorted(data_files(data_dir))
+
+
+def data_values_sha256(timestamps_ns: IntArray, values: Mapping[str, FloatArray]) -> str:
+    """sha256 of the bars by value: their UTC nanoseconds (int64), then the OHLCV floats
+    row by row. A file rewritten with the same bars (re-encoded, CSV turned Parquet) keeps
+    it: the freshness key and the trainer's config.json `data_sha256` are this."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(timestamps_ns, dtype="<i8").tobytes())
+    matrix = np.column_stack([np.asarray(values[c], dtype=np.float64) for c in OHLCV_COLUMNS[1:]])
+    digest.update(np.ascontiguousarray(matrix, dtype="<f8").tobytes())
+    return digest.hexdigest()
 
 
 def data_fingerprint(path: Path) -> str:

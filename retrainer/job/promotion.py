@@ -161,7 +161,8 @@ def judge(
             champion_problems=[item.champion_problem or "unreadable"],
         )
     theirs = champion_problems(layout, champion)
-    metrics, basis = champion_metrics(layout, champion, out_dir)
+    scored = read_json_object(out_dir / CHAMPION_EVAL_FILE)
+    metrics, basis = champion_metrics(layout, champion, scored)
     promotion = decide(
         settings,
         mode,
@@ -172,7 +173,6 @@ def judge(
         challenger_problems=mine,
         champion_problems=theirs,
     )
-    scored = read_json_object(out_dir / CHAMPION_EVAL_FILE)
     if scored is not None and not scored.get("ok") and promotion.basis is Basis.REPORTED:
         failure = f"{scored.get('error_type')}: {scored.get('error')}"
         note = f"the champion could not be re-scored ({failure}): reported metrics compared"
@@ -181,11 +181,10 @@ def judge(
 
 
 def champion_metrics(
-    layout: Layout, champion: Champion, out_dir: Path
+    layout: Layout, champion: Champion, scored: dict[str, Any] | None
 ) -> tuple[dict[str, Any], Basis]:
-    """The champion scored on the challenger's test span if the attempt did so, else the
-    metrics it reported when it was trained."""
-    scored = read_json_object(out_dir / CHAMPION_EVAL_FILE)
+    """The champion scored on the challenger's test span if the attempt did so (scored:
+    its champion_eval.json), else the metrics it reported when it was trained."""
     if scored and scored.get("ok") and isinstance(scored.get("metrics"), dict):
         return dict(scored["metrics"]), Basis.RE_EVALUATED
     reported = read_json_object(champion.folder(layout.root) / "metrics.json")

@@ -18,7 +18,7 @@ from retrainer.base.artifacts import Layout, verify_manifest
 from retrainer.base.clock import iso, run_day
 from retrainer.base.config import RunSettings, Settings
 from retrainer.base.costs import SymbolCosts, resolve_costs_from_arrays
-from retrainer.base.data import PLAIN, DataFormat, find_data_file, read_ohlcv
+from retrainer.base.data import PLAIN, DataFormat, data_values_sha256, find_data_file, read_ohlcv
 from retrainer.base.errors import BadInputError, DataError
 from retrainer.base.resources import Resources
 from retrainer.base.symbols import select_symbols
@@ -44,7 +44,7 @@ from retrainer.plan.quarantine import (
     release_note,
 )
 from retrainer.registry.champion import Champion, ChampionError, champion_problems, read_champion
-from retrainer.registry.freshness import data_values_sha256, inputs_key
+from retrainer.registry.freshness import inputs_key
 from retrainer.training.contract import Trainer, has_prepare, validate_trainer_params
 
 

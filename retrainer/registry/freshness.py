@@ -21,23 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from retrainer.base.version import __version__
-
-OHLCV_VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
-
-
-def data_values_sha256(
-    timestamps_ns: npt.NDArray[np.int64], values: Mapping[str, npt.NDArray[np.float64]]
-) -> str:
-    """sha256 of the bars' UTC nanoseconds (int64) and OHLCV values (float64), in order."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(timestamps_ns, dtype="<i8").tobytes())
-    matrix = np.column_stack([np.asarray(values[c], dtype=np.float64) for c in OHLCV_VALUE_COLUMNS])
-    digest.update(np.ascontiguousarray(matrix, dtype="<f8").tobytes())
-    return digest.hexdigest()
 
 
 @lru_cache(maxsize=32)

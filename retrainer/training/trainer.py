@@ -16,7 +16,6 @@ the symbol on this attempt's test span (for the promotion gate),
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from retrainer.base.artifacts import atomic_write_bytes, atomic_write_json
+from retrainer.base.data import data_values_sha256
 from retrainer.base.version import __version__
 from retrainer.training.contract import TrainContext
 from retrainer.training.evaluate import annualisation, evaluate_test_span
@@ -331,13 +331,9 @@ def _champion_rule(champion: LoadedModel, before_test: pd.DataFrame) -> Strategy
 
 
 def ohlcv_values_sha256(bars: pd.DataFrame) -> str:
-    """sha256 of the UTC timestamps (int64 ns) and the OHLCV values (float64), in order."""
-    digest = hashlib.sha256()
+    """base.data.data_values_sha256 of a frame: the same digest the plan computes."""
     timestamps = as_utc(bars[TIMESTAMP]).dt.as_unit("ns").astype("int64").to_numpy()
-    digest.update(np.ascontiguousarray(timestamps, dtype="<i8").tobytes())
-    values = bars[list(OHLCV_COLUMNS)].to_numpy(np.float64)
-    digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
-    return digest.hexdigest()
+    return data_values_sha256(timestamps, {c: bars[c].to_numpy(np.float64) for c in OHLCV_COLUMNS})
 
 
 def json_safe(obj: Any) -> Any:
