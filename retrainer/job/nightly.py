@@ -24,16 +24,16 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, atomic_write_json
+from retrainer.base.artifacts import MANIFEST_NAME, Layout, artifact_files, atomic_write_json
 from retrainer.base.clock import iso, now_utc
 from retrainer.base.config import Settings
 from retrainer.base.exitcodes import ExitCode
@@ -92,15 +92,39 @@ class NightReporter(Protocol):
     def result(self, summary: dict[str, Any], summary_path: Path) -> None: ...
 
 
+@dataclass(frozen=True)
+class Work:
+    """What an invocation runs through a night's machinery: the nightly run, or a
+    backtest's windows (job/backtest.py)."""
+
+    layout: Callable[[Settings], Layout]
+    plan: Callable[[Settings, Trainer, Resources, datetime, bool], Plan]
+    # The local zygote reads the plan's data files once for all attempts: the plan is then
+    # made before the driver starts (a backtest's many windows per symbol).
+    preload_bars: bool = False
+    # Once the plan is made, before the night opens (not in a dry run).
+    begin: Callable[[Plan], None] | None = None
+    # After the night closed (its summary written): e.g. assemble a backtest's forecasts.
+    finish: Callable[[Plan, Trainer], object] | None = None
+
+
+NIGHTLY = Work(lambda settings: Layout(settings.run.root.resolve()), build_plan)
+
+
 def run_night(
-    settings: Settings, *, force: bool, dry_run: bool, reporter: NightReporter
+    settings: Settings,
+    *,
+    force: bool,
+    dry_run: bool,
+    reporter: NightReporter,
+    work: Work = NIGHTLY,
 ) -> ExitCode:
     now = now_utc()
     if dry_run:  # reads only; writes nothing under the root and tells no one
         trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
-        reporter.plan(build_plan(settings, trainer, _dry_run_resources(settings), now, force), True)
+        reporter.plan(work.plan(settings, trainer, _dry_run_resources(settings), now, force), True)
         return ExitCode.OK
-    invocation = Invocation.begin(settings, now, force)
+    invocation = Invocation.begin(settings, now, force, work.layout(settings))
     _open_log(invocation)
     # Built as soon as there are settings: a night that stops before it starts is told too.
     notifier = observers_for_run(settings)
@@ -111,28 +135,47 @@ def run_night(
             invocation.stage = "lock"
             with RunLock(invocation.layout.lock_path(), invocation.run_id):
                 become_subreaper()  # what an item leaves behind when it dies is ours to kill
+                plan: Plan | None = None
+                if work.preload_bars and settings.run.driver == "local":
+                    invocation.stage = "plan"
+                    plan = work.plan(settings, trainer, detect_resources(), now, force)
                 invocation.stage = "driver"
                 driver = make_driver(
-                    settings, _preload(settings, trainer), likely_threads_per_item(settings)
+                    settings,
+                    _preload(settings, trainer),
+                    likely_threads_per_item(settings),
+                    plan_bars(plan) if plan is not None else (),
                 )
                 driver.start()  # the zygote imports torch while the plan reads the data
                 try:
-                    invocation.stage = "plan"
-                    resources = driver.resources() or detect_resources()
-                    plan = build_plan(settings, trainer, resources, now, force)
+                    if plan is None:
+                        invocation.stage = "plan"
+                        resources = driver.resources() or detect_resources()
+                        plan = work.plan(settings, trainer, resources, now, force)
+                    if work.begin is not None:
+                        work.begin(plan)
                     before_the_night.restore()  # from here the night handles its signals
                     invocation.stage = "night"
                     night = Night(
                         settings, plan, driver, invocation.run_id, force, reporter, notifier
                     )
-                    return night.run()
+                    code = night.run()
                 finally:
                     driver.close()
+                if work.finish is not None:
+                    work.finish(plan, trainer)
+                return code
     except BaseException as exc:  # the night that did not record its end is recorded here
         record_unfinished(invocation, exc, night.record if night else NightRecord(), notifier)
         raise
     finally:
         notifier.close()  # waits at most [notify] close_timeout_s
+
+
+def plan_bars(plan: Plan) -> list[tuple[str, int, dict[str, object]]]:
+    """The data files of the items that run, once each, for the zygote to read."""
+    paths = dict.fromkeys(str(item.data_path) for item in plan.to_run)
+    return [(path, plan.min_rows, plan.data_format.to_dict()) for path in paths]
 
 
 def _dry_run_resources(settings: Settings) -> Resources:
@@ -277,11 +320,14 @@ class Night:
         if storage:
             self.uploader = Uploader(storage, layout, settings.storage.upload_workers)
             stack.callback(self.uploader.close)
-        promotion = PromotionListener(
-            plan, self.ledger, settings.promote, self.run_id, self.uploader
+        # First: the others read the decision it records in the ledger entry. A backtest's
+        # windows are no challengers: nothing is judged or promoted.
+        promotion = (
+            PromotionListener(plan, self.ledger, settings.promote, self.run_id, self.uploader)
+            if plan.kind == "night"
+            else None
         )
-        # First: the others read the decision it records in the ledger entry.
-        listeners: list[ItemListener] = [promotion]
+        listeners: list[ItemListener] = [promotion] if promotion else []
         if self.uploader:
             listeners.append(
                 UploadListener(
@@ -294,13 +340,14 @@ class Night:
             for folder, item_id in recovered:  # finished before the scheduler died
                 files = [*artifact_files(folder), folder / MANIFEST_NAME]
                 self.uploader.submit(mirrored_files(files, plan.policy.upload_features), item_id)
-        if settings.mlflow.enabled:  # after the promotion: it reads the gate's decision
+        if settings.mlflow.enabled and promotion:  # after it: it reads the gate's decision
             self.mlflow = MlflowListener(
                 settings.mlflow, layout, self.ledger, self.run_id, plan.trainer
             )
             stack.callback(self.mlflow.close)  # a safety net: _close closes it with the summary
             listeners.append(self.mlflow)
-        _promote_unjudged(plan, self.ledger, Listeners([promotion, *self._trackers()]))
+        if promotion:
+            _promote_unjudged(plan, self.ledger, Listeners([promotion, *self._trackers()]))
         if self._given_notifier is None:
             self.notifier = observers_for_run(settings)
             stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s

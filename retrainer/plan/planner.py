@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from retrainer.base.artifacts import Layout, verify_manifest
 from retrainer.base.clock import iso, run_day
@@ -46,6 +46,7 @@ from retrainer.plan.quarantine import (
 from retrainer.registry.champion import Champion, ChampionError, champion_problems, read_champion
 from retrainer.registry.freshness import inputs_key
 from retrainer.training.contract import Trainer, has_prepare, validate_trainer_params
+from retrainer.training.forecasts import ForecastWindow
 
 
 class Action(StrEnum):
@@ -79,10 +80,20 @@ class PlanItem:
     # successes, plan.memory.PEAK_MARGIN added); None: not measured yet.
     expected_peak_mb: float | None = None
     expected_gpu_mb: float | None = None
+    # More than one item per symbol: a backtest's walk-forward window, or a search's
+    # candidate (its name and the trainer params it tries, in place of the plan's).
+    window: ForecastWindow | None = None
+    candidate: str | None = None
+    params: Mapping[str, Any] | None = None
 
     @property
     def item_id(self) -> str:
-        """The ledger's key: a nightly item is its symbol."""
+        """The ledger's key: a nightly item is its symbol; "BTC/w0012" a backtest's window,
+        "BTC/c03" a search's candidate."""
+        if self.window is not None:
+            return f"{self.symbol}/{self.window.name}"
+        if self.candidate is not None:
+            return f"{self.symbol}/{self.candidate}"
         return self.symbol
 
 
@@ -105,6 +116,9 @@ class Plan:
     order: tuple[str, ...] = ()
     history: History = field(default_factory=History)  # what past ledgers measured
     forecast: Forecast | None = None  # when the queue should finish, from that history
+    # "night": the nightly run; "backtest": a walk-forward backtest's windows (no champion
+    # is judged, nothing is promoted).
+    kind: Literal["night", "backtest"] = "night"
 
     @property
     def to_run(self) -> tuple[PlanItem, ...]:
@@ -167,7 +181,7 @@ def build_plan(
         data_format,
         skip_unreadable=skip_bad,
     )
-    checked = _check_data(selection.symbols, settings, data_format, now)
+    checked = check_data(selection.symbols, settings, data_format, now)
     problems = [check.problem for check in checked.values() if check.problem]
     if problems and not skip_bad:
         raise BadInputError(
@@ -280,16 +294,17 @@ def data_format_of(settings: Settings) -> DataFormat:
 
 
 @dataclass(frozen=True)
-class _DataCheck:
+class DataCheck:
     path: Path
     costs: SymbolCosts | None
     problem: str | None  # the file and its first problem (row and time named), if bad
     data_sha256: str | None = None  # of the bars' values (freshness)
     last_bar: str | None = None
     stale: bool = False
+    timestamps: Any = None  # the bars' times (int64 ns, numpy): a backtest cuts its windows
 
 
-def _inputs_key(check: _DataCheck, trainer: str, params: dict[str, Any], seed: int) -> str | None:
+def _inputs_key(check: DataCheck, trainer: str, params: dict[str, Any], seed: int) -> str | None:
     if check.data_sha256 is None or check.costs is None:
         return None
     return inputs_key(
@@ -331,23 +346,23 @@ def fresh_reason(
     )
 
 
-def _check_data(
+def check_data(
     symbols: list[str], settings: Settings, data_format: DataFormat, now: datetime
-) -> dict[str, _DataCheck]:
+) -> dict[str, DataCheck]:
     """Load and validate every symbol's data before anything starts: its costs, or what
     is wrong with it."""
     data_dir = settings.data.path.resolve()
-    checked: dict[str, _DataCheck] = {}
+    checked: dict[str, DataCheck] = {}
     for symbol in symbols:
         path = find_data_file(data_dir, symbol)
         if path is None:  # gone since the symbols were chosen
             problem = f"{symbol}: no data file {data_dir}/{symbol}.parquet or .csv"
-            checked[symbol] = _DataCheck(data_dir / f"{symbol}.parquet", None, problem)
+            checked[symbol] = DataCheck(data_dir / f"{symbol}.parquet", None, problem)
             continue
         try:
             timestamps, values = read_ohlcv(path, settings.data.min_rows, data_format)
         except DataError as exc:
-            checked[symbol] = _DataCheck(path, None, str(exc))
+            checked[symbol] = DataCheck(path, None, str(exc))
             continue
         costs = resolve_costs_from_arrays(
             symbol, timestamps, values["high"], values["low"], settings.costs, close=values["close"]
@@ -355,13 +370,14 @@ def _check_data(
         last_ns = int(timestamps.max())
         stale_after = settings.data.stale_after_hours
         age_h = (now.timestamp() * 1e9 - last_ns) / 3.6e12
-        checked[symbol] = _DataCheck(
+        checked[symbol] = DataCheck(
             path,
             costs,
             None,
             data_values_sha256(timestamps, values),
             iso(datetime.fromtimestamp(last_ns / 1e9, tz=UTC)),
             stale_after is not None and age_h > stale_after,
+            timestamps,
         )
     return checked
 
@@ -383,3 +399,10 @@ def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[A
     if last is not None and last.reason and previous.state is not ItemState.PENDING:
         return Action.RUN, f"earlier run today ended {previous.state.value}: {last.reason}"
     return Action.RUN, f"earlier run today left it {previous.state.value}"
+
+
+def item_fields(item: PlanItem) -> dict[str, str]:
+    """How a log line names an item: its symbol, and its id when there are more per symbol."""
+    if item.item_id == item.symbol:
+        return {"symbol": item.symbol}
+    return {"symbol": item.symbol, "item": item.item_id}
