@@ -57,6 +57,7 @@ from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, rec
 from retrainer.job.listeners import NotifyListener, UploadListener
 from retrainer.job.mlflow_tracking import MlflowListener
 from retrainer.job.promotion import PromotionListener
+from retrainer.job.search import SearchListener, searched
 from retrainer.job.summary import build_summary, failure_tolerance, retry_budget_summary
 from retrainer.ledger.entries import (
     FAILED_STATES,
@@ -77,7 +78,8 @@ from retrainer.notify.registry import observers_for_run
 from retrainer.plan.forecast import deadline_warning, forecast_line
 from retrainer.plan.planner import Plan, build_plan
 from retrainer.plan.policy import likely_threads_per_item
-from retrainer.training.contract import Trainer, load_trainer
+from retrainer.plan.search import check_space
+from retrainer.training.contract import Trainer, load_trainer, validate_trainer_params
 
 
 class NightReporter(Protocol):
@@ -124,6 +126,8 @@ def run_night(
         trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
         reporter.plan(work.plan(settings, trainer, _dry_run_resources(settings), now, force), True)
         return ExitCode.OK
+    if work is NIGHTLY:
+        check_search_before_anything(settings)
     invocation = Invocation.begin(settings, now, force, work.layout(settings))
     _open_log(invocation)
     # Built as soon as there are settings: a night that stops before it starts is told too.
@@ -170,6 +174,20 @@ def run_night(
         raise
     finally:
         notifier.close()  # waits at most [notify] close_timeout_s
+
+
+def check_search_before_anything(settings: Settings) -> None:
+    """[search]'s keys and values, refused (bad input, exit 2) before the run writes
+    anything; the plan checks each candidate's combination again. A trainer that cannot
+    be loaded is left to the invocation, which records why."""
+    if not settings.search.enabled:
+        return
+    try:
+        trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
+        params = validate_trainer_params(trainer, settings.trainer.params)
+    except Exception:
+        return
+    check_space(settings.search, trainer, settings.trainer.plugin, params)
 
 
 def plan_bars(plan: Plan) -> list[tuple[str, int, dict[str, object]]]:
@@ -322,12 +340,8 @@ class Night:
             stack.callback(self.uploader.close)
         # First: the others read the decision it records in the ledger entry. A backtest's
         # windows are no challengers: nothing is judged or promoted.
-        promotion = (
-            PromotionListener(plan, self.ledger, settings.promote, self.run_id, self.uploader)
-            if plan.kind == "night"
-            else None
-        )
-        listeners: list[ItemListener] = [promotion] if promotion else []
+        promotion, judging = self._judging()
+        listeners: list[ItemListener] = [judging] if judging else []
         if self.uploader:
             listeners.append(
                 UploadListener(
@@ -346,8 +360,8 @@ class Night:
             )
             stack.callback(self.mlflow.close)  # a safety net: _close closes it with the summary
             listeners.append(self.mlflow)
-        if promotion:
-            _promote_unjudged(plan, self.ledger, Listeners([promotion, *self._trackers()]))
+        if judging:
+            _promote_unjudged(plan, self.ledger, Listeners([judging, *self._trackers()]))
         if self._given_notifier is None:
             self.notifier = observers_for_run(settings)
             stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
@@ -387,6 +401,21 @@ class Night:
             self.notifier.item_failed(item.symbol, item.why)
         return listeners
 
+    def _judging(self) -> tuple[PromotionListener | None, ItemListener | None]:
+        """The gate's listener, and what hears successes for it: itself, or in front of it
+        a search's (only each searched symbol's chosen candidate meets the gate)."""
+        if self.plan.kind != "night":
+            return None, None
+        promotion = PromotionListener(
+            self.plan, self.ledger, self.settings.promote, self.run_id, self.uploader
+        )
+        if not searched(self.plan):
+            return promotion, promotion
+        search = SearchListener(
+            self.plan, self.ledger, self.settings.search, self.run_id, promotion
+        )
+        return promotion, search
+
     def _run_record(self) -> dict[str, Any]:
         plan, policy = self.plan, self.plan.policy
         return {
@@ -411,6 +440,7 @@ class Night:
             "retries": policy.retries,
             "retry_budget": policy.retry_budget,
             "quarantined": len(plan.quarantined),  # skipped: failed too many nights in a row
+            **_search_record(self.settings, plan),
         }
 
     # -- run -------------------------------------------------------------------------
@@ -514,6 +544,18 @@ def schedule_record(plan: Plan, started_at: str) -> dict[str, Any]:
     return out
 
 
+def _search_record(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """A search's symbols and their candidates' count, for the live view and `status`."""
+    groups = searched(plan)
+    if not groups:
+        return {}
+    search = settings.search
+    candidates = {symbol: len(items) for symbol, items in groups.items()}
+    return {
+        "search": {"metric": search.metric, "direction": search.direction, "candidates": candidates}
+    }
+
+
 def _record_bad_data(plan: Plan, ledger: Ledger, run_id: str) -> None:
     """Items whose data is bad fail now, each with the file and row that is wrong; they
     never start an attempt, so no retry follows."""
@@ -603,7 +645,13 @@ def _exit_code(summary: dict[str, Any], stop: StopFlag) -> ExitCode:
     if stop.deadline_passed and (summary["not_started"] or summary["interrupted"]):
         return ExitCode.DEADLINE_PASSED
     failed = {s.value for s in FAILED_STATES}
-    any_failed = any(s["status"] in failed for s in summary["by_symbol"].values())
+    # A failed candidate fails alone: its symbol failed only if its search chose nothing.
+    chosen = {sym for sym, s in summary.get("searches", {}).items() if s.get("chosen")}
+    any_failed = any(
+        s["status"] in failed
+        for item_id, s in summary["by_symbol"].items()
+        if not ("/" in item_id and item_id.partition("/")[0] in chosen)
+    )
     if any_failed and not summary.get("tolerated_failures"):
         return ExitCode.SOME_FAILED
     return ExitCode.OK

@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from retrainer.job.search import search_summary
 from retrainer.ledger.entries import FAILED_STATES, ItemState, LedgerEntry
 from retrainer.plan.planner import Action, Plan, PlanItem
 from retrainer.registry.gate import Decision
@@ -126,6 +127,7 @@ def build_summary(
             )
         by_symbol[item.item_id].update(_model_state(item))
     states = [s["status"] for s in by_symbol.values()]
+    searches = search_summary(plan, entries)
     trained = [
         s["minutes"]
         for s in by_symbol.values()
@@ -158,6 +160,7 @@ def build_summary(
         # skipped: failed quarantine_after_nights nights in a row (until --force/unquarantine)
         "quarantined": sorted(i.symbol for i in plan.quarantined),
         "by_symbol": by_symbol,
+        **({"searches": searches} if searches else {}),
     }
 
 

@@ -43,6 +43,7 @@ from retrainer.plan.quarantine import (
     read_releases,
     release_note,
 )
+from retrainer.plan.search import Candidate, candidate_params, candidates, check_space
 from retrainer.registry.champion import Champion, ChampionError, champion_problems, read_champion
 from retrainer.registry.freshness import inputs_key
 from retrainer.training.contract import Trainer, has_prepare, validate_trainer_params
@@ -172,6 +173,9 @@ def build_plan(
     layout = Layout(settings.run.root.resolve())
     day = run_day(now)
     params = validate_trainer_params(trainer, settings.trainer.params)
+    search = settings.search if settings.search.enabled else None
+    if search is not None:
+        check_space(search, trainer, settings.trainer.plugin, params)
     data_format = data_format_of(settings)
     skip_bad = settings.data.on_bad == "skip"
     selection = select_symbols(
@@ -193,7 +197,8 @@ def build_plan(
     items = []
     for symbol in selection.symbols:
         check = checked[symbol]
-        previous = ledger.entries.get(symbol)  # a nightly item's id is its symbol
+        # A nightly item's id is its symbol; a search's are its candidates' (below).
+        previous = ledger.entries.get(symbol) if search is None else None
         settled = needs_settling(previous)
         if previous is not None and settled:
             previous = settle(previous, layout)
@@ -209,35 +214,41 @@ def build_plan(
             )
             why = f"{why}; {note}" if note else why
         seed = symbol_seed(settings.run.seed, symbol)
-        key = _inputs_key(check, settings.trainer.plugin, params, seed)
+        tried: list[tuple[Candidate, dict[str, Any]]] = []
+        if search is not None:
+            tried = [(c, candidate_params(trainer, params, c)) for c in candidates(search, symbol)]
+        fingerprinted = params if search is None else search_fingerprint(params, tried, settings)
+        key = _inputs_key(check, settings.trainer.plugin, fingerprinted, seed)
         champion, champion_problem = _champion(layout, symbol)
         fresh_why = None
         if action is Action.RUN and not force and settings.run.skip_fresh:
             fresh_why = fresh_reason(layout, champion, key, history.of(symbol))
         if fresh_why is not None:
             action, why = Action.SKIP, fresh_why
-        items.append(
-            PlanItem(
-                symbol,
-                action,
-                why,
-                check.path,
-                check.costs,
-                seed,
-                previous,
-                settled,
-                champion=champion,
-                champion_problem=champion_problem,
-                inputs_key=key,
-                fresh=fresh_why is not None,
-                last_bar=check.last_bar,
-                stale=check.stale,
-                quarantine=quarantine,
-                expected_s=history.of(symbol).seconds,
-                expected_peak_mb=expected_mb(history.of(symbol).peak_rss_mb),
-                expected_gpu_mb=expected_mb(history.of(symbol).gpu_peak_mb),
-            )
+        item = PlanItem(
+            symbol,
+            action,
+            why,
+            check.path,
+            check.costs,
+            seed,
+            previous,
+            settled,
+            champion=champion,
+            champion_problem=champion_problem,
+            inputs_key=key,
+            fresh=fresh_why is not None,
+            last_bar=check.last_bar,
+            stale=check.stale,
+            quarantine=quarantine,
+            expected_s=history.of(symbol).seconds,
+            expected_peak_mb=expected_mb(history.of(symbol).peak_rss_mb),
+            expected_gpu_mb=expected_mb(history.of(symbol).gpu_peak_mb),
         )
+        if tried and action is Action.RUN:
+            items += candidate_items(item, tried, ledger.entries, layout, force)
+        else:
+            items.append(item)
     runnable = sum(1 for i in items if i.action is Action.RUN)
     notes = [selection.note] if selection.note else []
     notes += [f"not ranked, unreadable: {problem}" for problem in selection.unranked.values()]
@@ -256,6 +267,59 @@ def build_plan(
         dict(selection.unranked),
     )
     return scheduled(plan, settings.run, history, now)
+
+
+def candidate_items(
+    item: PlanItem,
+    tried: list[tuple[Candidate, dict[str, Any]]],
+    entries: Mapping[str, LedgerEntry],
+    layout: Layout,
+    force: bool,
+) -> list[PlanItem]:
+    """A searched symbol's items, one per candidate, each run or skipped by its own ledger
+    entry (done today and verified: skipped, so a rerun resumes the search). They share the
+    symbol's seed (plan/search.py says why) and the search's inputs key."""
+    out = []
+    for candidate, merged in tried:
+        item_id = f"{item.symbol}/{candidate.name}"
+        previous = entries.get(item_id)
+        settled = needs_settling(previous)
+        if previous is not None and settled:
+            previous = settle(previous, layout)
+        action, why = decide(previous, layout, force)
+        if action is Action.RUN:
+            why = f"{why}; search candidate {candidate.name} {_overlay(candidate.params)}"
+        out.append(
+            replace(
+                item,
+                action=action,
+                why=why,
+                previous=previous,
+                settled=settled,
+                candidate=candidate.name,
+                params=merged,
+            )
+        )
+    return out
+
+
+def search_fingerprint(
+    params: Mapping[str, Any], tried: list[tuple[Candidate, dict[str, Any]]], settings: Settings
+) -> dict[str, Any]:
+    """What a search's winner was chosen from, for its inputs key: the same data, trainer,
+    candidates, metric and seed choose the same model (a fresh symbol need not search)."""
+    return {
+        "params": dict(params),
+        "search": {
+            "candidates": [{"name": c.name, "params": dict(c.params)} for c, _ in tried],
+            "metric": settings.search.metric,
+            "direction": settings.search.direction,
+        },
+    }
+
+
+def _overlay(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
 def scheduled(plan: Plan, run: RunSettings, history: History, now: datetime) -> Plan:
