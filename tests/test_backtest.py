@@ -297,3 +297,26 @@ def test_the_quantile_trainer_backtests_with_one_row_per_quantile_and_horizon(
     metrics = record["metrics"]
     assert 0.5 < metrics["coverage_0.1_0.9_h1"] < 1.0 and metrics["coverage_nominal_0.1_0.9"] == 0.8
     assert metrics["pinball_mean"] > 0 and "baseline_pinball_mean" in metrics
+
+
+def test_a_backtest_never_passes_for_a_night_with_the_nights_monitors(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    from tests.support.http_server import RecordingServer
+
+    server = RecordingServer().start()
+    try:
+        config = _config(tmp_path, small_data, step_bars=1500)
+        text = config.read_text() + (
+            f'\n[healthchecks]\nping_url = "{server.url}/ping/nightly"\n'
+            f'[prometheus]\ntextfile = "{tmp_path / "night.prom"}"\n'
+        )
+        config.write_text(text)
+        result = run_cli("backtest", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert server.requests == []  # the nightly check is not pinged by a backtest
+        assert not (tmp_path / "night.prom").exists()
+        assert run_cli("run", "--config", str(config), "--symbols", "BTCUSDT").returncode == 0
+        assert [r.path for r in server.wait_for(2)] == ["/ping/nightly/start", "/ping/nightly"]
+    finally:
+        server.stop()

@@ -437,3 +437,34 @@ def test_two_real_nights_move_the_champion_alias_only_when_the_gate_promotes(
     assert [v.tags.get("retrainer.decision") for v in versions] == ["first_model", "kept_champion"]
     champion = client.get_model_version_by_alias("retrainer-BTCUSDT", "champion")
     assert champion.version == versions[0].version
+
+
+def test_a_search_logs_every_candidate_and_only_its_choice_carries_the_gate_s_decision(
+    tmp_path: Path, small_data: Path, run_cli: Any
+) -> None:
+    from tests.conftest import TINY_TRAINER, write_config
+
+    config = write_config(
+        tmp_path / "mlflow-search.toml",
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": "BTCUSDT", "retries": 0},
+            "data": {"path": str(small_data)},
+            "trainer.params": TINY_TRAINER,
+            "search": {"enabled": True, "space": {"learning_rate": [0.001, 0.01, 0.05]}},
+            "mlflow": {"enabled": True},
+        },
+    )
+    done = run_cli("run", "--config", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record_path,) = (tmp_path / "root" / "runs").glob("*/search/BTCUSDT.json")
+    chosen = json.loads(record_path.read_text())["chosen_item"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'root' / 'mlflow' / 'mlflow.db'}")
+    versions = client.search_model_versions("name='retrainer-BTCUSDT'")
+    assert sorted(str(v.tags.get("retrainer.decision")) for v in versions) == [
+        "first_model",
+        "none",
+        "none",
+    ]
+    champion = client.get_model_version_by_alias("retrainer-BTCUSDT", "champion")
+    run = client.get_run(str(champion.run_id))
+    assert run.data.tags["retrainer.item_id"] == chosen

@@ -152,3 +152,44 @@ def test_a_broken_champion_is_replaced_only_by_a_challenger_that_passes_the_floo
         == "champion does not verify: model.bin: missing; test rows 5 < min_test_rows 100"
     )
     assert judge(GOOD, champion_problems=broken).decision is Decision.PROMOTED
+
+
+def test_a_trainer_s_declared_rules_stand_in_for_the_defaults_the_config_left_alone() -> None:
+    from retrainer.job.promotion import promote_settings_for
+    from retrainer.training.quantile import train as quantile
+
+    declared = promote_settings_for(PromoteSettings(), quantile)
+    assert [r.metric for r in declared.rules] == ["pinball_mean"]
+    assert [g.metric for g in declared.guards] == ["pinball_skill"]
+    own = PromoteSettings(rules=[PromotionRule(metric="pinball_0.5_h1", greater_is_better=False)])
+    kept = promote_settings_for(own, quantile)
+    assert [r.metric for r in kept.rules] == ["pinball_0.5_h1"]  # the config's own rules win
+    assert [g.metric for g in kept.guards] == ["pinball_skill"]  # the guards it left alone
+
+
+def test_a_gated_night_of_the_quantile_trainer_compares_pinball_loss_out_of_the_box(
+    tmp_path: Any, small_data: Any, run_cli: Any
+) -> None:
+    import json
+
+    from tests.conftest import TINY_TRAINER, write_config
+
+    config = write_config(
+        tmp_path / "q.toml",
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": "BTCUSDT"},
+            "data": {"path": str(small_data)},
+            "trainer": {"plugin": "retrainer.training.quantile:train"},
+            "trainer.params": TINY_TRAINER,
+        },
+    )
+    assert run_cli("run", "--config", str(config)).returncode == 0
+    assert run_cli("run", "--config", str(config), "--force").returncode == 0
+    (status,) = (tmp_path / "root" / "runs").glob("*/status.json")
+    promotion = json.loads(status.read_text())["symbols"]["BTCUSDT"]["promotion"]
+    assert promotion["basis"] == "re-evaluated"
+    assert {c["metric"] for c in promotion["checks"]} == {
+        "test_rows",
+        "pinball_mean",
+        "pinball_skill",
+    }

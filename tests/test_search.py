@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,23 @@ def test_a_random_search_draws_the_same_candidates_for_the_same_seed(
 
     assert planned(7) == planned(7)
     assert planned(7) != planned(8)
+
+
+def test_a_symbol_whose_every_candidate_fails_night_after_night_is_quarantined(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    config = search_config(
+        tmp_path,
+        small_data,
+        search={"space": {"dropout": [0.5, 0.6]}},
+        trainer={"plugin": "tests.support.search_plugins:fails_on_high_dropout"},
+        run={"quarantine_after_nights": 2},
+    )
+    runs = tmp_path / "root" / "runs"
+    for days_ago in (2, 1):  # two nights where every candidate failed, moved back in time
+        assert run_cli("run", "--config", str(config)).returncode == 1
+        (runs / run_day(now_utc())).rename(runs / run_day(now_utc() - timedelta(days=days_ago)))
+    planned = run_cli("run", "--config", str(config), "--dry_run")
+    assert planned.returncode == 0, planned.stderr
+    assert "quarantined: failed 2 nights in a row" in planned.stdout
+    assert "this candidate blew up" in planned.stdout

@@ -68,6 +68,7 @@ def backtest_work(settings: Settings) -> Work:
         preload_bars=True,
         begin=lambda plan: _keep_fingerprint(plan, settings),
         finish=assemble,
+        monitored=False,
     )
 
 

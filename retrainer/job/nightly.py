@@ -56,7 +56,7 @@ from retrainer.engine.reaper import become_subreaper
 from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, record_unfinished
 from retrainer.job.listeners import NotifyListener, UploadListener
 from retrainer.job.mlflow_tracking import MlflowListener
-from retrainer.job.promotion import PromotionListener
+from retrainer.job.promotion import PromotionListener, promote_settings_for
 from retrainer.job.search import SearchListener, searched
 from retrainer.job.summary import build_summary, failure_tolerance, retry_budget_summary
 from retrainer.ledger.entries import (
@@ -108,6 +108,8 @@ class Work:
     begin: Callable[[Plan], None] | None = None
     # After the night closed (its summary written): e.g. assemble a backtest's forecasts.
     finish: Callable[[Plan, Trainer], object] | None = None
+    # The healthchecks pinger and the Prometheus exporter hear it (the nights they watch).
+    monitored: bool = True
 
 
 NIGHTLY = Work(lambda settings: Layout(settings.run.root.resolve()), build_plan)
@@ -131,11 +133,13 @@ def run_night(
     invocation = Invocation.begin(settings, now, force, work.layout(settings))
     _open_log(invocation)
     # Built as soon as there are settings: a night that stops before it starts is told too.
-    notifier = observers_for_run(settings)
+    notifier = observers_for_run(settings, work.monitored)
     night: Night | None = None
     try:
         with _stop_before_the_night() as before_the_night:
             trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
+            promote = promote_settings_for(settings.promote, trainer)
+            settings = settings.model_copy(update={"promote": promote})
             invocation.stage = "lock"
             with RunLock(invocation.layout.lock_path(), invocation.run_id):
                 become_subreaper()  # what an item leaves behind when it dies is ours to kill
@@ -355,13 +359,10 @@ class Night:
                 files = [*artifact_files(folder), folder / MANIFEST_NAME]
                 self.uploader.submit(mirrored_files(files, plan.policy.upload_features), item_id)
         if settings.mlflow.enabled and promotion:  # after it: it reads the gate's decision
-            self.mlflow = MlflowListener(
-                settings.mlflow, layout, self.ledger, self.run_id, plan.trainer
-            )
-            stack.callback(self.mlflow.close)  # a safety net: _close closes it with the summary
-            listeners.append(self.mlflow)
+            self._open_mlflow(stack, judging, listeners)
         if judging:
-            _promote_unjudged(plan, self.ledger, Listeners([judging, *self._trackers()]))
+            trackers = [] if isinstance(judging, SearchListener) else self._trackers()
+            _promote_unjudged(plan, self.ledger, Listeners([judging, *trackers]))
         if self._given_notifier is None:
             self.notifier = observers_for_run(settings)
             stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
@@ -401,6 +402,18 @@ class Night:
             self.notifier.item_failed(item.symbol, item.why)
         return listeners
 
+    def _open_mlflow(
+        self, stack: ExitStack, judging: ItemListener | None, listeners: list[ItemListener]
+    ) -> None:
+        self.mlflow = MlflowListener(
+            self.settings.mlflow, self.layout, self.ledger, self.run_id, self.plan.trainer
+        )
+        stack.callback(self.mlflow.close)  # a safety net: _close closes it with the summary
+        if isinstance(judging, SearchListener):  # hears a candidate once it is judged
+            judging.follow(self.mlflow)
+        else:
+            listeners.append(self.mlflow)
+
     def _judging(self) -> tuple[PromotionListener | None, ItemListener | None]:
         """The gate's listener, and what hears successes for it: itself, or in front of it
         a search's (only each searched symbol's chosen candidate meets the gate)."""
@@ -420,6 +433,7 @@ class Night:
         plan, policy = self.plan, self.plan.policy
         return {
             "run_id": self.run_id,
+            "kind": plan.kind,  # night | backtest
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started_at": self.started_at,

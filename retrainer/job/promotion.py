@@ -113,6 +113,20 @@ class PromotionListener(ItemListener):
         )
 
 
+def promote_settings_for(settings: PromoteSettings, trainer: object) -> PromoteSettings:
+    """[promote] as the config gives it, the rules and guards a trainer declares
+    (`promotion_rules`, `promotion_guards`) standing in for the defaults the config left
+    alone: the default rules name the default trainer's figures."""
+    update: dict[str, Any] = {}
+    for key, attr in (("rules", "promotion_rules"), ("guards", "promotion_guards")):
+        declared = getattr(trainer, attr, None)
+        if declared is not None and key not in settings.model_fields_set:
+            update[key] = [dict(item) for item in declared]
+    if not update:
+        return settings
+    return PromoteSettings.model_validate({**settings.model_dump(), **update})
+
+
 def already_champion(champion: Champion, mode: PromoteMode) -> dict[str, Any]:
     """The decision its pointer kept, for a success the ledger never recorded judged."""
     return {

@@ -83,6 +83,9 @@ class SearchListener(ItemListener):
     ) -> None:
         self._plan, self._ledger, self._search = plan, ledger, search
         self._run_id, self._promotion = run_id, promotion
+        # Listeners that read the gate's decision (MLflow): they hear a candidate's success
+        # once its symbol's choice is made, so that the winner's carries its decision.
+        self._followers: list[ItemListener] = []
         self._groups = searched(plan)
         self._items = {i.item_id: i for items in self._groups.values() for i in items}
         # Done earlier today and verified: ended before this run began.
@@ -91,18 +94,28 @@ class SearchListener(ItemListener):
         self._decided: set[str] = set()
         self._log = structlog.get_logger()
 
+    def follow(self, listener: ItemListener) -> None:
+        """Let `listener` hear every event after the gate (see _followers)."""
+        self._followers.append(listener)
+
+    def _everyone(self) -> list[ItemListener]:
+        return [self._promotion, *self._followers]
+
     # -- events --------------------------------------------------------------------
     def attempt_started(self, item_id: str, out_dir: Path) -> None:
         self._started.add(item_id)
-        self._promotion.attempt_started(item_id, out_dir)
+        for listener in self._everyone():
+            listener.attempt_started(item_id, out_dir)
 
     def attempt_ended(self, item_id: str, out_dir: Path) -> None:
-        self._promotion.attempt_ended(item_id, out_dir)
+        for listener in self._everyone():
+            listener.attempt_ended(item_id, out_dir)
 
     def item_succeeded(self, item_id: str, out_dir: Path, files: Sequence[Path]) -> None:
         item = self._items.get(item_id)
         if item is None:
-            self._promotion.item_succeeded(item_id, out_dir, files)
+            for listener in self._everyone():
+                listener.item_succeeded(item_id, out_dir, files)
             return
         if item.action is Action.RUN and item_id not in self._started:
             return  # an earlier success of the day that this run trains again (--force)
@@ -111,20 +124,23 @@ class SearchListener(ItemListener):
 
     def item_failed(self, item_id: str, reason: str) -> None:
         item = self._items.get(item_id)
+        for listener in self._everyone() if item is None else self._followers:
+            listener.item_failed(item_id, reason)
         if item is None:
-            self._promotion.item_failed(item_id, reason)
             return
         self._ended.add(item_id)
         self._maybe_decide(item.symbol, final=False)
 
     def poll(self) -> None:
-        self._promotion.poll()
+        for listener in self._everyone():
+            listener.poll()
 
     def drain(self) -> None:
         """The loop is over: decide every search still open on what ended."""
         for symbol in self._groups:
             self._maybe_decide(symbol, final=True)
-        self._promotion.drain()
+        for listener in self._everyone():
+            listener.drain()
 
     # -- the choice ----------------------------------------------------------------
     def _maybe_decide(self, symbol: str, final: bool) -> None:
@@ -159,6 +175,30 @@ class SearchListener(ItemListener):
             "candidates": rows,
         }
         atomic_write_json(search_record_path(self._plan.layout, self._plan.day, symbol), record)
+        try:
+            self._choose(symbol, chosen, record, entries)
+        finally:
+            self._tell_followers(items)
+
+    def _tell_followers(self, items: list[PlanItem]) -> None:
+        """The candidates this run trained to success, the chosen one judged by now."""
+        for item in items:
+            entry = self._ledger.get(item.item_id)
+            trained = item.item_id in self._started and item.item_id in self._ended
+            if not trained or entry is None or entry.state is not ItemState.SUCCESS:
+                continue
+            if entry.artifact_dir:
+                folder = self._plan.layout.root / entry.artifact_dir
+                for listener in self._followers:
+                    listener.item_succeeded(item.item_id, folder, [])
+
+    def _choose(
+        self,
+        symbol: str,
+        chosen: str | None,
+        record: dict[str, Any],
+        entries: Mapping[str, LedgerEntry | None],
+    ) -> None:
         if chosen is None:
             self._log.warning(SEARCH_FAILED, symbol=symbol, why=record["why"])
             return

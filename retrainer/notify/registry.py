@@ -93,14 +93,16 @@ def prometheus_for_run(settings: PrometheusSettings, root: Path) -> Notifier | N
     return PrometheusExporter(settings, root)
 
 
-def observers_for_run(settings: Settings) -> Notifier:
+def observers_for_run(settings: Settings, monitors: bool = True) -> Notifier:
     """Everything that hears about a run's start and end, as one notifier: the chat
     notifier of [notify], the healthchecks pinger and the Prometheus exporter, as
     configured. Each never fails or delays the run, nor another: one that cannot be built
-    (a missing extra, an unreadable secrets file) is logged and left out."""
+    (a missing extra, an unreadable secrets file) is logged and left out. monitors=False
+    (a backtest): the chat only; the pinger and the exporter watch the nights, and a
+    backtest's success must not pass for a night's."""
     observers: list[tuple[str, Notifier]] = [("notify", notifier_for_run(settings.notify))]
     closes = [settings.notify.close_timeout_s]
-    monitors: list[tuple[str, Callable[[], Notifier | None], float]] = [
+    watching: list[tuple[str, Callable[[], Notifier | None], float]] = [
         (
             "healthchecks",
             lambda: healthchecks_for_run(settings.healthchecks),
@@ -112,7 +114,7 @@ def observers_for_run(settings: Settings) -> Notifier:
             settings.prometheus.close_timeout_s,
         ),
     ]
-    for name, build, close_timeout_s in monitors:
+    for name, build, close_timeout_s in watching if monitors else []:
         try:
             observer = build()
         except BadInputError as exc:

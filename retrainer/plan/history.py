@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import Layout
+from retrainer.base.artifacts import Layout, item_symbol
 from retrainer.ledger.entries import (
     FAILED_STATES,
     Attempt,
@@ -77,7 +77,8 @@ def read_history(layout: Layout, today: str, days: int = DAYS_READ) -> History:
     streaks: dict[str, _Streak] = {}
     judged: dict[str, tuple[str | None, str]] = {}
     for day, entries in found:
-        for symbol, entry in entries.items():
+        for item_id, entry in entries.items():
+            symbol = item_symbol(item_id)  # a search's candidates count for their symbol
             if entry.promotion and entry.state is ItemState.SUCCESS:
                 judged[symbol] = _kept_out(entry.promotion)
             per_symbol.setdefault(symbol, []).extend(
@@ -85,7 +86,8 @@ def read_history(layout: Layout, today: str, days: int = DAYS_READ) -> History:
                 for a in entry.attempts
                 if a.state is ItemState.SUCCESS and a.seconds and not a.prepare_only
             )
-            if day != today:
+        if day != today:
+            for symbol, entry in _night_of_each_symbol(entries).items():
                 streaks[symbol] = _streak(streaks.get(symbol, NO_STREAK), entry)
     symbols = {
         symbol: replace(
@@ -97,6 +99,28 @@ def read_history(layout: Layout, today: str, days: int = DAYS_READ) -> History:
     }
     startup_s = statistics.median(startups) if startups else None
     return History(symbols, tuple(day for day, _ in found), tuple(notes), startup_s)
+
+
+def _night_of_each_symbol(entries: Mapping[str, LedgerEntry]) -> dict[str, LedgerEntry]:
+    """How each symbol's night ended: its entry, or for a searched symbol (its candidates
+    "BTC/c03") a success if any candidate succeeded, else its last failed candidate: a
+    symbol whose every candidate fails night after night is quarantined as any other."""
+    nights: dict[str, LedgerEntry] = {}
+    for item_id, entry in entries.items():
+        symbol = item_symbol(item_id)
+        if symbol == item_id:
+            nights[symbol] = entry
+            continue
+        earlier = nights.get(symbol)
+        if earlier is None or _outranks(entry, earlier):
+            nights[symbol] = entry
+    return nights
+
+
+def _outranks(entry: LedgerEntry, other: LedgerEntry) -> bool:
+    if (entry.state is ItemState.SUCCESS) != (other.state is ItemState.SUCCESS):
+        return entry.state is ItemState.SUCCESS
+    return entry.updated_at > other.updated_at
 
 
 def _ledgers(

@@ -555,5 +555,14 @@ train.prepare = prepare  # type: ignore[attr-defined]
 train.load = load  # type: ignore[attr-defined]
 train.evaluate = evaluate  # type: ignore[attr-defined]
 train.score_forecasts = score_forecasts  # type: ignore[attr-defined]
+# The gate's rules for this trainer's figures, used unless [promote] names its own: a
+# lower test pinball than the champion's on the same bars, and no loss of skill over the
+# naive baseline beyond 0.02.
+train.promotion_rules = (  # type: ignore[attr-defined]
+    {"metric": "pinball_mean", "greater_is_better": False, "min_absolute_change": 0},
+)
+train.promotion_guards = (  # type: ignore[attr-defined]
+    {"metric": "pinball_skill", "greater_is_better": True, "tolerance": 0.02},
+)
 # Imported once in the zygote, so an attempt does not pay for torch.nn on each start.
 train.preload_modules = ("torch", "retrainer.training.quantile_model")  # type: ignore[attr-defined]

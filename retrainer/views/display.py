@@ -184,8 +184,9 @@ def print_result(summary: dict[str, Any], summary_path: Path, console: Console) 
     # Symbols it never started (stopped first) are named apart: an earlier run's models of
     # the day stay, and the ledger keeps their time.
     not_started = summary.get("not_started", 0)
+    items = "windows" if summary.get("kind") == "backtest" else "symbols"
     console.print(
-        f"retrainer {summary['day']}: {summary['total_symbols']} symbols: "
+        f"retrainer {summary['day']}: {summary['total_symbols']} {items}: "
         f"{summary['succeeded']} succeeded, {summary['failed']} failed, "
         f"{summary['skipped']} skipped, {summary['interrupted']} interrupted"
         f"{f', {not_started} not started' if not_started else ''} "

@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+from tests.distributed.backtests import assert_a_backtest_runs_its_windows_on_the_nodes
 from tests.distributed.conftest import (
     DaskCluster,
     cluster_config,
@@ -174,3 +175,11 @@ def test_the_champion_travels_to_the_worker_that_scores_it_for_the_gate(
     assert (promotion["decision"], promotion["basis"]) == ("promoted", "re-evaluated")
     scratches = sorted((tmp_path / "scratch").glob("retrainer-node-*"))
     assert all(list((s / "attempts").iterdir()) == [] for s in scratches)
+
+
+def test_a_backtest_on_dask_runs_each_window_on_a_worker(
+    tmp_path: Path, small_data: Path, dask_cluster: DaskCluster
+) -> None:
+    assert_a_backtest_runs_its_windows_on_the_nodes(
+        tmp_path, small_data, "dask", {"address": dask_cluster.address, **SLOT}
+    )

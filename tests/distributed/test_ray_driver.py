@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.seaweed import SeaweedServer
 from retrainer.base.clock import now_utc, run_day
 from tests.conftest import read_json
+from tests.distributed.backtests import assert_a_backtest_runs_its_windows_on_the_nodes
 from tests.distributed.conftest import (
     RayCluster,
     cluster_config,
@@ -252,3 +253,11 @@ def test_with_a_shared_root_the_nodes_write_in_place_and_nothing_is_shipped(
     assert all(e.attempts[-1].node for e in entries.values())
     assert run_retrainer(tmp_path, "verify", "--config", str(config)).returncode == 0
     assert not (tmp_path / "scratch").exists()  # no data cache, no attempt folder on a node
+
+
+def test_a_backtest_on_ray_runs_each_window_on_a_node(
+    tmp_path: Path, small_data: Path, ray_cluster: RayCluster
+) -> None:
+    assert_a_backtest_runs_its_windows_on_the_nodes(
+        tmp_path, small_data, "ray", {"address": ray_cluster.address, **CPU_ITEM}
+    )

@@ -184,7 +184,9 @@ def _folders(request: NodeAttempt, node_key: str) -> AttemptFolders:
     if request.shared_root:
         return AttemptFolders(spec.out_dir, spec.log_dir, spec.engine_log)
     scratch = Path(request.scratch or tempfile.gettempdir()) / f"retrainer-node-{node_key}"
-    base = scratch / "attempts" / f"{spec.run_id}-{spec.item_id}-{spec.attempt}-{os.getpid()}"
+    # One folder per attempt: an item id "BTC/w0003" names no subfolder.
+    item = spec.item_id.replace("/", "~")
+    base = scratch / "attempts" / f"{spec.run_id}-{item}-{spec.attempt}-{os.getpid()}"
     return AttemptFolders(base / "out", base / "logs", base / "engine.log")
 
 
