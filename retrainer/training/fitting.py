@@ -18,7 +18,7 @@ from retrainer.training.params import TrainerParams
 from retrainer.training.strategy import StrategyRule
 
 if TYPE_CHECKING:
-    from retrainer.training.model import FitResult, Standardiser
+    from retrainer.training.model import MLP, FitResult, Standardiser
 
 FEATURES_FILE = "features.parquet"
 SPLIT_FILE = "split_indices.json"
@@ -34,7 +34,7 @@ def fit_rows(
     val_rows: pd.DataFrame,
     names: list[str],
     params: TrainerParams,
-) -> tuple[FitResult, Standardiser, list[str]]:
+) -> tuple[FitResult[MLP], Standardiser, list[str]]:
     """Fit on these rows (directional ones), early-stopped on those; the log saved."""
     from retrainer.training.model import Standardiser, fit
 

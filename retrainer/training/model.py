@@ -15,10 +15,10 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class Standardiser:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Standardiser:
+    def fit(cls, x: np.ndarray) -> Self:
         mean = x.mean(axis=0, dtype=np.float64)
         std = x.std(axis=0, dtype=np.float64)
         # A constant feature carries no information; dividing by 1 keeps it at 0.
@@ -71,6 +71,22 @@ class SeededDropout(nn.Module):
         return x * mask / (1.0 - self.p)
 
 
+def hidden_layers(
+    n_features: int,
+    hidden_sizes: Sequence[int],
+    dropout: float,
+    dropout_generator: torch.Generator | None = None,
+) -> tuple[list[nn.Module], int]:
+    """Linear, ReLU and seeded dropout per hidden size; and the last width."""
+    generator = dropout_generator if dropout_generator is not None else torch.Generator()
+    layers: list[nn.Module] = []
+    width = n_features
+    for size in hidden_sizes:
+        layers += [nn.Linear(width, size), nn.ReLU(), SeededDropout(dropout, generator)]
+        width = size
+    return layers, width
+
+
 class MLP(nn.Module):
     def __init__(
         self,
@@ -80,12 +96,7 @@ class MLP(nn.Module):
         dropout_generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        generator = dropout_generator if dropout_generator is not None else torch.Generator()
-        layers: list[nn.Module] = []
-        width = n_features
-        for size in hidden_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU(), SeededDropout(dropout, generator)]
-            width = size
+        layers, width = hidden_layers(n_features, hidden_sizes, dropout, dropout_generator)
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
@@ -151,9 +162,26 @@ class EpochLoss:
         return {"epoch": self.epoch, "train_loss": self.train_loss, "val_loss": self.val_loss}
 
 
+ModelT = TypeVar("ModelT", bound=nn.Module)
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FitSchedule(Protocol):
+    """The params an early-stopped fit reads (the default and the quantile trainer's)."""
+
+    @property
+    def max_epochs(self) -> int: ...
+    @property
+    def patience_epochs(self) -> int: ...
+    @property
+    def min_delta(self) -> float: ...
+    @property
+    def batch_size(self) -> int: ...
+
+
 @dataclass(frozen=True)
-class FitResult:
-    model: MLP
+class FitResult(Generic[ModelT]):
+    model: ModelT
     epochs: list[EpochLoss]
     best_epoch: int
     best_val_loss: float
@@ -211,7 +239,7 @@ def fit(
     params: TrainerParams,
     seed: int,
     device: str,
-) -> FitResult:
+) -> FitResult[MLP]:
     """Adam on BCEWithLogits with early stopping on validation loss; best weights kept.
 
     `train_x`/`val_x` are already standardised float32; `*_y` are 0/1.
@@ -224,13 +252,13 @@ def fit(
         dropout_generator = _generator_on(dev, seed + 2)
         model = MLP(train_x.shape[1], params.hidden_sizes, params.dropout, dropout_generator)
         model.to(dev)
-        tx, ty = _tensor(train_x, dev), _tensor(train_y, dev)
-        vx, vy = _tensor(val_x, dev), _tensor(val_y, dev)
+        tx, ty = tensor_on(train_x, dev), tensor_on(train_y, dev)
+        vx, vy = tensor_on(val_x, dev), tensor_on(val_y, dev)
         optimiser = Adam(
             model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
         )
-        return _train_with_early_stopping(
-            model, optimiser, (tx, ty), (vx, vy), params, batch_generator
+        return train_with_early_stopping(
+            model, optimiser, nn.BCEWithLogitsLoss(), (tx, ty), (vx, vy), params, batch_generator
         )
 
 
@@ -238,44 +266,47 @@ def _generator_on(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+def tensor_on(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
 
 
-def _train_with_early_stopping(
-    model: MLP,
+def train_with_early_stopping(
+    model: ModelT,
     optimiser: Adam,
+    loss_fn: LossFn,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
-    params: TrainerParams,
+    schedule: FitSchedule,
     batch_generator: torch.Generator,
-) -> FitResult:
-    loss_fn = nn.BCEWithLogitsLoss()
+) -> FitResult[ModelT]:
+    """Epochs in a seeded order until the validation loss stops improving by min_delta
+    for patience_epochs; the best epoch's weights kept (in eval mode)."""
     history: list[EpochLoss] = []
     best_loss, best_epoch, best_state = float("inf"), 0, _state_copy(model)
     stale_epochs = 0
-    for epoch in range(1, params.max_epochs + 1):
+    for epoch in range(1, schedule.max_epochs + 1):
         train_loss = _train_one_epoch(
-            model, optimiser, loss_fn, train, params.batch_size, batch_generator
+            model, optimiser, loss_fn, train, schedule.batch_size, batch_generator
         )
         val_loss = evaluate_loss(model, loss_fn, val)
         history.append(EpochLoss(epoch, train_loss, val_loss))
-        if val_loss < best_loss - params.min_delta:
+        if val_loss < best_loss - schedule.min_delta:
             best_loss, best_epoch, best_state = val_loss, epoch, _state_copy(model)
             stale_epochs = 0
         else:
             stale_epochs += 1
-            if stale_epochs >= params.patience_epochs:
+            if stale_epochs >= schedule.patience_epochs:
                 break
     model.load_state_dict(best_state)
-    stopped_early = len(history) < params.max_epochs
+    model.eval()
+    stopped_early = len(history) < schedule.max_epochs
     return FitResult(model, history, best_epoch, best_loss, stopped_early)
 
 
 def _train_one_epoch(
-    model: MLP,
+    model: nn.Module,
     optimiser: Adam,
-    loss_fn: nn.Module,
+    loss_fn: LossFn,
     train: tuple[torch.Tensor, torch.Tensor],
     batch_size: int,
     batch_generator: torch.Generator,
@@ -288,13 +319,15 @@ def _train_one_epoch(
     for batch in torch.split(order, batch_size):
         optimiser.zero_grad()
         loss = loss_fn(model(x[batch]), y[batch])
-        loss.backward()
+        torch.autograd.backward(loss)
         optimiser.step()
         total += loss.detach().double() * len(batch)
     return float(total.item()) / len(x)
 
 
-def evaluate_loss(model: MLP, loss_fn: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+def evaluate_loss(
+    model: nn.Module, loss_fn: LossFn, data: tuple[torch.Tensor, torch.Tensor]
+) -> float:
     x, y = data
     model.eval()
     with torch.no_grad():
@@ -310,7 +343,7 @@ def predict_proba(model: MLP, x: np.ndarray, device: str, threads: int | None = 
     dev = torch.device(device)
     model.to(dev).eval()
     with torch.no_grad(), torch_threads(threads):
-        logits = model(_tensor(x, dev))
+        logits = model(tensor_on(x, dev))
     return torch.sigmoid(logits).double().cpu().numpy()
 
 

@@ -16,7 +16,6 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,38 +23,26 @@ from torch import nn
 
 from retrainer.training.model import (
     Adam,
-    EpochLoss,
-    SeededDropout,
+    FitResult,
     Standardiser,
     deterministic_torch,
+    hidden_layers,
+    tensor_on,
     torch_threads,
+    train_with_early_stopping,
 )
 from retrainer.training.quantile_params import QuantileParams
 
 CHECKPOINT_FORMAT = "retrainer.quantile_mlp/1"
 MODEL_NAME = "quantile_mlp"
-_MIN_STD = 1e-12
 _MIN_GAP = 1e-3  # standard units: two levels' starting quantiles never coincide
 _SOFTPLUS_LINEAR = 20.0
 
 
 @dataclass(frozen=True)
-class TargetScaler:
-    """Per-horizon mean and std of the training targets (float64)."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, y: np.ndarray) -> TargetScaler:
-        mean = y.mean(axis=0, dtype=np.float64)
-        std = y.std(axis=0, dtype=np.float64)
-        # A flat series has no scale; 1 keeps the targets (all equal) where they are.
-        return cls(mean=mean, std=np.where(std > _MIN_STD, std, 1.0))
-
-    def transform(self, y: np.ndarray) -> np.ndarray:
-        scaled: np.ndarray = (y - self.mean) / self.std
-        return scaled.astype(np.float32)
+class TargetScaler(Standardiser):
+    """Per-horizon mean and std of the training targets (float64): a Standardiser of the
+    (rows, horizons) targets, that also maps quantiles back to log returns."""
 
     def inverse(self, scaled: np.ndarray) -> np.ndarray:
         """(rows, horizons, quantiles) in standard units back to log returns."""
@@ -75,12 +62,7 @@ class QuantileMLP(nn.Module):
         dropout_generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        generator = dropout_generator if dropout_generator is not None else torch.Generator()
-        layers: list[nn.Module] = []
-        width = n_features
-        for size in hidden_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU(), SeededDropout(dropout, generator)]
-            width = size
+        layers, width = hidden_layers(n_features, hidden_sizes, dropout, dropout_generator)
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Linear(width, n_horizons * n_quantiles)
         self.n_horizons, self.n_quantiles = n_horizons, n_quantiles
@@ -125,21 +107,7 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor)
     return torch.maximum(levels * diff, (levels - 1.0) * diff).mean()
 
 
-@dataclass(frozen=True)
-class QuantileFit:
-    model: QuantileMLP
-    epochs: list[EpochLoss]
-    best_epoch: int
-    best_val_loss: float  # validation pinball in standard units (see the module's doc)
-    stopped_early: bool
-
-    def log_dict(self) -> dict[str, Any]:
-        return {
-            "epochs": [e.to_dict() for e in self.epochs],
-            "best_epoch": self.best_epoch,
-            "best_val_loss": self.best_val_loss,
-            "stopped_early": self.stopped_early,
-        }
+QuantileFit = FitResult[QuantileMLP]
 
 
 def fit(
@@ -170,69 +138,18 @@ def fit(
         start_at_quantiles(model, empirical_quantiles(train_y, params.quantiles))
         model.to(dev)
         levels = torch.tensor(params.quantiles, dtype=torch.float32, device=dev)
-        train = (_tensor(train_x, dev), _tensor(train_y, dev))
-        val = (_tensor(val_x, dev), _tensor(val_y, dev))
         optimiser = Adam(
             model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
         )
-        history: list[EpochLoss] = []
-        best_loss, best_epoch, best_state = float("inf"), 0, _state_copy(model)
-        stale_epochs = 0
-        for epoch in range(1, params.max_epochs + 1):
-            train_loss = _one_epoch(
-                model, optimiser, train, levels, params.batch_size, batch_generator
-            )
-            val_loss = _loss(model, val, levels)
-            history.append(EpochLoss(epoch, train_loss, val_loss))
-            if val_loss < best_loss - params.min_delta:
-                best_loss, best_epoch, best_state = val_loss, epoch, _state_copy(model)
-                stale_epochs = 0
-            else:
-                stale_epochs += 1
-                if stale_epochs >= params.patience_epochs:
-                    break
-        model.load_state_dict(best_state)
-        model.eval()
-        return QuantileFit(model, history, best_epoch, best_loss, len(history) < params.max_epochs)
-
-
-def _one_epoch(
-    model: QuantileMLP,
-    optimiser: Adam,
-    train: tuple[torch.Tensor, torch.Tensor],
-    levels: torch.Tensor,
-    batch_size: int,
-    batch_generator: torch.Generator,
-) -> float:
-    """One pass in a seeded random order; returns the row-weighted mean loss."""
-    x, y = train
-    model.train()
-    order = torch.randperm(len(x), generator=batch_generator).to(x.device)
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for batch in torch.split(order, batch_size):
-        optimiser.zero_grad()
-        loss = pinball_loss(model(x[batch]), y[batch], levels)
-        torch.autograd.backward(loss)
-        optimiser.step()
-        total += loss.detach().double() * len(batch)
-    return float(total.item()) / len(x)
-
-
-def _loss(
-    model: QuantileMLP, data: tuple[torch.Tensor, torch.Tensor], levels: torch.Tensor
-) -> float:
-    x, y = data
-    model.eval()
-    with torch.no_grad():
-        return float(pinball_loss(model(x), y, levels).item())
-
-
-def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
-
-
-def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        return train_with_early_stopping(
+            model,
+            optimiser,
+            lambda pred, target: pinball_loss(pred, target, levels),
+            (tensor_on(train_x, dev), tensor_on(train_y, dev)),
+            (tensor_on(val_x, dev), tensor_on(val_y, dev)),
+            params,
+            batch_generator,
+        )
 
 
 def predict_scaled(
@@ -242,7 +159,7 @@ def predict_scaled(
     dev = torch.device(device)
     model.to(dev).eval()
     with torch.no_grad(), torch_threads(threads):
-        out = model(_tensor(x, dev))
+        out = model(tensor_on(x, dev))
     values: np.ndarray = out.double().cpu().numpy()
     return values
 

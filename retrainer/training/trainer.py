@@ -58,7 +58,7 @@ from retrainer.training.splits import Span, WalkForwardSplit, walk_forward_split
 from retrainer.training.strategy import StrategyRule
 
 if TYPE_CHECKING:
-    from retrainer.training.model import FitResult, Standardiser
+    from retrainer.training.model import MLP, FitResult, Standardiser
 
 
 def train(ctx: TrainContext) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def _split_matches(split: WalkForwardSplit, frame: pd.DataFrame, params: Trainer
 
 def fit_step(
     ctx: TrainContext, frame: pd.DataFrame, split: WalkForwardSplit, params: TrainerParams
-) -> tuple[FitResult, Standardiser, list[str]]:
+) -> tuple[FitResult[MLP], Standardiser, list[str]]:
     # A zero forward return is neither up nor down: no target to learn (features.py).
     train_rows, val_rows = _directional(frame, split.train), _directional(frame, split.val)
     return fit_rows(ctx, train_rows, val_rows, feature_names(frame), params)
@@ -146,7 +146,7 @@ def evaluate_step(
     params: TrainerParams,
     frame: pd.DataFrame,
     split: WalkForwardSplit,
-    fitted: FitResult,
+    fitted: FitResult[MLP],
     standardiser: Standardiser,
     names: list[str],
     rule: StrategyRule,
@@ -176,7 +176,7 @@ def write_final_artifacts(
     ctx: TrainContext,
     params: TrainerParams,
     split: WalkForwardSplit,
-    fitted: FitResult,
+    fitted: FitResult[MLP],
     standardiser: Standardiser,
     names: list[str],
     metrics: dict[str, Any],
