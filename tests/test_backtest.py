@@ -320,3 +320,25 @@ def test_a_backtest_never_passes_for_a_night_with_the_nights_monitors(
         assert [r.path for r in server.wait_for(2)] == ["/ping/nightly/start", "/ping/nightly"]
     finally:
         server.stop()
+
+
+def test_a_symbol_whose_bars_changed_has_its_windows_run_again_and_the_others_are_kept(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        pd.read_parquet(small_data / f"{symbol}.parquet").to_parquet(data / f"{symbol}.parquet")
+    config = _config(tmp_path, data)
+    assert run_cli("backtest", "--config", str(config)).returncode == 0
+    before = {k: e["artifact_dir"] for k, e in _ledger(tmp_path).items()}
+    bars = pd.read_parquet(data / "BTCUSDT.parquet")
+    prices = ["open", "high", "low", "close"]
+    bars.loc[10, prices] = bars.loc[10, prices].to_numpy(np.float64) * 1.01  # a vendor's fix
+    bars.to_parquet(data / "BTCUSDT.parquet")
+    planned = run_cli("backtest", "--config", str(config), "--dry_run", "--verbose")
+    assert "its bounds or its symbol's data changed since it was done" in planned.stdout
+    assert run_cli("backtest", "--config", str(config)).returncode == 0
+    after = {k: e["artifact_dir"] for k, e in _ledger(tmp_path).items()}
+    for item_id, folder in before.items():
+        assert (after[item_id] != folder) == item_id.startswith("BTCUSDT/")

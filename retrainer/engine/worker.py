@@ -51,7 +51,7 @@ from retrainer.training.contract import (
     load_trainer,
     read_partials,
 )
-from retrainer.training.forecasts import ForecastWindow
+from retrainer.training.forecasts import WINDOW_FILE, ForecastWindow
 
 STACK_FRAMES_KEPT = 8
 THREAD_ENV_VARS = (
@@ -149,6 +149,8 @@ def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
         emit=lambda event, **fields: log.info(event, **fields),
         window=ForecastWindow.from_dict(spec.window) if spec.window is not None else None,
     )
+    if spec.window is not None:  # what a resumed backtest checks this folder was made for
+        atomic_write_json(spec.out_dir / WINDOW_FILE, spec.window, durable=False)
     if spec.stage == "prepare":  # its partial outputs are all it leaves; no metrics
         trainer.prepare(ctx)  # type: ignore[attr-defined]
         return {"stage": "prepare"}

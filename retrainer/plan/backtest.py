@@ -8,9 +8,10 @@ the first window's start). The backtest has its own folder and ledger
 (base.artifacts.BacktestLayout): a window done and verified is skipped by a rerun, so a
 killed backtest resumes where it stopped; --force redoes it all.
 
-The backtest's fingerprint (trainer, params, [backtest], each symbol's data) is kept in
-its folder: a rerun with other settings must say --force or take another name, and a
-symbol whose data changed has its windows run again.
+The backtest's settings (trainer, params, [backtest]) are kept in its folder: a rerun with
+other settings must say --force or take another name. Each window's folder keeps the
+window it ran (window.json: its bounds and the symbol's data by value): a window whose
+bars changed since is run again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from retrainer.base.artifacts import BacktestLayout
+from retrainer.base.artifacts import BacktestLayout, read_json_object
 from retrainer.base.clock import iso, run_day
 from retrainer.base.config import BacktestSettings, Settings
 from retrainer.base.errors import BadInputError
@@ -47,7 +48,7 @@ from retrainer.plan.planner import (
 )
 from retrainer.plan.policy import resolve_policy
 from retrainer.training.contract import Trainer, validate_trainer_params
-from retrainer.training.forecasts import ForecastWindow
+from retrainer.training.forecasts import WINDOW_FILE, ForecastWindow
 
 FINGERPRINT_FILE = "backtest.json"
 
@@ -60,7 +61,9 @@ def backtest_layout(settings: Settings) -> BacktestLayout:
     return BacktestLayout(settings.run.root.resolve(), settings.backtest.name)
 
 
-def cut_windows(timestamps_ns: np.ndarray, config: BacktestSettings) -> list[ForecastWindow]:
+def cut_windows(
+    timestamps_ns: np.ndarray, config: BacktestSettings, data_sha256: str = ""
+) -> list[ForecastWindow]:
     """The symbol's windows in time order, or NoWindow saying why there is none."""
     n = len(timestamps_ns)
     need = config.window_bars + config.embargo_bars
@@ -97,6 +100,7 @@ def cut_windows(timestamps_ns: np.ndarray, config: BacktestSettings) -> list[For
                 embargo_bars=config.embargo_bars,
                 train_bars=train_last - train_first + 1,
                 forecast_bars=stop - origin + 1,
+                data_sha256=data_sha256,
             )
         )
     return windows
@@ -109,17 +113,9 @@ class Fingerprint:
     trainer: str
     params: dict[str, Any]
     backtest: dict[str, Any]
-    data: dict[str, str]  # symbol -> sha256 of its bars' values
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
-
-    def same_settings(self, other: Fingerprint) -> bool:
-        return (self.trainer, self.params, self.backtest) == (
-            other.trainer,
-            other.params,
-            other.backtest,
-        )
 
 
 def read_fingerprint(layout: BacktestLayout) -> Fingerprint | None:
@@ -157,13 +153,10 @@ def build_backtest_plan(
             'bad data, nothing was started ([data] on_bad = "fail"):\n  ' + "\n  ".join(problems)
         )
     fingerprint = Fingerprint(
-        settings.trainer.plugin,
-        params,
-        json.loads(settings.backtest.model_dump_json()),
-        {s: c.data_sha256 for s, c in checked.items() if c.data_sha256 is not None},
+        settings.trainer.plugin, params, json.loads(settings.backtest.model_dump_json())
     )
     earlier = read_fingerprint(layout)
-    if earlier is not None and not force and not earlier.same_settings(fingerprint):
+    if earlier is not None and not force and earlier != fingerprint:
         raise BadInputError(
             f"backtest {settings.backtest.name!r} ({layout.home}) was begun with other "
             "[backtest], trainer or params settings: rerun with --force to redo it, or give "
@@ -178,16 +171,15 @@ def build_backtest_plan(
             items.append(_symbol_item(symbol, check, Action.FAIL, f"bad data: {check.problem}"))
             continue
         try:
-            windows_of[symbol] = cut_windows(check.timestamps, settings.backtest)
+            windows_of[symbol] = cut_windows(
+                check.timestamps, settings.backtest, check.data_sha256 or ""
+            )
         except NoWindow as exc:
             items.append(_symbol_item(symbol, check, Action.SKIP, str(exc)))
             continue
-        changed = earlier is not None and earlier.data.get(symbol) != check.data_sha256
         for window in windows_of[symbol]:
             items.append(
-                _window_item(
-                    symbol, window, check, ledger.entries, layout, force, changed, settings
-                )
+                _window_item(symbol, window, check, ledger.entries, layout, force, settings)
             )
     if not windows_of:
         reasons = "\n  ".join(f"{i.symbol}: {i.why}" for i in items)
@@ -223,16 +215,8 @@ def build_backtest_plan(
 
 def fingerprint_of(plan: Plan, settings: Settings) -> dict[str, Any]:
     """What to keep beside the backtest's ledger when it starts (read_fingerprint)."""
-    data = {}
-    for item in plan.items:
-        if item.inputs_key is not None:
-            data[item.symbol] = item.inputs_key
-    return Fingerprint(
-        plan.trainer,
-        dict(plan.trainer_params),
-        json.loads(settings.backtest.model_dump_json()),
-        data,
-    ).to_dict()
+    backtest = json.loads(settings.backtest.model_dump_json())
+    return Fingerprint(plan.trainer, dict(plan.trainer_params), backtest).to_dict()
 
 
 def _window_item(
@@ -242,7 +226,6 @@ def _window_item(
     entries: dict[str, LedgerEntry],
     layout: BacktestLayout,
     force: bool,
-    data_changed: bool,
     settings: Settings,
 ) -> PlanItem:
     item_id = f"{symbol}/{window.name}"
@@ -251,8 +234,8 @@ def _window_item(
     if previous is not None and settled:
         previous = settle(previous, layout)
     action, why = decide(previous, layout, force)
-    if action is Action.SKIP and data_changed:
-        action, why = Action.RUN, "its data changed since this window was done"
+    if action is Action.SKIP and not _ran(window, layout, previous):
+        action, why = Action.RUN, "its bounds or its symbol's data changed since it was done"
     elif why.startswith("succeeded today"):
         why = f"done at {previous.updated_at if previous else '?'}; artifacts verify"
     elif previous is None and not force:
@@ -270,6 +253,14 @@ def _window_item(
         last_bar=check.last_bar,
         window=window,
     )
+
+
+def _ran(window: ForecastWindow, layout: BacktestLayout, entry: LedgerEntry | None) -> bool:
+    """Whether the entry's verified folder was made for exactly this window."""
+    if entry is None or entry.artifact_dir is None:
+        return False
+    ran = read_json_object(layout.root / entry.artifact_dir / WINDOW_FILE)
+    return ran == window.to_dict()
 
 
 def _symbol_item(symbol: str, check: DataCheck, action: Action, why: str) -> PlanItem:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORECASTS_FILE = "forecasts.parquet"
+# The window an attempt ran, written beside its artifacts (and hashed with them).
+WINDOW_FILE = "window.json"
 FORECAST_COLUMNS = (
     "time",
     "symbol",
@@ -66,6 +68,9 @@ class ForecastWindow:
     embargo_bars: int
     train_bars: int  # bars in [train_first, train_last]
     forecast_bars: int  # bars in [forecast_first, forecast_last]
+    # The symbol's bars, by value (base.data.data_values_sha256), when the window was cut:
+    # a window done on other data is not done.
+    data_sha256: str = ""
 
     @property
     def name(self) -> str:
