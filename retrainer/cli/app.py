@@ -631,3 +631,9 @@ def main() -> None:
         traceback.print_exc()
         typer.echo(f"retrainer: internal error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(ExitCode.INTERNAL_ERROR)
+
+
+# Registered last: the sub-app's module reuses this one's options and error handling.
+from retrainer.cli.batch import batch_app  # noqa: E402
+
+app.add_typer(batch_app, name="batch")

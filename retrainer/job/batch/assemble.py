@@ -1,0 +1,226 @@
+"""The night's record once its array job has ended: the ledger, the models' folders, the
+summary and the notifications under the root, exactly as a local night leaves them.
+
+It is a Night (job/nightly.py) whose items are not run but replayed: each child's
+records, in attempt order, go through what the engine does when an attempt ends (the
+folder unpacked and verified against its sha256.txt, the ledger entry, the listeners:
+the promotion gate, the uploads, the notifications); the Night opens and closes the rest
+(costs.json, the run's record, the summary, the finished message).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import structlog
+
+from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, sha256_file, write_manifest
+from retrainer.base.clock import iso, now_utc
+from retrainer.base.config import Settings
+from retrainer.base.exitcodes import ExitCode
+from retrainer.base.lock import RunLock
+from retrainer.base.logs import COIN_FAILED, COIN_SUCCEEDED
+from retrainer.engine.drivers.protocol import Driver
+from retrainer.engine.drivers.shipping import AttemptFolders, unpack, verify_shipped
+from retrainer.engine.events import ItemListener, Listeners
+from retrainer.engine.loop import RunTally
+from retrainer.job.batch.batchplan import BatchPlan
+from retrainer.job.batch.records import ItemRecord
+from retrainer.job.batch.status import JobState
+from retrainer.job.batch.submit import batch_resources
+from retrainer.job.nightly import Night, NightReporter
+from retrainer.ledger.entries import (
+    FAILED_STATES,
+    Attempt,
+    ItemState,
+    LedgerEntry,
+    Outcome,
+    UploadState,
+)
+from retrainer.mirror.storage.protocol import StorageClient, UploadError
+from retrainer.plan.planner import Action, Plan, PlanItem, build_plan
+from retrainer.training.contract import load_trainer
+
+
+def assemble_night(
+    settings: Settings,
+    plan: BatchPlan,
+    job: JobState,
+    records: dict[str, list[ItemRecord]],
+    storage: StorageClient,
+    reporter: NightReporter,
+) -> ExitCode:
+    """The ended job's night, recorded under the root (one run per root: its lock)."""
+    night = night_plan(settings, plan)
+    with RunLock(night.layout.lock_path(), plan.run_id):
+        return BatchNight(settings, night, plan, job, records, storage, reporter).run()
+
+
+def night_plan(settings: Settings, plan: BatchPlan) -> Plan:
+    """The plan as it was at submission (planned again at that instant, before anything of
+    the night was recorded); the items are the job's, whatever the data says now."""
+    trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
+    submitted = datetime.fromisoformat(plan.submitted_at)
+    night = build_plan(settings, trainer, batch_resources(settings.batch), submitted, plan.force)
+    in_job = {i.item_id: i for i in plan.items}
+    items: list[PlanItem] = []
+    for item in night.items:
+        if item.item_id in in_job:
+            items.append(replace(item, action=Action.RUN, why=in_job[item.item_id].why))
+        elif item.action is Action.RUN:
+            items.append(replace(item, action=Action.SKIP, why="not in the Batch job's plan"))
+        else:
+            items.append(item)
+    order = tuple(i.item_id for i in plan.items)
+    return replace(night, items=tuple(items), order=order)
+
+
+class BatchNight(Night):
+    def __init__(
+        self,
+        settings: Settings,
+        night: Plan,
+        plan: BatchPlan,
+        job: JobState,
+        records: dict[str, list[ItemRecord]],
+        storage: StorageClient,
+        reporter: NightReporter,
+    ) -> None:
+        # The children ran on Batch: no driver here; _run_items replays their records.
+        super().__init__(settings, night, cast(Driver, None), plan.run_id, plan.force, reporter)
+        self.batch_plan, self.job, self.records, self.storage = plan, job, records, storage
+        if job.wall_s is not None:  # the summary's wall time is the job's
+            self.started = time.monotonic() - job.wall_s
+        self.started_at = plan.submitted_at
+
+    def _run_record(self) -> dict[str, Any]:
+        return {
+            **super()._run_record(),
+            "driver": "batch",
+            "batch_job_id": self.job.job_id,
+            "batch_job_name": self.batch_plan.job_name,
+            "batch_status": self.job.status,
+        }
+
+    def _run_items(self, listeners: list[ItemListener]) -> RunTally:
+        tally, fanout = RunTally(), Listeners(listeners)
+        self.ledger.record_many([self._pending(i.item_id) for i in self.plan.to_run])
+        for item in self.plan.to_run:
+            mine = self.records.get(item.item_id, [])
+            if not mine:
+                self._unrecorded(item, tally, fanout)
+            for n, record in enumerate(mine):
+                self._replay(item, record, last=n == len(mine) - 1, tally=tally, fanout=fanout)
+        fanout.drain()
+        self.syncer.drain()  # the summary describes what is on disk
+        return tally
+
+    def _pending(self, item_id: str) -> LedgerEntry:
+        item = next(i for i in self.plan.items if i.item_id == item_id)
+        at = iso(now_utc())
+        entry = self.ledger.get(item_id) or LedgerEntry(item.symbol, ItemState.PENDING, at)
+        return replace(entry, state=ItemState.PENDING, updated_at=at, why=item.why,
+                       run_id=self.run_id, item_id=item_id)
+
+    def _replay(
+        self, item: PlanItem, record: ItemRecord, *, last: bool, tally: RunTally,
+        fanout: Listeners,
+    ) -> None:
+        layout = self.plan.layout
+        tally.attempts[item.item_id] = tally.attempts.get(item.item_id, 0) + 1
+        out_dir = layout.new_attempt_dir(item.symbol, datetime.fromisoformat(record.started_at))
+        outcome = self._unpacked(item, record, out_dir)
+        attempt = Attempt(
+            number=record.attempt,
+            state=ItemState.RUNNING,
+            started_at=record.started_at,
+            artifact_dir=layout.relative(out_dir),
+            device=record.device,
+            threads=record.threads,
+            node=record.node,
+        ).ended(outcome, record.ended_at, record.seconds)
+        entry = (self.ledger.get(item.item_id) or self._pending(item.item_id)).with_attempt(
+            attempt, updated_at=record.ended_at, run_id=self.run_id
+        )
+        if outcome.state is ItemState.SUCCESS:
+            manifest = write_manifest(out_dir, artifact_files(out_dir), durable=False)
+            self.syncer.sync(*artifact_files(out_dir), out_dir / MANIFEST_NAME, out_dir)
+            self.ledger.record(replace(
+                entry,
+                artifact_dir=attempt.artifact_dir,
+                manifest_sha256=manifest,
+                train_minutes=round(record.seconds / 60.0, 4),
+                metrics=outcome.metrics,
+                upload=UploadState.PENDING if self.plan.policy.mirrored else UploadState.NONE,
+                upload_error=None,
+            ))
+            self.log.info(COIN_SUCCEEDED, symbol=item.symbol, attempt=record.attempt,
+                          minutes=round(record.seconds / 60.0, 4),
+                          artifact_dir=attempt.artifact_dir, node=record.node)
+            fanout.item_succeeded(
+                item.item_id, out_dir, [*artifact_files(out_dir), out_dir / MANIFEST_NAME]
+            )
+            return
+        self.ledger.record(entry)
+        tally.failures[item.item_id] = tally.failures.get(item.item_id, 0) + 1
+        if not last:
+            tally.retries += 1
+        self.log.warning(COIN_FAILED, symbol=item.symbol, attempt=record.attempt,
+                         state=outcome.state.value, reason=outcome.reason,
+                         error_type=outcome.error_type, exit_code=record.exit_code,
+                         will_retry=not last, node=record.node)
+        if last and outcome.state in FAILED_STATES:
+            fanout.item_failed(item.item_id, outcome.reason)
+
+    def _unpacked(self, item: PlanItem, record: ItemRecord, out_dir: Path) -> Outcome:
+        """The attempt's folder from the bucket, checked: the tar against the record's
+        sha256, the artifacts against the child's sha256.txt."""
+        outcome = record.result
+        if record.tar_key is None:
+            if outcome.state is ItemState.SUCCESS:
+                return Outcome(ItemState.FAILED, "its folder never reached the bucket")
+            return outcome
+        layout, day = self.plan.layout, self.plan.day
+        folders = AttemptFolders(
+            out_dir, layout.symbol_log_dir(day, item.symbol), layout.engine_log(day)
+        )
+        try:
+            with tempfile.TemporaryDirectory(prefix="retrainer-attempt-") as scratch:
+                tar = Path(scratch) / "attempt.tar"
+                self.storage.get_file(record.tar_key, tar)
+                if record.tar_sha256 and sha256_file(tar) != record.tar_sha256:
+                    raise OSError(f"{record.tar_key} does not match its sha256")
+                unpack(tar.read_bytes(), folders)
+        except (UploadError, OSError) as exc:
+            if outcome.state is ItemState.SUCCESS:
+                return replace(outcome, state=ItemState.FAILED,
+                               reason=f"its folder could not be fetched: {exc}",
+                               error_type=type(exc).__name__)
+            return outcome
+        problems = verify_shipped(out_dir)
+        if problems and outcome.state is ItemState.SUCCESS:
+            return replace(outcome, state=ItemState.FAILED,
+                           reason="its folder does not verify: " + "; ".join(problems[:3]),
+                           error_type="ManifestError")
+        return outcome
+
+    def _unrecorded(self, item: PlanItem, tally: RunTally, fanout: Listeners) -> None:
+        """No record: its child never reached its commit (killed, never started)."""
+        index = next(i.index for i in self.batch_plan.items if i.item_id == item.item_id)
+        child = self.job.children.get(index, {})
+        said = child.get("statusReason") or child.get("status") or "no word from Batch"
+        reason = f"its child left no record in the bucket (Batch: {said})"
+        at = iso(now_utc())
+        attempt = Attempt(1, ItemState.FAILED, at, "", "cpu", 1, ended_at=at, seconds=0.0,
+                          reason=reason, error_type="NoRecord")
+        tally.attempts[item.item_id] = 1
+        tally.failures[item.item_id] = 1
+        self.ledger.record(self._pending(item.item_id).with_attempt(attempt, updated_at=at))
+        structlog.get_logger().warning(COIN_FAILED, symbol=item.symbol, attempt=1,
+                                       state="failed", reason=reason, will_retry=False)
+        fanout.item_failed(item.item_id, reason)
