@@ -10,6 +10,7 @@ the promotion gate, the uploads, the notifications); the Night opens and closes 
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from dataclasses import replace
@@ -45,6 +46,14 @@ from retrainer.ledger.entries import (
 from retrainer.mirror.storage.protocol import StorageClient, UploadError
 from retrainer.plan.planner import Action, Plan, PlanItem, build_plan
 from retrainer.training.contract import load_trainer
+
+
+# "…; see /tmp/<the child's scratch>/logs/attempt-2.log": the log is under the root now.
+_CHILD_LOG = re.compile(r"see \S+/logs/(attempt-\d+\.log)")
+
+
+def _local_log(reason: str, log_dir: Path) -> str:
+    return _CHILD_LOG.sub(lambda m: f"see {log_dir / m.group(1)}", reason)
 
 
 def assemble_night(
@@ -202,6 +211,7 @@ class BatchNight(Night):
                                reason=f"its folder could not be fetched: {exc}",
                                error_type=type(exc).__name__)
             return outcome
+        outcome = replace(outcome, reason=_local_log(outcome.reason, folders.log_dir))
         problems = verify_shipped(out_dir)
         if problems and outcome.state is ItemState.SUCCESS:
             return replace(outcome, state=ItemState.FAILED,
