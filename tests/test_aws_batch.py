@@ -122,8 +122,13 @@ def night_config(
                 "region": REGION,
                 "max_attempts": 2,
             },
-            "batch": {"job_queue": QUEUE, "job_definition": DEFINITION, "region": REGION,
-                      "poll_s": 0.01, **(batch or {})},
+            "batch": {
+                "job_queue": QUEUE,
+                "job_definition": DEFINITION,
+                "region": REGION,
+                "poll_s": 0.01,
+                **(batch or {}),
+            },
         },
     )
 
@@ -212,8 +217,7 @@ class TestSubmit:
         config = night_config(tmp_path, small_data, seaweed, new_bucket(seaweed), ["BTCUSDT"])
         captured = Captured()
 
-        submit_night(_settings(config), force=False, dry_run=False,
-                     client_factory=captured.factory)
+        submit_night(_settings(config), force=False, dry_run=False, client_factory=captured.factory)
 
         [request] = captured.of("SubmitJob")
         assert "arrayProperties" not in request
@@ -239,8 +243,13 @@ class TestBadInput:
         ],
     )
     def test_a_missing_queue_or_definition(
-        self, tmp_path: Path, small_data: Path, seaweed: SeaweedServer, batch_api: None,
-        batch: dict[str, str], said: str,
+        self,
+        tmp_path: Path,
+        small_data: Path,
+        seaweed: SeaweedServer,
+        batch_api: None,
+        batch: dict[str, str],
+        said: str,
     ) -> None:
         config = night_config(tmp_path, small_data, seaweed, new_bucket(seaweed), batch=batch)
 
@@ -261,7 +270,10 @@ class TestBadInput:
         assert self._jobs() == []
 
     def test_no_credentials(
-        self, tmp_path: Path, small_data: Path, seaweed: SeaweedServer,
+        self,
+        tmp_path: Path,
+        small_data: Path,
+        seaweed: SeaweedServer,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         config = night_config(tmp_path, small_data, seaweed, "any-bucket")
@@ -277,10 +289,13 @@ class TestBadInput:
         assert result.exit_code == 2 and "no AWS credentials" in result.output
 
     def test_no_queue_configured(self, tmp_path: Path, small_data: Path) -> None:
-        config = write_config(tmp_path / "c.toml", {
-            "data": {"path": str(small_data)},
-            "storage": {"kind": "s3", "bucket": "b-b-b"},
-        })
+        config = write_config(
+            tmp_path / "c.toml",
+            {
+                "data": {"path": str(small_data)},
+                "storage": {"kind": "s3", "bucket": "b-b-b"},
+            },
+        )
 
         result = self._submit(config)
 
@@ -361,11 +376,22 @@ def _child(
     module = "tests.support.batch_child" if killed else "retrainer"
     args = [] if killed else ["batch", "child"]
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args, "--plan", plan.uri(),
-         "--endpoint_url", plan.location.endpoint_url or "", "--addressing_style", "path"],
+        [
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            "--plan",
+            plan.uri(),
+            "--endpoint_url",
+            plan.location.endpoint_url or "",
+            "--addressing_style",
+            "path",
+        ],
         cwd=REPO,
-        env=cli_env({**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index),
-                     "AWS_BATCH_JOB_ATTEMPT": str(attempt)}),
+        env=cli_env(
+            {**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index), "AWS_BATCH_JOB_ATTEMPT": str(attempt)}
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -396,12 +422,14 @@ def play_batch(
 
 
 def test_a_night_on_batch_hangs_crashes_and_a_killed_child_retried_assemble_a_verified_night(
-    tmp_path: Path, small_data: Path, seaweed: SeaweedServer, batch_api: None,
+    tmp_path: Path,
+    small_data: Path,
+    seaweed: SeaweedServer,
+    batch_api: None,
     aws_env: dict[str, str],
 ) -> None:
     behaviours = {"ETHUSDT": "hang", "SOLUSDT": "segfault"}
-    config = night_config(tmp_path, small_data, seaweed, new_bucket(seaweed),
-                          behaviours=behaviours)
+    config = night_config(tmp_path, small_data, seaweed, new_bucket(seaweed), behaviours=behaviours)
     settings = _settings(config)
     submission = submit_night(settings, force=False, dry_run=False)
     plan = submission.plan
@@ -439,7 +467,11 @@ def test_a_night_on_batch_hangs_crashes_and_a_killed_child_retried_assemble_a_ve
     for args in (["verify"], ["verify", "--remote"]):
         verified = subprocess.run(
             [sys.executable, "-m", "retrainer", *args, "--config", str(config)],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
         out = verified.stdout

@@ -19,7 +19,7 @@ import typer
 from retrainer.base.clock import now_utc, run_day
 from retrainer.base.config import load_settings
 from retrainer.base.exitcodes import ExitCode
-from retrainer.cli.app import RUN_DAY_HELP, ConfigOpt, RootOpt, _exit_codes, _run_day_option
+from retrainer.cli.options import RUN_DAY_HELP, ConfigOpt, RootOpt, _exit_codes, _run_day_option
 
 batch_app = typer.Typer(
     help="A night on AWS Batch: one array job, one child per item.", no_args_is_help=True

@@ -47,7 +47,6 @@ from retrainer.mirror.storage.protocol import StorageClient, UploadError
 from retrainer.plan.planner import Action, Plan, PlanItem, build_plan
 from retrainer.training.contract import load_trainer
 
-
 # "…; see /tmp/<the child's scratch>/logs/attempt-2.log": the log is under the root now.
 _CHILD_LOG = re.compile(r"see \S+/logs/(attempt-\d+\.log)")
 
@@ -133,11 +132,22 @@ class BatchNight(Night):
         item = next(i for i in self.plan.items if i.item_id == item_id)
         at = iso(now_utc())
         entry = self.ledger.get(item_id) or LedgerEntry(item.symbol, ItemState.PENDING, at)
-        return replace(entry, state=ItemState.PENDING, updated_at=at, why=item.why,
-                       run_id=self.run_id, item_id=item_id)
+        return replace(
+            entry,
+            state=ItemState.PENDING,
+            updated_at=at,
+            why=item.why,
+            run_id=self.run_id,
+            item_id=item_id,
+        )
 
     def _replay(
-        self, item: PlanItem, record: ItemRecord, *, last: bool, tally: RunTally,
+        self,
+        item: PlanItem,
+        record: ItemRecord,
+        *,
+        last: bool,
+        tally: RunTally,
         fanout: Listeners,
     ) -> None:
         layout = self.plan.layout
@@ -159,18 +169,25 @@ class BatchNight(Night):
         if outcome.state is ItemState.SUCCESS:
             manifest = write_manifest(out_dir, artifact_files(out_dir), durable=False)
             self.syncer.sync(*artifact_files(out_dir), out_dir / MANIFEST_NAME, out_dir)
-            self.ledger.record(replace(
-                entry,
+            self.ledger.record(
+                replace(
+                    entry,
+                    artifact_dir=attempt.artifact_dir,
+                    manifest_sha256=manifest,
+                    train_minutes=round(record.seconds / 60.0, 4),
+                    metrics=outcome.metrics,
+                    upload=UploadState.PENDING if self.plan.policy.mirrored else UploadState.NONE,
+                    upload_error=None,
+                )
+            )
+            self.log.info(
+                COIN_SUCCEEDED,
+                symbol=item.symbol,
+                attempt=record.attempt,
+                minutes=round(record.seconds / 60.0, 4),
                 artifact_dir=attempt.artifact_dir,
-                manifest_sha256=manifest,
-                train_minutes=round(record.seconds / 60.0, 4),
-                metrics=outcome.metrics,
-                upload=UploadState.PENDING if self.plan.policy.mirrored else UploadState.NONE,
-                upload_error=None,
-            ))
-            self.log.info(COIN_SUCCEEDED, symbol=item.symbol, attempt=record.attempt,
-                          minutes=round(record.seconds / 60.0, 4),
-                          artifact_dir=attempt.artifact_dir, node=record.node)
+                node=record.node,
+            )
             fanout.item_succeeded(
                 item.item_id, out_dir, [*artifact_files(out_dir), out_dir / MANIFEST_NAME]
             )
@@ -179,10 +196,17 @@ class BatchNight(Night):
         tally.failures[item.item_id] = tally.failures.get(item.item_id, 0) + 1
         if not last:
             tally.retries += 1
-        self.log.warning(COIN_FAILED, symbol=item.symbol, attempt=record.attempt,
-                         state=outcome.state.value, reason=outcome.reason,
-                         error_type=outcome.error_type, exit_code=record.exit_code,
-                         will_retry=not last, node=record.node)
+        self.log.warning(
+            COIN_FAILED,
+            symbol=item.symbol,
+            attempt=record.attempt,
+            state=outcome.state.value,
+            reason=outcome.reason,
+            error_type=outcome.error_type,
+            exit_code=record.exit_code,
+            will_retry=not last,
+            node=record.node,
+        )
         if last and outcome.state in FAILED_STATES:
             fanout.item_failed(item.item_id, outcome.reason)
 
@@ -207,16 +231,22 @@ class BatchNight(Night):
                 unpack(tar.read_bytes(), folders)
         except (UploadError, OSError) as exc:
             if outcome.state is ItemState.SUCCESS:
-                return replace(outcome, state=ItemState.FAILED,
-                               reason=f"its folder could not be fetched: {exc}",
-                               error_type=type(exc).__name__)
+                return replace(
+                    outcome,
+                    state=ItemState.FAILED,
+                    reason=f"its folder could not be fetched: {exc}",
+                    error_type=type(exc).__name__,
+                )
             return outcome
         outcome = replace(outcome, reason=_local_log(outcome.reason, folders.log_dir))
         problems = verify_shipped(out_dir)
         if problems and outcome.state is ItemState.SUCCESS:
-            return replace(outcome, state=ItemState.FAILED,
-                           reason="its folder does not verify: " + "; ".join(problems[:3]),
-                           error_type="ManifestError")
+            return replace(
+                outcome,
+                state=ItemState.FAILED,
+                reason="its folder does not verify: " + "; ".join(problems[:3]),
+                error_type="ManifestError",
+            )
         return outcome
 
     def _unrecorded(self, item: PlanItem, tally: RunTally, fanout: Listeners) -> None:
@@ -226,11 +256,27 @@ class BatchNight(Night):
         said = child.get("statusReason") or child.get("status") or "no word from Batch"
         reason = f"its child left no record in the bucket (Batch: {said})"
         at = iso(now_utc())
-        attempt = Attempt(1, ItemState.FAILED, at, "", "cpu", 1, ended_at=at, seconds=0.0,
-                          reason=reason, error_type="NoRecord")
+        attempt = Attempt(
+            1,
+            ItemState.FAILED,
+            at,
+            "",
+            "cpu",
+            1,
+            ended_at=at,
+            seconds=0.0,
+            reason=reason,
+            error_type="NoRecord",
+        )
         tally.attempts[item.item_id] = 1
         tally.failures[item.item_id] = 1
         self.ledger.record(self._pending(item.item_id).with_attempt(attempt, updated_at=at))
-        structlog.get_logger().warning(COIN_FAILED, symbol=item.symbol, attempt=1,
-                                       state="failed", reason=reason, will_retry=False)
+        structlog.get_logger().warning(
+            COIN_FAILED,
+            symbol=item.symbol,
+            attempt=1,
+            state="failed",
+            reason=reason,
+            will_retry=False,
+        )
         fanout.item_failed(item.item_id, reason)

@@ -57,8 +57,9 @@ def run_child(plan_uri: str, location: Location, environ: dict[str, str] | None 
     log = structlog.get_logger()
     try:
         bucket, key = _split_uri(plan_uri)
-        reader = _storage(Location(bucket, "", location.region, location.endpoint_url,
-                                   location.addressing_style))
+        reader = _storage(
+            Location(bucket, "", location.region, location.endpoint_url, location.addressing_style)
+        )
         plan = BatchPlan.from_dict(_read_json(reader, key))
     except UploadError as exc:  # the bucket out of reach: a retry may find it
         log.error("batch_plan_unreadable", reason=str(exc))
@@ -132,8 +133,9 @@ class _Child:
             device=self.plan.device,
         )
         try:  # the commit point: written last
-            self.storage.put_json(record.to_dict(), self.plan.record_key(self.item.item_id,
-                                                                         self.attempt))
+            self.storage.put_json(
+                record.to_dict(), self.plan.record_key(self.item.item_id, self.attempt)
+            )
         except UploadError as exc:
             self.log.error("batch_record_not_written", reason=str(exc))
             return EXIT_RETRY
@@ -145,8 +147,9 @@ class _Child:
         try:
             data = self._fetch_data(scratch)
         except (UploadError, OSError) as exc:
-            return Outcome(ItemState.FAILED, f"could not fetch the data: {exc}",
-                           error_type=type(exc).__name__), None
+            return Outcome(
+                ItemState.FAILED, f"could not fetch the data: {exc}", error_type=type(exc).__name__
+            ), None
         spec = AttemptSpec(
             run_id=plan.run_id,
             symbol=item.symbol,
@@ -175,7 +178,10 @@ class _Child:
             data_sha256=item.data_sha256,
         )
         result = run_on_node(
-            request, data, node=self.node, node_key=f"batch-{item.index}",
+            request,
+            data,
+            node=self.node,
+            node_key=f"batch-{item.index}",
             should_stop=lambda: stop.requested,
         )
         return Outcome.from_dict(result.outcome), result.payload

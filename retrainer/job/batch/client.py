@@ -139,8 +139,13 @@ class BatchClient:
         message = getattr(exc, "response", {}).get("Error", {}).get("Message") or ""
         if code in ("ClientException", "InvalidParameterValue", "ValidationException"):
             return BadInputError(f"Batch refused {operation}: {message or code}")
-        if code in ("UnrecognizedClientException", "InvalidClientTokenId", "AccessDenied",
-                    "AccessDeniedException", "ExpiredTokenException"):
+        if code in (
+            "UnrecognizedClientException",
+            "InvalidClientTokenId",
+            "AccessDenied",
+            "AccessDeniedException",
+            "ExpiredTokenException",
+        ):
             return BadInputError(f"AWS credentials refused for Batch {operation}: {code}")
         return BatchApiError(f"Batch {operation} failed: {code} {message}".rstrip())
 

@@ -18,8 +18,14 @@ from retrainer.base.exitcodes import ExitCode
 from retrainer.job.batch.assemble import assemble_night
 from retrainer.job.batch.batchplan import BatchPlan
 from retrainer.job.batch.client import BatchClient
-from retrainer.job.batch.status import JobState, NightCounts, count, job_state, read_plan
-from retrainer.job.batch.status import read_records
+from retrainer.job.batch.status import (
+    JobState,
+    NightCounts,
+    count,
+    job_state,
+    read_plan,
+    read_records,
+)
 from retrainer.job.batch.submit import check_settings, read_pointer, write_pointer
 from retrainer.job.nightly import NightReporter
 from retrainer.mirror.storage.registry import make_storage
@@ -84,4 +90,3 @@ def watch_night(
     code = assemble_night(settings, plan, job, records, storage, reporter)
     write_pointer(run_dir, {**pointer, "assembled": True, "exit_code": int(code)})
     return code
-
