@@ -223,6 +223,71 @@ class TestSubmit:
         assert "arrayProperties" not in request
 
 
+class TestDefinition:
+    def test_the_definition_is_printed_from_the_batch_section(self, tmp_path: Path) -> None:
+        config = write_config(
+            tmp_path / "c.toml",
+            {
+                "batch": {
+                    "image": "123.dkr.ecr.eu-west-1.amazonaws.com/retrainer:1",
+                    "vcpus": 0.5,
+                    "memory_mb": 1024,
+                    "job_role_arn": "arn:aws:iam::123:role/job",
+                    "job_definition": "nightly:3",
+                }
+            },
+        )
+
+        result = CliRunner().invoke(app, ["batch", "definition", "--config", str(config)])
+
+        assert result.exit_code == 0, result.output
+        request = json.loads(result.output)
+        container = request["containerProperties"]
+        assert request["jobDefinitionName"] == "nightly"
+        assert request["platformCapabilities"] == ["FARGATE"]
+        assert container["command"] == ["batch", "child"]
+        assert container["jobRoleArn"] == "arn:aws:iam::123:role/job"
+        assert {"type": "VCPU", "value": "0.5"} in container["resourceRequirements"]
+        assert {"type": "MEMORY", "value": "1024"} in container["resourceRequirements"]
+
+    def test_gpus_on_fargate_are_refused(self, tmp_path: Path) -> None:
+        config = write_config(tmp_path / "c.toml", {"batch": {"image": "i", "gpus": 1}})
+
+        result = CliRunner().invoke(app, ["batch", "definition", "--config", str(config)])
+
+        assert result.exit_code == 2 and "Fargate has no GPUs" in result.output
+
+    def test_a_secret_in_the_jobs_environment_is_refused(self, tmp_path: Path) -> None:
+        config = write_config(
+            tmp_path / "c.toml", {"batch": {"environment": {"API_TOKEN": "abc", "TZ": "UTC"}}}
+        )
+
+        with pytest.raises(BadInputError, match="API_TOKEN: secrets do not go"):
+            load_settings(config, environ={})
+
+    def test_register_registers_it_with_batch(
+        self, tmp_path: Path, seaweed: SeaweedServer, batch_api: None
+    ) -> None:
+        config = write_config(
+            tmp_path / "c.toml",
+            {
+                "batch": {
+                    "image": "retrainer:2",
+                    "job_definition": "fresh-definition",
+                    "region": REGION,
+                }
+            },
+        )
+
+        result = CliRunner().invoke(
+            app, ["batch", "definition", "--register", "--config", str(config)]
+        )
+
+        assert result.exit_code == 0, result.output
+        assert "job-definition/fresh-definition:1" in result.output
+        assert BatchClient(BatchSettings(region=REGION)).definition_exists("fresh-definition")
+
+
 class TestBadInput:
     """One clear message, exit 2, nothing submitted."""
 
@@ -477,8 +542,17 @@ def test_a_night_on_batch_hangs_crashes_and_a_killed_child_retried_assemble_a_ve
         out = verified.stdout
         assert "2 symbols checked" in out and out.rstrip().endswith("0 with problems"), out
     # A second look finds the night assembled: nothing recorded twice.
-    again = watch_night(settings, day, watch=False, reporter=_Quiet(), show=seen.append)
-    assert again == code
+    looked = CliRunner().invoke(app, ["batch", "status", "--json", "--config", str(config)])
+    assert looked.exit_code == code, looked.output
+    last = json.loads(looked.output.strip().splitlines()[-1])
+    assert (last["succeeded"], last["failed"], last["job_status"]) == (2, 2, "SUCCEEDED")
+    after = read_ledger(layout.status_path(day), layout.journal_path(day)).entries
+    assert {k: len(e.attempts) for k, e in after.items()} == {
+        "BTCUSDT": 1,
+        "ETHUSDT": 2,
+        "SOLUSDT": 2,
+        "BNBUSDT": 1,
+    }
     assert run_day(now_utc()) == day
 
 
@@ -495,6 +569,26 @@ class _Quiet:
 
     def result(self, summary: dict[str, Any], summary_path: Path) -> None:
         return None
+
+
+def test_a_child_with_an_index_past_the_plan_fails_for_good_and_runs_nothing(
+    tmp_path: Path, small_data: Path, seaweed: SeaweedServer, batch_api: None
+) -> None:
+    from retrainer.job.batch.child import run_child
+
+    config = night_config(tmp_path, small_data, seaweed, new_bucket(seaweed))
+    plan = submit_night(_settings(config), force=False, dry_run=False).plan
+    assert plan is not None
+
+    code = run_child(
+        plan.uri(),
+        endpoint_url=seaweed.endpoint_url,
+        addressing_style="path",
+        environ={"AWS_BATCH_JOB_ARRAY_INDEX": str(len(plan.items))},
+    )
+
+    assert code == EXIT_FOR_GOOD
+    assert not (tmp_path / "pids").exists()
 
 
 def test_submit_refuses_a_night_without_s3_storage() -> None:

@@ -127,11 +127,12 @@ def child(
 ) -> None:
     """The container's command: one item's attempt (AWS_BATCH_JOB_ARRAY_INDEX)."""
     from retrainer.base.logs import configure_logging
-    from retrainer.job.batch.batchplan import Location
     from retrainer.job.batch.child import run_child
 
     configure_logging(None, "info")
-    code = run_child(plan, Location("", "", region, endpoint_url, addressing_style))
+    code = run_child(
+        plan, region=region, endpoint_url=endpoint_url, addressing_style=addressing_style
+    )
     sys.stdout.flush()
     raise typer.Exit(code)
 

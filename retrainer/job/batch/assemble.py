@@ -110,6 +110,11 @@ class BatchNight(Night):
         return {
             **super()._run_record(),
             "driver": "batch",
+            # Each item had a container of its own: all of them at once, as Batch allowed.
+            "max_concurrent": len(self.batch_plan.items),
+            "window": len(self.batch_plan.items),
+            "concurrency_why": "AWS Batch: one container per item, as the compute "
+            "environment allows",
             "batch_job_id": self.job.job_id,
             "batch_job_name": self.batch_plan.job_name,
             "batch_status": self.job.status,

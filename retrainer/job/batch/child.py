@@ -11,6 +11,7 @@ a retry can help (exits.py).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -51,15 +52,21 @@ class _Stop:
         self.requested = True
 
 
-def run_child(plan_uri: str, location: Location, environ: dict[str, str] | None = None) -> int:
-    """One attempt of one item; the container's exit code."""
+def run_child(
+    plan_uri: str,
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    addressing_style: str = "auto",
+    environ: dict[str, str] | None = None,
+) -> int:
+    """One attempt of one item; the container's exit code. region, endpoint_url and
+    addressing_style reach the bucket to read the plan, which says the rest."""
     environ = dict(os.environ if environ is None else environ)
     log = structlog.get_logger()
     try:
         bucket, key = _split_uri(plan_uri)
-        reader = _storage(
-            Location(bucket, "", location.region, location.endpoint_url, location.addressing_style)
-        )
+        reader = _storage(Location(bucket, "", region, endpoint_url, addressing_style))
         plan = BatchPlan.from_dict(_read_json(reader, key))
     except UploadError as exc:  # the bucket out of reach: a retry may find it
         log.error("batch_plan_unreadable", reason=str(exc))
@@ -235,8 +242,6 @@ def _storage(location: Location) -> S3Storage:
 
 
 def _read_json(storage: StorageClient, key: str) -> dict[str, Any]:
-    import json
-
     with tempfile.TemporaryDirectory(prefix="retrainer-plan-") as folder:
         path = Path(folder) / "plan.json"
         storage.get_file(key, path)
