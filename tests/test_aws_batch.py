@@ -223,6 +223,29 @@ class TestSubmit:
         assert "arrayProperties" not in request
 
 
+def test_a_dry_run_prints_the_plan_and_the_request_and_writes_or_asks_nothing(
+    tmp_path: Path, small_data: Path
+) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        {
+            "run": {"root": str(tmp_path / "root"), "symbols": "BTCUSDT,ETHUSDT"},
+            "data": {"path": str(small_data)},
+            "storage": {"kind": "s3", "bucket": "never-asked"},
+            "batch": {"job_queue": QUEUE, "job_definition": DEFINITION},
+        },
+    )
+
+    result = CliRunner().invoke(
+        app, ["batch", "submit", "--dry_run", "--config", str(config)], env={"COLUMNS": "200"}
+    )
+
+    assert result.exit_code == 0, result.output
+    request = json.loads(result.output[result.output.index("{\n") :])
+    assert request["arrayProperties"] == {"size": 2} and request["jobQueue"] == QUEUE
+    assert not (tmp_path / "root").exists()
+
+
 class TestDefinition:
     def test_the_definition_is_printed_from_the_batch_section(self, tmp_path: Path) -> None:
         config = write_config(
