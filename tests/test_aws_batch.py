@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -486,14 +487,58 @@ def _child(
     )
 
 
+class BatchSays:
+    """Batch's own word on each child's attempts (describe_jobs' attempts[]: exit code,
+    reasons, times), which moto cannot give (it runs no container: one attempt, no exit
+    code): the test plays Batch, so it overlays what it played on moto's answers."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, list[dict[str, Any]]] = {}
+
+    def client(self, settings: BatchSettings) -> BatchClient:
+        client = BatchClient(settings)
+        client._client.meta.events.register("after-call.batch.DescribeJobs", self._overlay)
+        return client
+
+    def _overlay(self, parsed: dict[str, Any], **_: Any) -> None:
+        for job in parsed.get("jobs", []):
+            if job.get("jobId") in self.attempts:
+                job["attempts"] = self.attempts[job["jobId"]]
+
+    def ended(
+        self, job_id: str, code: int, status_reason: str, started_ms: int, reason: str = ""
+    ) -> None:
+        stopped = int(time.time() * 1000)
+        self.attempts.setdefault(job_id, []).append(
+            {
+                "container": {"exitCode": code, "reason": reason},
+                "statusReason": status_reason,
+                "startedAt": started_ms,
+                "stoppedAt": stopped,
+            }
+        )
+
+
+SPOT_RECLAIM = "Host EC2 (instance i-0abc) terminated."
+ESSENTIAL_EXITED = "Essential container in task exited"
+BATCH_TIMEOUT = "Job attempt duration exceeded timeout"
+
+
 def play_batch(
-    plan: BatchPlan, env: dict[str, str], attempts: int, killed_first: set[int]
+    plan: BatchPlan,
+    env: dict[str, str],
+    attempts: int,
+    killed_first: set[int],
+    job_id: str,
+    says: BatchSays,
 ) -> dict[int, list[int]]:
     """Batch's part: every child at once, each attempt's end read by the rules we sent;
-    the indices in killed_first are SIGKILLed mid-upload on their first attempt."""
+    the indices in killed_first are SIGKILLed mid-upload on their first attempt (a spot
+    reclaim, as Batch then tells it)."""
     codes: dict[int, list[int]] = {i.index: [] for i in plan.items}
     pending = [i.index for i in plan.items]
     for attempt in range(1, attempts + 1):
+        started_ms = int(time.time() * 1000)
         running = {
             i: _child(plan, i, attempt, env, killed=attempt == 1 and i in killed_first)
             for i in pending
@@ -503,6 +548,9 @@ def play_batch(
             output, _ = child.communicate(timeout=60)
             code = child.returncode if child.returncode >= 0 else 128 - child.returncode
             codes[index].append(code)
+            reclaimed = code == 137
+            child_id = f"{job_id}:{index}" if len(plan.items) > 1 else job_id
+            says.ended(child_id, code, SPOT_RECLAIM if reclaimed else ESSENTIAL_EXITED, started_ms)
             if code != EXIT_OK and evaluate_on_exit(RETRY_RULES, code) == "RETRY":
                 pending.append(index)
             assert code in (EXIT_OK, EXIT_RETRY, EXIT_FOR_GOOD, 137), output
@@ -524,9 +572,18 @@ def test_a_night_on_batch_hangs_crashes_and_a_killed_child_retried_assemble_a_ve
     assert plan is not None
     index = {i.item_id: i.index for i in plan.items}
 
-    codes = play_batch(plan, aws_env, attempts=2, killed_first={index["BNBUSDT"]})
+    says = BatchSays()
+    job_id = str(submission.job_id)
+    codes = play_batch(plan, aws_env, 2, {index["BNBUSDT"]}, job_id, says)
     seen: list[Seen] = []
-    code = watch_night(settings, plan.day, watch=True, reporter=_Quiet(), show=seen.append)
+    code = watch_night(
+        settings,
+        plan.day,
+        watch=True,
+        reporter=_Quiet(),
+        show=seen.append,
+        client=says.client(settings.batch),
+    )
 
     assert codes[index["BTCUSDT"]] == [EXIT_OK]
     assert codes[index["ETHUSDT"]] == [EXIT_RETRY, EXIT_RETRY]  # killed at its deadline, twice
@@ -541,9 +598,12 @@ def test_a_night_on_batch_hangs_crashes_and_a_killed_child_retried_assemble_a_ve
     assert entries["SOLUSDT"].state == "failed" and "SIGSEGV" in (crashed.reason or "")
     log = layout.symbol_log_dir(day, "SOLUSDT") / "attempt-2.log"
     assert f"see {log}" in (crashed.reason or "") and log.is_file()  # the log came home
-    # The killed attempt left no record: the retry's is the item's only attempt.
+    # The killed attempt left no record: Batch's word on it is in the ledger all the same.
     assert entries["BNBUSDT"].state == "success"
-    assert [a.number for a in entries["BNBUSDT"].attempts] == [2]
+    reclaimed, retried = entries["BNBUSDT"].attempts
+    assert (reclaimed.number, reclaimed.state, reclaimed.exit_code) == (1, "interrupted", 137)
+    assert SPOT_RECLAIM in (reclaimed.reason or "") and reclaimed.error_type == "NoRecord"
+    assert (retried.number, retried.state) == (2, "success")
     summary = read_json(layout.summary_path(day))
     assert (summary["succeeded"], summary["failed"], summary["timed_out"]) == (2, 2, 1)
     assert summary["driver"] == "batch" and summary["batch_job_id"] == submission.job_id
@@ -574,9 +634,79 @@ def test_a_night_on_batch_hangs_crashes_and_a_killed_child_retried_assemble_a_ve
         "BTCUSDT": 1,
         "ETHUSDT": 2,
         "SOLUSDT": 2,
-        "BNBUSDT": 1,
+        "BNBUSDT": 2,
     }
     assert run_day(now_utc()) == day
+
+
+def test_attempts_batch_killed_before_their_record_are_each_in_the_ledger(
+    tmp_path: Path, small_data: Path, seaweed: SeaweedServer, batch_api: None
+) -> None:
+    """No child ever reached its commit: Batch's timeout killed both attempts (exit 137
+    and its reason). The ledger has both, as timeouts, and the night says it failed."""
+    config = night_config(tmp_path, small_data, seaweed, new_bucket(seaweed), ["BTCUSDT"])
+    settings = _settings(config)
+    submission = submit_night(settings, force=False, dry_run=False)
+    assert submission.plan is not None and submission.job_id is not None
+    says = BatchSays()
+    for _ in range(2):
+        says.ended(submission.job_id, 137, ESSENTIAL_EXITED, 1_790_000_000_000, BATCH_TIMEOUT)
+
+    code = watch_night(
+        settings,
+        submission.plan.day,
+        watch=False,
+        reporter=_Quiet(),
+        show=lambda _seen: None,
+        client=says.client(settings.batch),
+    )
+
+    assert code == 1
+    layout, day = Layout(tmp_path / "root"), submission.plan.day
+    entry = read_ledger(layout.status_path(day), layout.journal_path(day)).entries["BTCUSDT"]
+    assert entry.state == "timeout"
+    assert [(a.number, a.state, a.exit_code) for a in entry.attempts] == [
+        (1, "timeout", 137),
+        (2, "timeout", 137),
+    ]
+    assert all(BATCH_TIMEOUT in (a.reason or "") for a in entry.attempts)
+    summary = read_json(layout.summary_path(day))
+    assert (summary["failed"], summary["timed_out"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "status_reason", "reason", "state"),
+    [
+        (137, ESSENTIAL_EXITED, BATCH_TIMEOUT, "timeout"),
+        (None, BATCH_TIMEOUT, "", "timeout"),
+        (137, SPOT_RECLAIM, "", "interrupted"),
+        (None, SPOT_RECLAIM, "", "interrupted"),
+        (137, ESSENTIAL_EXITED, "", "interrupted"),
+        (1, ESSENTIAL_EXITED, "OutOfMemoryError: Container killed due to memory usage", "failed"),
+        (None, "", "", "failed"),
+    ],
+)
+def test_an_unrecorded_attempt_ends_as_batch_says(
+    exit_code: int | None, status_reason: str, reason: str, state: str
+) -> None:
+    from retrainer.job.batch.status import batch_attempts
+
+    child = {
+        "attempts": [
+            {
+                "container": {"exitCode": exit_code, "reason": reason},
+                "statusReason": status_reason,
+                "startedAt": 1000,
+                "stoppedAt": 4500,
+            }
+        ]
+    }
+
+    [told] = batch_attempts(child)
+
+    outcome = told.outcome()
+    assert (told.number, told.seconds, outcome.state.value) == (1, 3.5, state)
+    assert outcome.error_type == "NoRecord" and status_reason in outcome.reason
 
 
 class _Quiet:

@@ -14,7 +14,7 @@ import re
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,7 +32,7 @@ from retrainer.engine.events import ItemListener, Listeners
 from retrainer.engine.loop import RunTally
 from retrainer.job.batch.batchplan import BatchPlan
 from retrainer.job.batch.records import ItemRecord
-from retrainer.job.batch.status import JobState
+from retrainer.job.batch.status import BatchAttempt, JobState, batch_attempts
 from retrainer.job.batch.submit import batch_resources
 from retrainer.job.nightly import Night, NightReporter
 from retrainer.ledger.entries import (
@@ -123,12 +123,24 @@ class BatchNight(Night):
     def _run_items(self, listeners: list[ItemListener]) -> RunTally:
         tally, fanout = RunTally(), Listeners(listeners)
         self.ledger.record_many([self._pending(i.item_id) for i in self.plan.to_run])
+        indices = {i.item_id: i.index for i in self.batch_plan.items}
         for item in self.plan.to_run:
-            mine = self.records.get(item.item_id, [])
-            if not mine:
-                self._unrecorded(item, tally, fanout)
-            for n, record in enumerate(mine):
-                self._replay(item, record, last=n == len(mine) - 1, tally=tally, fanout=fanout)
+            recorded = {r.attempt: r for r in self.records.get(item.item_id, [])}
+            child = self.job.children.get(indices[item.item_id], {})
+            # Batch counts every attempt, recorded or not (a child SIGKILLed mid-upload,
+            # a spot reclaim, Batch's timeout leave no record): the ledger counts them all.
+            told = {a.number: a for a in batch_attempts(child)}
+            numbers = sorted(set(recorded) | set(told))
+            if not numbers:
+                said = child.get("statusReason") or child.get("status") or "no word from Batch"
+                told = {1: BatchAttempt(1, status_reason=str(said))}
+                numbers = [1]
+            for number in numbers:
+                last = number == numbers[-1]
+                if number in recorded:
+                    self._replay(item, recorded[number], last=last, tally=tally, fanout=fanout)
+                else:
+                    self._unrecorded(item, told[number], last=last, tally=tally, fanout=fanout)
         fanout.drain()
         self.syncer.drain()  # the summary describes what is on disk
         return tally
@@ -212,7 +224,7 @@ class BatchNight(Night):
             will_retry=not last,
             node=record.node,
         )
-        if last and outcome.state in FAILED_STATES:
+        if last and (outcome.state in FAILED_STATES or outcome.state is ItemState.INTERRUPTED):
             fanout.item_failed(item.item_id, outcome.reason)
 
     def _unpacked(self, item: PlanItem, record: ItemRecord, out_dir: Path) -> Outcome:
@@ -254,34 +266,42 @@ class BatchNight(Night):
             )
         return outcome
 
-    def _unrecorded(self, item: PlanItem, tally: RunTally, fanout: Listeners) -> None:
-        """No record: its child never reached its commit (killed, never started)."""
-        index = next(i.index for i in self.batch_plan.items if i.item_id == item.item_id)
-        child = self.job.children.get(index, {})
-        said = child.get("statusReason") or child.get("status") or "no word from Batch"
-        reason = f"its child left no record in the bucket (Batch: {said})"
-        at = iso(now_utc())
-        attempt = Attempt(
-            1,
-            ItemState.FAILED,
-            at,
-            "",
-            "cpu",
-            1,
-            ended_at=at,
-            seconds=0.0,
-            reason=reason,
-            error_type="NoRecord",
+    def _unrecorded(
+        self,
+        item: PlanItem,
+        told: BatchAttempt,
+        *,
+        last: bool,
+        tally: RunTally,
+        fanout: Listeners,
+    ) -> None:
+        """An attempt that left no record: its child never reached its commit (killed,
+        never started); what Batch says of it is all there is."""
+        outcome = told.outcome()
+        ended_at = _iso_ms(told.stopped_ms) or iso(now_utc())
+        started_at = _iso_ms(told.started_ms) or ended_at
+        attempt = Attempt(told.number, ItemState.RUNNING, started_at, "", "cpu", 1).ended(
+            outcome, ended_at, told.seconds
         )
-        tally.attempts[item.item_id] = 1
-        tally.failures[item.item_id] = 1
-        self.ledger.record(self._pending(item.item_id).with_attempt(attempt, updated_at=at))
+        tally.attempts[item.item_id] = tally.attempts.get(item.item_id, 0) + 1
+        tally.failures[item.item_id] = tally.failures.get(item.item_id, 0) + 1
+        if not last:
+            tally.retries += 1
+        entry = self.ledger.get(item.item_id) or self._pending(item.item_id)
+        self.ledger.record(entry.with_attempt(attempt, updated_at=ended_at, run_id=self.run_id))
         structlog.get_logger().warning(
             COIN_FAILED,
             symbol=item.symbol,
-            attempt=1,
-            state="failed",
-            reason=reason,
-            will_retry=False,
+            attempt=told.number,
+            state=outcome.state.value,
+            reason=outcome.reason,
+            error_type=outcome.error_type,
+            exit_code=told.exit_code,
+            will_retry=not last,
         )
-        fanout.item_failed(item.item_id, reason)
+        if last:  # no attempt came after it: the item failed tonight
+            fanout.item_failed(item.item_id, outcome.reason)
+
+
+def _iso_ms(ms: int | None) -> str | None:
+    return iso(datetime.fromtimestamp(ms / 1000.0, tz=UTC)) if ms is not None else None

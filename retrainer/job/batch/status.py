@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from retrainer.job.batch.batchplan import BatchPlan
 from retrainer.job.batch.client import BatchClient
 from retrainer.job.batch.exits import EXIT_FOR_GOOD
 from retrainer.job.batch.records import ItemRecord, attempt_of
-from retrainer.ledger.entries import ItemState
+from retrainer.ledger.entries import ItemState, Outcome
 from retrainer.mirror.storage.protocol import StorageClient
 
 ENDED = frozenset({"SUCCEEDED", "FAILED"})
@@ -67,6 +67,91 @@ def job_state(client: BatchClient, job_id: str) -> JobState:
         _ms(job.get("stoppedAt")),
         children,
     )
+
+
+def with_attempts(client: BatchClient, job: JobState) -> JobState:
+    """The children as describe_jobs tells them (list_jobs' summaries carry no attempts):
+    each one's attempts, with their exit codes and reasons. Asked once, when the job has
+    ended and its night is assembled (a watcher's every look needs only the summaries)."""
+    ids = [str(c["jobId"]) for c in job.children.values() if c.get("jobId")]
+    if not ids or set(ids) == {job.job_id}:  # a plain job: describe_jobs told it already
+        return job
+    described = {str(d.get("jobId")): d for d in client.describe(ids)}
+    children = {
+        index: {**child, **described.get(str(child.get("jobId")), {})}
+        for index, child in job.children.items()
+    }
+    return replace(job, children=children)
+
+
+@dataclass(frozen=True)
+class BatchAttempt:
+    """One attempt of a child as Batch tells it (describe_jobs' attempts[], in order: the
+    n-th is the one its child saw as AWS_BATCH_JOB_ATTEMPT=n)."""
+
+    number: int
+    exit_code: int | None = None
+    reason: str = ""  # attempts[].container.reason ("OutOfMemoryError: …")
+    status_reason: str = ""  # attempts[].statusReason ("Host EC2 … terminated.")
+    started_ms: int | None = None
+    stopped_ms: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        if self.started_ms is None or self.stopped_ms is None:
+            return 0.0
+        return max(0.0, (self.stopped_ms - self.started_ms) / 1000.0)
+
+    def outcome(self) -> Outcome:
+        """What an attempt that left no record ended as, by what Batch says of it: Batch's
+        timeout → timeout; its host or task taken away (a spot reclaim, a stopped task,
+        SIGKILL) → interrupted; anything else → failed."""
+        said = "; ".join(
+            p
+            for p in (
+                f"exit {self.exit_code}" if self.exit_code is not None else "no exit code",
+                self.status_reason,
+                self.reason,
+            )
+            if p
+        )
+        why = f"its child left no record in the bucket (Batch: {said})"
+        text = f"{self.status_reason} {self.reason}".lower()
+        if "timeout" in text or "duration exceeded" in text:
+            state = ItemState.TIMEOUT
+        elif (
+            self.exit_code == SIGKILLED
+            or "host ec2" in text
+            or "spot" in text
+            or "terminat" in text
+            or "task stopped" in text
+        ):
+            state = ItemState.INTERRUPTED
+        else:
+            state = ItemState.FAILED
+        return Outcome(state, why, self.exit_code, error_type="NoRecord")
+
+
+SIGKILLED = 137  # 128 + SIGKILL: a container killed outright
+
+
+def batch_attempts(child: dict[str, Any]) -> list[BatchAttempt]:
+    """A described child's attempts, numbered from 1."""
+    out = []
+    for n, raw in enumerate(child.get("attempts") or [], start=1):
+        container = raw.get("container") or {}
+        code = container.get("exitCode")
+        out.append(
+            BatchAttempt(
+                n,
+                int(code) if isinstance(code, int) else None,
+                str(container.get("reason") or ""),
+                str(raw.get("statusReason") or ""),
+                _ms(raw.get("startedAt")),
+                _ms(raw.get("stoppedAt")),
+            )
+        )
+    return out
 
 
 def read_records(storage: StorageClient, plan: BatchPlan) -> dict[str, list[ItemRecord]]:

@@ -25,6 +25,7 @@ from retrainer.job.batch.status import (
     job_state,
     read_plan,
     read_records,
+    with_attempts,
 )
 from retrainer.job.batch.submit import check_settings, read_pointer, write_pointer
 from retrainer.job.nightly import NightReporter
@@ -87,6 +88,7 @@ def watch_night(
         return ExitCode.OK
     if pointer.get("assembled"):  # the ledger and summary are there: `status` shows them
         return ExitCode(int(pointer.get("exit_code", ExitCode.OK)))
+    job = with_attempts(client, job)  # every attempt, recorded or not, as Batch tells it
     code = assemble_night(settings, plan, job, records, storage, reporter)
     write_pointer(run_dir, {**pointer, "assembled": True, "exit_code": int(code)})
     return code
