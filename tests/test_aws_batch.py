@@ -98,10 +98,12 @@ def night_config(
     symbols: list[str] = SYMBOLS,
     behaviours: dict[str, str] | None = None,
     batch: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     return write_config(
         tmp_path / "retrainer.toml",
         {
+            **(extra or {}),
             "run": {
                 "root": str(tmp_path / "root"),
                 "symbols": ",".join(symbols),
@@ -110,7 +112,8 @@ def night_config(
                 "kill_grace_s": 1.0,
             },
             "data": {"path": str(data)},
-            "trainer": {
+            "trainer": (extra or {}).get("trainer")
+            or {
                 "plugin": "tests.support.plugins:light",
                 "params": {"pid_dir": str(tmp_path / "pids"), "behaviours": behaviours or {}},
             },
@@ -707,6 +710,64 @@ def test_an_unrecorded_attempt_ends_as_batch_says(
     outcome = told.outcome()
     assert (told.number, told.seconds, outcome.state.value) == (1, 3.5, state)
     assert outcome.error_type == "NoRecord" and status_reason in outcome.reason
+
+
+def test_the_champion_travels_to_the_child_and_the_gate_judges_it_re_scored(
+    tmp_path: Path,
+    small_data: Path,
+    seaweed: SeaweedServer,
+    batch_api: None,
+    aws_env: dict[str, str],
+) -> None:
+    """A second night on Batch: the first night's champion goes to the child through the
+    bucket (once, by its sha256), the attempt re-scores it on its own test span
+    (champion_eval.json), and the gate judges on that, as a local night's gate does."""
+    bucket = new_bucket(seaweed)
+
+    def night(log_loss: float, force: bool) -> tuple[BatchPlan, int]:
+        params = {"scores": {"BTCUSDT": {"test_log_loss": log_loss}}, "rescore_shift": 0.05}
+        trainer = {"plugin": "tests.support.graded:graded", "params": params}
+        config = night_config(
+            tmp_path, small_data, seaweed, bucket, ["BTCUSDT"], extra={"trainer": trainer}
+        )
+        settings = _settings(config)
+        submission = submit_night(settings, force=force, dry_run=False)
+        assert submission.plan is not None
+        says = BatchSays()
+        play_batch(submission.plan, aws_env, 1, set(), str(submission.job_id), says)
+        code = watch_night(
+            settings,
+            submission.plan.day,
+            watch=False,
+            reporter=_Quiet(),
+            show=lambda _seen: None,
+            client=says.client(settings.batch),
+        )
+        return submission.plan, int(code)
+
+    first, code = night(0.69, force=False)
+    assert code == 0 and first.items[0].champion_key is None  # no champion yet
+    layout, day = Layout(tmp_path / "root"), first.day
+    entry = read_ledger(layout.status_path(day), layout.journal_path(day)).entries["BTCUSDT"]
+    assert entry.promotion is not None and entry.promotion["decision"] == "first_model"
+    champion_dir = entry.artifact_dir
+
+    # Reported, the champion (0.69) beats 0.70; re-scored by the child it does 0.74.
+    second, code = night(0.70, force=True)
+
+    assert code == 0
+    [item] = second.items
+    assert item.champion_dir == champion_dir and item.champion_key is not None
+    assert item.champion_sha256 is not None and item.champion_sha256 in item.champion_key
+    raw_s3(seaweed).head_object(Bucket=bucket, Key=f"nightly/{item.champion_key}")
+    entry = read_ledger(layout.status_path(day), layout.journal_path(day)).entries["BTCUSDT"]
+    promotion = entry.promotion
+    assert promotion is not None
+    assert (promotion["decision"], promotion["basis"]) == ("promoted", "re-evaluated")
+    assert promotion["champion_dir"] == champion_dir
+    assert entry.artifact_dir is not None and entry.artifact_dir != champion_dir
+    scored = read_json(layout.root / entry.artifact_dir / "champion_eval.json")
+    assert scored["ok"] and scored["metrics"]["test_log_loss"] == pytest.approx(0.74)
 
 
 class _Quiet:

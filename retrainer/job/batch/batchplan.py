@@ -3,6 +3,7 @@
 A submission lives in one folder of the bucket (under [storage] prefix):
 
     runs/<day>/batch/data/<sha256>/<file>                      each symbol's data, once
+    runs/<day>/batch/champions/<sha256>.tar                    each champion, once
     runs/<day>/batch/<job name>/<submission>/plan.json         this file
     .../<submission>/attempts/<item id>/attempt-<n>.tar        an attempt's folder, packed
     .../<submission>/records/<item id>/attempt-<n>.json        its record (written last)
@@ -30,6 +31,11 @@ def data_key(day: str, sha256: str, name: str) -> str:
     return f"{batch_folder(day)}/data/{sha256}/{name}"
 
 
+def champion_key(day: str, sha256: str) -> str:
+    """A champion's model files, packed, once per content."""
+    return f"{batch_folder(day)}/champions/{sha256}.tar"
+
+
 def job_name(root_id: str, day: str, plan_hash: str) -> str:
     """Deterministic for the night: the same root, day and plan give the same name, which
     is how a second `submit` finds the job (Batch: 128 letters, digits, - and _)."""
@@ -53,6 +59,11 @@ class BatchItem:
     costs: dict[str, Any]
     seed: int
     why: str = ""
+    # The symbol's champion for the gate to compare with ([promote] mode = "gated"): its
+    # model files packed in the bucket, scored by the attempt on its own test span.
+    champion_key: str | None = None
+    champion_sha256: str | None = None
+    champion_dir: str | None = None  # its folder under the root, as the pointer names it
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BatchItem:

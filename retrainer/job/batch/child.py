@@ -157,6 +157,7 @@ class _Child:
             return Outcome(
                 ItemState.FAILED, f"could not fetch the data: {exc}", error_type=type(exc).__name__
             ), None
+        champion = self._fetch_champion(scratch)
         spec = AttemptSpec(
             run_id=plan.run_id,
             symbol=item.symbol,
@@ -183,6 +184,7 @@ class _Child:
             preload=plan.preload,
             scratch=str(scratch),
             data_sha256=item.data_sha256,
+            champion_payload=champion,  # the node unpacks it and sets champion_dir
         )
         result = run_on_node(
             request,
@@ -200,6 +202,26 @@ class _Child:
         if sha256_bytes(data) != self.item.data_sha256:
             raise OSError(f"{self.item.data_key} does not match its sha256")
         return data
+
+    def _fetch_champion(self, scratch: Path) -> bytes | None:
+        """The champion's model files, checked against their sha256. One that cannot be
+        had is not this attempt's failure: the gate then compares the metrics each model
+        reported (its decision's basis says "reported"), as for a trainer without the
+        hook."""
+        key, sha = self.item.champion_key, self.item.champion_sha256
+        if key is None or sha is None:
+            return None
+        target = scratch / "champion.download"
+        try:
+            self.storage.get_file(key, target)
+            payload = target.read_bytes()
+        except (UploadError, OSError) as exc:
+            self.log.warning("batch_champion_not_fetched", key=key, reason=str(exc))
+            return None
+        if sha256_bytes(payload) != sha:
+            self.log.warning("batch_champion_not_fetched", key=key, reason="sha256 mismatch")
+            return None
+        return payload
 
     def _put_folder(self, scratch: Path, payload: bytes | None) -> tuple[str | None, str | None]:
         if payload is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -16,16 +17,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.base.artifacts import atomic_write_json, read_json_object, sha256_file
+from retrainer.base.artifacts import (
+    atomic_write_json,
+    read_json_object,
+    sha256_bytes,
+    sha256_file,
+)
 from retrainer.base.clock import attempt_stamp, iso, now_utc
 from retrainer.base.config import BatchSettings, Settings
 from retrainer.base.errors import BadInputError
 from retrainer.base.resources import Resources
+from retrainer.engine.drivers.shipping import pack_champion
 from retrainer.job.batch.batchplan import (
     BatchItem,
     BatchPlan,
     Location,
     batch_folder,
+    champion_key,
     data_key,
     job_name,
     plan_hash,
@@ -84,7 +92,8 @@ def submit_night(
     night = build_plan(settings, trainer, batch_resources(settings.batch), now, force)
     if not night.to_run:
         return Submission(night, None)
-    plan = batch_plan(settings, night, trainer, now, force)
+    champions = champion_payloads(night)
+    plan = batch_plan(settings, night, trainer, now, force, champions)
     request = submit_request(settings.batch, plan)
     if dry_run:  # the plan and the request, printed; nothing written, nothing asked
         return Submission(night, plan, request)
@@ -106,6 +115,7 @@ def submit_night(
         write_pointer(night.layout.run_dir(night.day), attached.to_dict())
         return attached
     _put_data(storage, night, plan)
+    _put_champions(storage, plan, champions)
     storage.put_json(plan.to_dict(), plan.plan_key)
     job = client.submit(request)
     submitted = Submission(night, plan, request, str(job["jobId"]))
@@ -142,13 +152,42 @@ def batch_resources(batch: BatchSettings) -> Resources:
     )
 
 
+def champion_payloads(night: Plan) -> dict[str, tuple[bytes, str]]:
+    """Each runnable item's champion, packed as a Ray or Dask node gets it (model files,
+    no features), by item id, with its sha256: what the attempt scores for the gate on its
+    own test span (`[promote] mode = "gated"` only, as the local engine does). A folder
+    shared by several items is packed once."""
+    if night.policy.promote != "gated":
+        return {}
+    packed: dict[Path, tuple[bytes, str]] = {}
+    out: dict[str, tuple[bytes, str]] = {}
+    for item in night.to_run:
+        if item.champion is None:
+            continue
+        folder = item.champion.folder(night.layout.root)
+        if folder not in packed:
+            if not folder.is_dir():  # the gate says so when it judges (champion_problems)
+                continue
+            payload = pack_champion(folder)
+            packed[folder] = (payload, sha256_bytes(payload))
+        out[item.item_id] = packed[folder]
+    return out
+
+
 def batch_plan(
-    settings: Settings, night: Plan, trainer: Trainer, now: datetime, force: bool
+    settings: Settings,
+    night: Plan,
+    trainer: Trainer,
+    now: datetime,
+    force: bool,
+    champions: dict[str, tuple[bytes, str]] | None = None,
 ) -> BatchPlan:
     policy = night.policy
+    champions = champions or {}
     items = []
     for index, item in enumerate(night.to_run):
         sha = sha256_file(item.data_path)
+        champion_sha = champions[item.item_id][1] if item.item_id in champions else None
         items.append(
             BatchItem(
                 index=index,
@@ -160,6 +199,9 @@ def batch_plan(
                 costs=item.costs.to_dict() if item.costs else {},
                 seed=item.seed,
                 why=item.why,
+                champion_key=champion_key(night.day, champion_sha) if champion_sha else None,
+                champion_sha256=champion_sha,
+                champion_dir=item.champion.artifact_dir if champion_sha and item.champion else None,
             )
         )
     content = {
@@ -230,6 +272,21 @@ def _put_data(storage: StorageClient, night: Plan, plan: BatchPlan) -> None:
     paths = {i.item_id: i.data_path for i in night.to_run}
     for item in plan.items:
         storage.put_file(paths[item.item_id], item.data_key)
+
+
+def _put_champions(
+    storage: StorageClient, plan: BatchPlan, champions: dict[str, tuple[bytes, str]]
+) -> None:
+    """Each champion once, named by its sha256 (put_file skips one already there)."""
+    stored: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="retrainer-champion-") as scratch:
+        for item in plan.items:
+            if item.champion_key is None or item.champion_key in stored:
+                continue
+            tar = Path(scratch) / f"{len(stored)}.tar"
+            tar.write_bytes(champions[item.item_id][0])
+            storage.put_file(tar, item.champion_key)
+            stored.add(item.champion_key)
 
 
 def _attach(client: BatchClient, night: Plan, plan: BatchPlan, job: dict[str, Any]) -> Submission:
