@@ -32,7 +32,9 @@ from retrainer.job.batch.request import RETRY_RULES, evaluate_on_exit
 from retrainer.job.batch.submit import submit_night
 from retrainer.job.batch.watch import Seen, poll_delay_s, watch_night
 from retrainer.ledger.journal import read_ledger
+from retrainer.notify.credentials import WEBHOOK_URL_ENV
 from tests.conftest import REPO, cli_env, read_json, write_config
+from tests.support.http_server import RecordingServer
 from tests.support.storage_fixtures import new_bucket, raw_s3
 
 moto = pytest.importorskip("moto")
@@ -768,6 +770,49 @@ def test_the_champion_travels_to_the_child_and_the_gate_judges_it_re_scored(
     assert entry.artifact_dir is not None and entry.artifact_dir != champion_dir
     scored = read_json(layout.root / entry.artifact_dir / "champion_eval.json")
     assert scored["ok"] and scored["metrics"]["test_log_loss"] == pytest.approx(0.74)
+
+
+def test_batch_status_tells_the_webhook_the_nights_start_and_finish_exactly_once(
+    tmp_path: Path,
+    small_data: Path,
+    seaweed: SeaweedServer,
+    batch_api: None,
+    aws_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The night's notifications go out when `batch status` assembles it; a second
+    `batch status` finds it assembled and tells no one again."""
+    hooks = RecordingServer().start()
+    try:
+        config = night_config(
+            tmp_path,
+            small_data,
+            seaweed,
+            new_bucket(seaweed),
+            ["BTCUSDT", "ETHUSDT"],
+            behaviours={"ETHUSDT": "raise"},
+            extra={"notify": {"kind": "webhook", "close_timeout_s": 10, "batch_window_s": 0}},
+        )
+        submission = submit_night(_settings(config), force=False, dry_run=False)
+        assert submission.plan is not None
+        play_batch(submission.plan, aws_env, 2, set(), str(submission.job_id), BatchSays())
+        monkeypatch.setenv(WEBHOOK_URL_ENV, f"{hooks.url}/night")
+
+        looks = [
+            CliRunner().invoke(app, ["batch", "status", "--json", "--config", str(config)])
+            for _ in range(2)
+        ]
+
+        assert [look.exit_code for look in looks] == [1, 1], looks[0].output
+        events = [r.json()["event"] for r in hooks.requests if r.path == "/night"]
+        assert events.count("run_started") == 1 and events.count("run_finished") == 1
+        assert events[0] == "run_started" and events[-1] == "run_finished"
+        finished = next(r.json() for r in hooks.requests if r.json()["event"] == "run_finished")
+        assert finished["exit_code"] == 1 and finished["counts"]["failed"] == 1
+        assert "ETHUSDT" in finished["failures"]
+        assert finished["run_id"] == submission.plan.run_id
+    finally:
+        hooks.stop()
 
 
 class _Quiet:
