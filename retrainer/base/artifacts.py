@@ -70,11 +70,14 @@ class Layout:
         """Releases from quarantine (`retrainer unquarantine`): symbol -> released_at, by."""
         return self.root / "quarantine.json"
 
-    def new_attempt_dir(self, symbol: str, now: datetime) -> Path:
-        """Create a fresh, empty attempt folder; never reuse one that exists."""
+    def new_attempt_dir(self, item_id: str, now: datetime) -> Path:
+        """Create a fresh, empty attempt folder; never reuse one that exists. An item of
+        more than one per symbol ("BTC/c03", "BTC/w0012") gets its own among the symbol's:
+        models/BTC/20261123_020000Z_c03."""
+        symbol, _, tag = item_id.partition("/")
         base = self.model_dir(symbol)
         base.mkdir(parents=True, exist_ok=True)
-        stamp = attempt_stamp(now)
+        stamp = attempt_stamp(now) + (f"_{tag}" if tag else "")
         candidate, n = base / stamp, 1
         while True:
             try:
@@ -90,6 +93,52 @@ class Layout:
             return str(path.relative_to(self.root))
         except ValueError:
             return str(path)
+
+
+def item_symbol(item_id: str) -> str:
+    """The symbol of an item: "BTC" of "BTC", "BTC/c03" (a candidate), "BTC/w0012" (a window)."""
+    return item_id.partition("/")[0]
+
+
+@dataclass(frozen=True)
+class BacktestLayout(Layout):
+    """A backtest's own tree, beside the nights': <root>/backtests/<name>/. It has one
+    ledger for all its windows, whatever the day (a backtest resumes across midnight), and
+    its own lock (it may run while a night does). Paths stay relative to the root."""
+
+    name: str = "walkforward"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "backtests" / self.name
+
+    def run_dir(self, day: str) -> Path:
+        return self.home
+
+    def log_dir(self, day: str) -> Path:
+        return self.home / "logs"
+
+    def summary_path(self, day: str) -> Path:
+        return self.home / "engine_summary.json"
+
+    def model_dir(self, symbol: str) -> Path:
+        return self.home / "models" / symbol
+
+    def lock_path(self) -> Path:
+        return self.home / ".retrainer.lock"
+
+    def quarantine_path(self) -> Path:
+        return self.home / "quarantine.json"
+
+    def forecasts_dir(self) -> Path:
+        """The assembled out-of-sample forecasts: one Parquet file per symbol."""
+        return self.home / "forecasts"
+
+    def backtest_summary_path(self) -> Path:
+        return self.home / "backtest_summary.json"
+
+    def report_path(self) -> Path:
+        return self.home / "report.html"
 
 
 def _umask_from_proc() -> int | None:

@@ -13,12 +13,20 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from datetime import time as dt_time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from retrainer.base.errors import BadInputError
 from retrainer.base.logs import MASK, is_secret_key
@@ -360,6 +368,57 @@ class MlflowSettings(_Section):
     close_timeout_s: float = Field(default=60.0, gt=0)
 
 
+class BacktestSettings(_Section):
+    """`retrainer backtest`: walk-forward windows per symbol (docs/backtests.md)."""
+
+    # The backtest's folder (<root>/backtests/<name>) and ledger: rerun it to resume.
+    name: str = Field(default="walkforward", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # rolling: each fit sees the last window_bars bars; expanding: every bar since the
+    # first window's start (window_bars is then the first window's size).
+    mode: Literal["rolling", "expanding"] = "rolling"
+    window_bars: int = Field(default=2000, ge=2)
+    # Bars between two forecast origins; each fit forecasts refit_every x step_bars bars.
+    step_bars: int = Field(default=200, ge=1)
+    refit_every: int = Field(default=1, ge=1)
+    # Bars left out between a fit's last bar (labels included) and its first forecast.
+    embargo_bars: int = Field(default=0, ge=0)
+    # The first and last forecast time (UTC); None: as early as a window fits, the last bar.
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> BacktestSettings:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(
+                f"backtest.start ({self.start.isoformat()}) must be before "
+                f"backtest.end ({self.end.isoformat()})"
+            )
+        return self
+
+
+class SearchSettings(_Section):
+    """A per-symbol parameter search in the nightly run (docs/search.md): each (symbol,
+    candidate) is an item; the best by the validation metric is the night's challenger."""
+
+    enabled: bool = False
+    # grid: every combination of the listed values (at most `budget`, in order); random:
+    # `budget` draws, seeded, from the lists or {low, high, log} ranges.
+    method: Literal["grid", "random"] = "grid"
+    space: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
+    budget: int = Field(default=16, ge=1, le=10_000)
+    seed: int = 0
+    # The validation figure in each candidate's metrics.json that chooses (never the test's).
+    metric: str = Field(default="best_val_loss", min_length=1)
+    direction: Literal["min", "max"] = "min"
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -451,6 +510,8 @@ class Settings(_Section):
     promote: PromoteSettings = PromoteSettings()
     mlflow: MlflowSettings = MlflowSettings()
     batch: BatchSettings = BatchSettings()
+    backtest: BacktestSettings = BacktestSettings()
+    search: SearchSettings = SearchSettings()
 
 
 def load_settings(

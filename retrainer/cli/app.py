@@ -349,6 +349,94 @@ def history(
 
 
 @app.command()
+def backtest(
+    symbols: Annotated[
+        str | None,
+        typer.Option("--symbols", help="topN, all, A,B,C, or a CSV file. (default: top20)"),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="The backtest's folder, <root>/backtests/NAME; rerun it to resume. "
+            "(default: \\[backtest] name, else walkforward)",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo every window, even those done and verified.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry_run",
+            "--dry-run",
+            help="Print the windows (per symbol; every one with --verbose) and the estimated "
+            "time, and write nothing.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="With --dry_run: one line per window.")
+    ] = False,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option("--max_concurrent", "--max-concurrent", min=1, help="Windows at once."),
+    ] = None,
+    driver: Annotated[
+        str | None,
+        typer.Option("--driver", help="local, ray or dask, as for run. (default: local)"),
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option("--retries", help="Retries of a failed window. (default: 2)")
+    ] = None,
+    config: ConfigOpt = None,
+    root: RootOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Folder of OHLCV files.", file_okay=False),
+    ] = None,
+) -> None:
+    """Walk-forward backtest: each (symbol, window) fitted in its own process, its
+    out-of-sample forecasts kept; resumable (rerun it), then scored and reported."""
+    from retrainer.base.artifacts import read_json_object
+    from retrainer.job.backtest import backtest_work
+    from retrainer.job.nightly import run_night
+    from retrainer.plan.backtest import backtest_layout
+    from retrainer.views.backtest import BacktestConsole, print_backtest_result
+    from retrainer.views.display import make_console
+    from retrainer.views.report.backtest import write_backtest_report
+
+    flags: dict[str, dict[str, Any]] = {
+        "run": {
+            "symbols": symbols,
+            "max_concurrent": max_concurrent,
+            "driver": driver,
+            "retries": retries,
+            "root": root,
+        },
+        "data": {"path": data},
+        "backtest": {"name": name},
+    }
+    console = make_console()
+    with _exit_codes():
+        settings = load_settings(config, flags)
+        work = backtest_work(settings)
+        code = run_night(
+            settings,
+            force=force,
+            dry_run=dry_run,
+            reporter=BacktestConsole(console, verbose),
+            work=work,
+        )
+        if not dry_run:
+            layout = backtest_layout(settings)
+            summary = read_json_object(layout.backtest_summary_path())
+            if summary is not None:
+                print_backtest_result(summary, layout.backtest_summary_path(), console)
+                typer.echo(f"wrote {write_backtest_report(layout)}")
+    raise typer.Exit(code)
+
+
+@app.command()
 def report(
     run_day: RunDayOpt = None,
     out: Annotated[

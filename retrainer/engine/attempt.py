@@ -60,6 +60,9 @@ class AttemptSpec:
     # "full": the trainer does it all (one stage); "prepare": only `trainer.prepare(ctx)`
     # (two stages, the CPU stage); "train": the trainer, reusing the prepare's partials.
     stage: Stage = "full"
+    # A backtest's walk-forward window (training.forecasts.ForecastWindow as a dict): the
+    # trainer fits on its training bars and forecasts the rest. None: a nightly item.
+    window: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.item_id:

@@ -52,7 +52,7 @@ from retrainer.ledger.entries import (
 )
 from retrainer.ledger.fsync import Syncer
 from retrainer.ledger.journal import Ledger
-from retrainer.plan.planner import Plan, PlanItem
+from retrainer.plan.planner import Plan, PlanItem, item_fields
 
 MAX_IDLE_WAIT_S = 0.5
 # The first one waits for the zygote's imports; a zygote slower than this starts
@@ -387,7 +387,7 @@ class Engine:
             stage=None if stage == "full" else stage,
         )
         try:
-            out_dir = layout.new_attempt_dir(item.symbol, now_utc())
+            out_dir = layout.new_attempt_dir(item.item_id, now_utc())
             attempt = replace(attempt, artifact_dir=layout.relative(out_dir))
             spec = self._spec(item, number, out_dir, device, reuse_dir, stage, threads)
             handle = self.driver.submit(spec, self._limits)
@@ -417,7 +417,7 @@ class Engine:
         )
         self.log.info(
             COIN_STARTED,
-            symbol=item.symbol,
+            **item_fields(item),
             attempt=number,
             pid=handle.pid,
             device=device,
@@ -452,10 +452,10 @@ class Engine:
             min_rows=plan.min_rows,
             costs=item.costs.to_dict() if item.costs else {},  # an item that runs has them
             out_dir=out_dir,
-            log_dir=layout.symbol_log_dir(plan.day, item.symbol),
+            log_dir=layout.symbol_log_dir(plan.day, item.item_id),
             engine_log=layout.engine_log(plan.day),
             trainer=plan.trainer,
-            params=plan.trainer_params,
+            params=dict(item.params) if item.params is not None else plan.trainer_params,
             seed=item.seed,
             device=device,
             threads=self.policy.threads_per_item if threads is None else threads,
@@ -466,6 +466,7 @@ class Engine:
             champion_dir=None if stage == "prepare" else self._champion_dir(item),
             keep_features=self.policy.keep_features,
             stage=stage,
+            window=item.window.to_dict() if item.window is not None else None,
         )
 
     def _champion_dir(self, item: PlanItem) -> Path | None:
@@ -596,7 +597,7 @@ class Engine:
         self.ledger.record(replace(entry, state=ItemState.PENDING))
         self.log.info(
             COIN_PREPARED,
-            symbol=item.symbol,
+            **item_fields(item),
             attempt=attempt.number,
             seconds=attempt.seconds,
             artifact_dir=attempt.artifact_dir,
@@ -627,7 +628,7 @@ class Engine:
         )
         self.log.info(
             COIN_SUCCEEDED,
-            symbol=item.symbol,
+            **item_fields(item),
             attempt=attempt.number,
             minutes=round(seconds / 60.0, 4),
             artifact_dir=attempt.artifact_dir,
@@ -677,7 +678,7 @@ class Engine:
         tries = self.tally.failures.get(item.item_id, 0)
         self.log.warning(
             COIN_FAILED,
-            symbol=item.symbol,
+            **item_fields(item),
             attempt=attempt.number,
             state=outcome.state.value,
             reason=outcome.reason,
@@ -695,7 +696,7 @@ class Engine:
         retry = _Retry(time.monotonic() + delay, self._seq, item, out_dir, stage)
         heapq.heappush(self._retries, retry)
         self.log.info(
-            COIN_RETRY_SCHEDULED, symbol=item.symbol, retry=tries, delay_s=round(delay, 3)
+            COIN_RETRY_SCHEDULED, **item_fields(item), retry=tries, delay_s=round(delay, 3)
         )
 
     # -- stopping ------------------------------------------------------------------

@@ -51,6 +51,7 @@ from retrainer.training.contract import (
     load_trainer,
     read_partials,
 )
+from retrainer.training.forecasts import ForecastWindow
 
 STACK_FRAMES_KEPT = 8
 THREAD_ENV_VARS = (
@@ -146,6 +147,7 @@ def _train(spec: AttemptSpec, log: Any) -> dict[str, Any]:
         partial_key_source=lambda: _partial_key(spec),
         reuse_dir=spec.reuse_dir,
         emit=lambda event, **fields: log.info(event, **fields),
+        window=ForecastWindow.from_dict(spec.window) if spec.window is not None else None,
     )
     if spec.stage == "prepare":  # its partial outputs are all it leaves; no metrics
         trainer.prepare(ctx)  # type: ignore[attr-defined]
@@ -195,7 +197,46 @@ def _load_bars(spec: AttemptSpec) -> Any:
     # bars, and a zygote without them forks a few milliseconds faster.
     from retrainer.base.data import DataFormat, load_ohlcv
 
-    return load_ohlcv(spec.data_path, spec.min_rows, DataFormat.from_dict(spec.data_format))
+    fmt = DataFormat.from_dict(spec.data_format)
+    key = _bars_key(spec.data_path, spec.min_rows, spec.data_format)
+    cached = PRELOADED_BARS.get(key) if key is not None else None
+    if cached is not None:  # read by the zygote before the fork (a backtest's windows)
+        return cached.copy(deep=False)
+    return load_ohlcv(spec.data_path, spec.min_rows, fmt)
+
+
+# Bars the zygote read before forking (preload_bars): a backtest's windows of one symbol
+# share them instead of each reading and validating the file again.
+_BarsKey = tuple[str, int, int, int, str]
+PRELOADED_BARS: dict[_BarsKey, Any] = {}
+
+
+def _bars_key(path: Path, min_rows: int, data_format: dict[str, Any]) -> _BarsKey | None:
+    """The file as it is now (size and mtime: a file replaced since is read again)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    fmt = json.dumps(data_format, sort_keys=True)
+    return (str(path), stat.st_size, stat.st_mtime_ns, min_rows, fmt)
+
+
+def preload_bars(paths: list[tuple[Path, int, dict[str, Any]]]) -> int:
+    """Read these data files once, in the zygote: every attempt forked after shares them
+    (copy-on-write). A file that cannot be read is left to the attempt, which says why."""
+    from retrainer.base.data import DataFormat, load_ohlcv
+
+    loaded = 0
+    for path, min_rows, data_format in paths:
+        key = _bars_key(path, min_rows, data_format)
+        if key is None or key in PRELOADED_BARS:
+            continue
+        try:
+            PRELOADED_BARS[key] = load_ohlcv(path, min_rows, DataFormat.from_dict(data_format))
+        except Exception:  # noqa: BLE001 - the attempt reads it again and reports the error
+            continue
+        loaded += 1
+    return loaded
 
 
 def _partial_key(spec: AttemptSpec) -> str:

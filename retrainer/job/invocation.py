@@ -55,14 +55,19 @@ class Invocation:
     started_at: str
     force: bool
     stage: str = STAGES[0]
+    # Where its record goes: the nights' layout, or a backtest's own (BacktestLayout).
+    own_layout: Layout | None = None
 
     @classmethod
-    def begin(cls, settings: Settings, now: datetime, force: bool) -> Invocation:
-        return cls(settings, f"{attempt_stamp(now)}-{os.getpid()}", run_day(now), iso(now), force)
+    def begin(
+        cls, settings: Settings, now: datetime, force: bool, layout: Layout | None = None
+    ) -> Invocation:
+        run_id = f"{attempt_stamp(now)}-{os.getpid()}"
+        return cls(settings, run_id, run_day(now), iso(now), force, own_layout=layout)
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.settings.run.root.resolve())
+        return self.own_layout or Layout(self.settings.run.root.resolve())
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:

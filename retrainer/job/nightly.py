@@ -24,16 +24,16 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from retrainer.base.artifacts import MANIFEST_NAME, artifact_files, atomic_write_json
+from retrainer.base.artifacts import MANIFEST_NAME, Layout, artifact_files, atomic_write_json
 from retrainer.base.clock import iso, now_utc
 from retrainer.base.config import Settings
 from retrainer.base.exitcodes import ExitCode
@@ -57,6 +57,7 @@ from retrainer.job.invocation import Invocation, NightRecord, exit_code_for, rec
 from retrainer.job.listeners import NotifyListener, UploadListener
 from retrainer.job.mlflow_tracking import MlflowListener
 from retrainer.job.promotion import PromotionListener
+from retrainer.job.search import SearchListener, searched
 from retrainer.job.summary import build_summary, failure_tolerance, retry_budget_summary
 from retrainer.ledger.entries import (
     FAILED_STATES,
@@ -77,7 +78,8 @@ from retrainer.notify.registry import observers_for_run
 from retrainer.plan.forecast import deadline_warning, forecast_line
 from retrainer.plan.planner import Plan, build_plan
 from retrainer.plan.policy import likely_threads_per_item
-from retrainer.training.contract import Trainer, load_trainer
+from retrainer.plan.search import check_space
+from retrainer.training.contract import Trainer, load_trainer, validate_trainer_params
 
 
 class NightReporter(Protocol):
@@ -92,15 +94,41 @@ class NightReporter(Protocol):
     def result(self, summary: dict[str, Any], summary_path: Path) -> None: ...
 
 
+@dataclass(frozen=True)
+class Work:
+    """What an invocation runs through a night's machinery: the nightly run, or a
+    backtest's windows (job/backtest.py)."""
+
+    layout: Callable[[Settings], Layout]
+    plan: Callable[[Settings, Trainer, Resources, datetime, bool], Plan]
+    # The local zygote reads the plan's data files once for all attempts: the plan is then
+    # made before the driver starts (a backtest's many windows per symbol).
+    preload_bars: bool = False
+    # Once the plan is made, before the night opens (not in a dry run).
+    begin: Callable[[Plan], None] | None = None
+    # After the night closed (its summary written): e.g. assemble a backtest's forecasts.
+    finish: Callable[[Plan, Trainer], object] | None = None
+
+
+NIGHTLY = Work(lambda settings: Layout(settings.run.root.resolve()), build_plan)
+
+
 def run_night(
-    settings: Settings, *, force: bool, dry_run: bool, reporter: NightReporter
+    settings: Settings,
+    *,
+    force: bool,
+    dry_run: bool,
+    reporter: NightReporter,
+    work: Work = NIGHTLY,
 ) -> ExitCode:
     now = now_utc()
     if dry_run:  # reads only; writes nothing under the root and tells no one
         trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
-        reporter.plan(build_plan(settings, trainer, _dry_run_resources(settings), now, force), True)
+        reporter.plan(work.plan(settings, trainer, _dry_run_resources(settings), now, force), True)
         return ExitCode.OK
-    invocation = Invocation.begin(settings, now, force)
+    if work is NIGHTLY:
+        check_search_before_anything(settings)
+    invocation = Invocation.begin(settings, now, force, work.layout(settings))
     _open_log(invocation)
     # Built as soon as there are settings: a night that stops before it starts is told too.
     notifier = observers_for_run(settings)
@@ -111,28 +139,61 @@ def run_night(
             invocation.stage = "lock"
             with RunLock(invocation.layout.lock_path(), invocation.run_id):
                 become_subreaper()  # what an item leaves behind when it dies is ours to kill
+                plan: Plan | None = None
+                if work.preload_bars and settings.run.driver == "local":
+                    invocation.stage = "plan"
+                    plan = work.plan(settings, trainer, detect_resources(), now, force)
                 invocation.stage = "driver"
                 driver = make_driver(
-                    settings, _preload(settings, trainer), likely_threads_per_item(settings)
+                    settings,
+                    _preload(settings, trainer),
+                    likely_threads_per_item(settings),
+                    plan_bars(plan) if plan is not None else (),
                 )
                 driver.start()  # the zygote imports torch while the plan reads the data
                 try:
-                    invocation.stage = "plan"
-                    resources = driver.resources() or detect_resources()
-                    plan = build_plan(settings, trainer, resources, now, force)
+                    if plan is None:
+                        invocation.stage = "plan"
+                        resources = driver.resources() or detect_resources()
+                        plan = work.plan(settings, trainer, resources, now, force)
+                    if work.begin is not None:
+                        work.begin(plan)
                     before_the_night.restore()  # from here the night handles its signals
                     invocation.stage = "night"
                     night = Night(
                         settings, plan, driver, invocation.run_id, force, reporter, notifier
                     )
-                    return night.run()
+                    code = night.run()
                 finally:
                     driver.close()
+                if work.finish is not None:
+                    work.finish(plan, trainer)
+                return code
     except BaseException as exc:  # the night that did not record its end is recorded here
         record_unfinished(invocation, exc, night.record if night else NightRecord(), notifier)
         raise
     finally:
         notifier.close()  # waits at most [notify] close_timeout_s
+
+
+def check_search_before_anything(settings: Settings) -> None:
+    """[search]'s keys and values, refused (bad input, exit 2) before the run writes
+    anything; the plan checks each candidate's combination again. A trainer that cannot
+    be loaded is left to the invocation, which records why."""
+    if not settings.search.enabled:
+        return
+    try:
+        trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
+        params = validate_trainer_params(trainer, settings.trainer.params)
+    except Exception:
+        return
+    check_space(settings.search, trainer, settings.trainer.plugin, params)
+
+
+def plan_bars(plan: Plan) -> list[tuple[str, int, dict[str, object]]]:
+    """The data files of the items that run, once each, for the zygote to read."""
+    paths = dict.fromkeys(str(item.data_path) for item in plan.to_run)
+    return [(path, plan.min_rows, plan.data_format.to_dict()) for path in paths]
 
 
 def _dry_run_resources(settings: Settings) -> Resources:
@@ -277,11 +338,10 @@ class Night:
         if storage:
             self.uploader = Uploader(storage, layout, settings.storage.upload_workers)
             stack.callback(self.uploader.close)
-        promotion = PromotionListener(
-            plan, self.ledger, settings.promote, self.run_id, self.uploader
-        )
-        # First: the others read the decision it records in the ledger entry.
-        listeners: list[ItemListener] = [promotion]
+        # First: the others read the decision it records in the ledger entry. A backtest's
+        # windows are no challengers: nothing is judged or promoted.
+        promotion, judging = self._judging()
+        listeners: list[ItemListener] = [judging] if judging else []
         if self.uploader:
             listeners.append(
                 UploadListener(
@@ -294,13 +354,14 @@ class Night:
             for folder, item_id in recovered:  # finished before the scheduler died
                 files = [*artifact_files(folder), folder / MANIFEST_NAME]
                 self.uploader.submit(mirrored_files(files, plan.policy.upload_features), item_id)
-        if settings.mlflow.enabled:  # after the promotion: it reads the gate's decision
+        if settings.mlflow.enabled and promotion:  # after it: it reads the gate's decision
             self.mlflow = MlflowListener(
                 settings.mlflow, layout, self.ledger, self.run_id, plan.trainer
             )
             stack.callback(self.mlflow.close)  # a safety net: _close closes it with the summary
             listeners.append(self.mlflow)
-        _promote_unjudged(plan, self.ledger, Listeners([promotion, *self._trackers()]))
+        if judging:
+            _promote_unjudged(plan, self.ledger, Listeners([judging, *self._trackers()]))
         if self._given_notifier is None:
             self.notifier = observers_for_run(settings)
             stack.callback(self.notifier.close)  # waits at most [notify] close_timeout_s
@@ -340,6 +401,21 @@ class Night:
             self.notifier.item_failed(item.symbol, item.why)
         return listeners
 
+    def _judging(self) -> tuple[PromotionListener | None, ItemListener | None]:
+        """The gate's listener, and what hears successes for it: itself, or in front of it
+        a search's (only each searched symbol's chosen candidate meets the gate)."""
+        if self.plan.kind != "night":
+            return None, None
+        promotion = PromotionListener(
+            self.plan, self.ledger, self.settings.promote, self.run_id, self.uploader
+        )
+        if not searched(self.plan):
+            return promotion, promotion
+        search = SearchListener(
+            self.plan, self.ledger, self.settings.search, self.run_id, promotion
+        )
+        return promotion, search
+
     def _run_record(self) -> dict[str, Any]:
         plan, policy = self.plan, self.plan.policy
         return {
@@ -364,6 +440,7 @@ class Night:
             "retries": policy.retries,
             "retry_budget": policy.retry_budget,
             "quarantined": len(plan.quarantined),  # skipped: failed too many nights in a row
+            **_search_record(self.settings, plan),
         }
 
     # -- run -------------------------------------------------------------------------
@@ -467,6 +544,18 @@ def schedule_record(plan: Plan, started_at: str) -> dict[str, Any]:
     return out
 
 
+def _search_record(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """A search's symbols and their candidates' count, for the live view and `status`."""
+    groups = searched(plan)
+    if not groups:
+        return {}
+    search = settings.search
+    candidates = {symbol: len(items) for symbol, items in groups.items()}
+    return {
+        "search": {"metric": search.metric, "direction": search.direction, "candidates": candidates}
+    }
+
+
 def _record_bad_data(plan: Plan, ledger: Ledger, run_id: str) -> None:
     """Items whose data is bad fail now, each with the file and row that is wrong; they
     never start an attempt, so no retry follows."""
@@ -556,7 +645,13 @@ def _exit_code(summary: dict[str, Any], stop: StopFlag) -> ExitCode:
     if stop.deadline_passed and (summary["not_started"] or summary["interrupted"]):
         return ExitCode.DEADLINE_PASSED
     failed = {s.value for s in FAILED_STATES}
-    any_failed = any(s["status"] in failed for s in summary["by_symbol"].values())
+    # A failed candidate fails alone: its symbol failed only if its search chose nothing.
+    chosen = {sym for sym, s in summary.get("searches", {}).items() if s.get("chosen")}
+    any_failed = any(
+        s["status"] in failed
+        for item_id, s in summary["by_symbol"].items()
+        if not ("/" in item_id and item_id.partition("/")[0] in chosen)
+    )
     if any_failed and not summary.get("tolerated_failures"):
         return ExitCode.SOME_FAILED
     return ExitCode.OK

@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from retrainer.job.search import search_summary
 from retrainer.ledger.entries import FAILED_STATES, ItemState, LedgerEntry
 from retrainer.plan.planner import Action, Plan, PlanItem
 from retrainer.registry.gate import Decision
@@ -109,22 +110,24 @@ def build_summary(
 ) -> dict[str, Any]:
     """ended: how the run ended, for the symbols it never started ("stopped by SIGINT");
     unstarted_reason: their reason instead ("not started: deadline 06:00 passed")."""
+    # Keyed by item id: the symbol for a nightly item, "BTC/w0012" for a window.
     by_symbol = {}
     for item in plan.items:
         attempts = attempts_this_run.get(item.item_id, 0)
         entry = entries.get(item.item_id)
         if item.action is Action.FAIL:
-            by_symbol[item.symbol] = bad_data_summary(item.why)
+            by_symbol[item.item_id] = bad_data_summary(item.why)
         elif item.action is Action.RUN and (attempts == 0 or _prepared_only(entry)):
-            by_symbol[item.symbol] = unstarted_summary(entry, item.why, ended, unstarted_reason)
+            by_symbol[item.item_id] = unstarted_summary(entry, item.why, ended, unstarted_reason)
             if attempts:  # two stages: prepared, its train stage never started
-                by_symbol[item.symbol]["attempts"] = attempts
+                by_symbol[item.item_id]["attempts"] = attempts
         else:
-            by_symbol[item.symbol] = symbol_summary(
+            by_symbol[item.item_id] = symbol_summary(
                 entry, item.action is Action.SKIP, attempts, item.why
             )
-        by_symbol[item.symbol].update(_model_state(item))
+        by_symbol[item.item_id].update(_model_state(item))
     states = [s["status"] for s in by_symbol.values()]
+    searches = search_summary(plan, entries)
     trained = [
         s["minutes"]
         for s in by_symbol.values()
@@ -157,6 +160,7 @@ def build_summary(
         # skipped: failed quarantine_after_nights nights in a row (until --force/unquarantine)
         "quarantined": sorted(i.symbol for i in plan.quarantined),
         "by_symbol": by_symbol,
+        **({"searches": searches} if searches else {}),
     }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from retrainer.base.artifacts import Layout, verify_manifest
 from retrainer.base.clock import iso, run_day
@@ -43,9 +43,11 @@ from retrainer.plan.quarantine import (
     read_releases,
     release_note,
 )
+from retrainer.plan.search import Candidate, candidate_params, candidates, check_space
 from retrainer.registry.champion import Champion, ChampionError, champion_problems, read_champion
 from retrainer.registry.freshness import inputs_key
 from retrainer.training.contract import Trainer, has_prepare, validate_trainer_params
+from retrainer.training.forecasts import ForecastWindow
 
 
 class Action(StrEnum):
@@ -79,10 +81,20 @@ class PlanItem:
     # successes, plan.memory.PEAK_MARGIN added); None: not measured yet.
     expected_peak_mb: float | None = None
     expected_gpu_mb: float | None = None
+    # More than one item per symbol: a backtest's walk-forward window, or a search's
+    # candidate (its name and the trainer params it tries, in place of the plan's).
+    window: ForecastWindow | None = None
+    candidate: str | None = None
+    params: Mapping[str, Any] | None = None
 
     @property
     def item_id(self) -> str:
-        """The ledger's key: a nightly item is its symbol."""
+        """The ledger's key: a nightly item is its symbol; "BTC/w0012" a backtest's window,
+        "BTC/c03" a search's candidate."""
+        if self.window is not None:
+            return f"{self.symbol}/{self.window.name}"
+        if self.candidate is not None:
+            return f"{self.symbol}/{self.candidate}"
         return self.symbol
 
 
@@ -105,6 +117,9 @@ class Plan:
     order: tuple[str, ...] = ()
     history: History = field(default_factory=History)  # what past ledgers measured
     forecast: Forecast | None = None  # when the queue should finish, from that history
+    # "night": the nightly run; "backtest": a walk-forward backtest's windows (no champion
+    # is judged, nothing is promoted).
+    kind: Literal["night", "backtest"] = "night"
 
     @property
     def to_run(self) -> tuple[PlanItem, ...]:
@@ -158,6 +173,9 @@ def build_plan(
     layout = Layout(settings.run.root.resolve())
     day = run_day(now)
     params = validate_trainer_params(trainer, settings.trainer.params)
+    search = settings.search if settings.search.enabled else None
+    if search is not None:
+        check_space(search, trainer, settings.trainer.plugin, params)
     data_format = data_format_of(settings)
     skip_bad = settings.data.on_bad == "skip"
     selection = select_symbols(
@@ -167,7 +185,7 @@ def build_plan(
         data_format,
         skip_unreadable=skip_bad,
     )
-    checked = _check_data(selection.symbols, settings, data_format, now)
+    checked = check_data(selection.symbols, settings, data_format, now)
     problems = [check.problem for check in checked.values() if check.problem]
     if problems and not skip_bad:
         raise BadInputError(
@@ -179,7 +197,8 @@ def build_plan(
     items = []
     for symbol in selection.symbols:
         check = checked[symbol]
-        previous = ledger.entries.get(symbol)  # a nightly item's id is its symbol
+        # A nightly item's id is its symbol; a search's are its candidates' (below).
+        previous = ledger.entries.get(symbol) if search is None else None
         settled = needs_settling(previous)
         if previous is not None and settled:
             previous = settle(previous, layout)
@@ -195,35 +214,41 @@ def build_plan(
             )
             why = f"{why}; {note}" if note else why
         seed = symbol_seed(settings.run.seed, symbol)
-        key = _inputs_key(check, settings.trainer.plugin, params, seed)
+        tried: list[tuple[Candidate, dict[str, Any]]] = []
+        if search is not None:
+            tried = [(c, candidate_params(trainer, params, c)) for c in candidates(search, symbol)]
+        fingerprinted = params if search is None else search_fingerprint(params, tried, settings)
+        key = _inputs_key(check, settings.trainer.plugin, fingerprinted, seed)
         champion, champion_problem = _champion(layout, symbol)
         fresh_why = None
         if action is Action.RUN and not force and settings.run.skip_fresh:
             fresh_why = fresh_reason(layout, champion, key, history.of(symbol))
         if fresh_why is not None:
             action, why = Action.SKIP, fresh_why
-        items.append(
-            PlanItem(
-                symbol,
-                action,
-                why,
-                check.path,
-                check.costs,
-                seed,
-                previous,
-                settled,
-                champion=champion,
-                champion_problem=champion_problem,
-                inputs_key=key,
-                fresh=fresh_why is not None,
-                last_bar=check.last_bar,
-                stale=check.stale,
-                quarantine=quarantine,
-                expected_s=history.of(symbol).seconds,
-                expected_peak_mb=expected_mb(history.of(symbol).peak_rss_mb),
-                expected_gpu_mb=expected_mb(history.of(symbol).gpu_peak_mb),
-            )
+        item = PlanItem(
+            symbol,
+            action,
+            why,
+            check.path,
+            check.costs,
+            seed,
+            previous,
+            settled,
+            champion=champion,
+            champion_problem=champion_problem,
+            inputs_key=key,
+            fresh=fresh_why is not None,
+            last_bar=check.last_bar,
+            stale=check.stale,
+            quarantine=quarantine,
+            expected_s=history.of(symbol).seconds,
+            expected_peak_mb=expected_mb(history.of(symbol).peak_rss_mb),
+            expected_gpu_mb=expected_mb(history.of(symbol).gpu_peak_mb),
         )
+        if tried and action is Action.RUN:
+            items += candidate_items(item, tried, ledger.entries, layout, force)
+        else:
+            items.append(item)
     runnable = sum(1 for i in items if i.action is Action.RUN)
     notes = [selection.note] if selection.note else []
     notes += [f"not ranked, unreadable: {problem}" for problem in selection.unranked.values()]
@@ -242,6 +267,59 @@ def build_plan(
         dict(selection.unranked),
     )
     return scheduled(plan, settings.run, history, now)
+
+
+def candidate_items(
+    item: PlanItem,
+    tried: list[tuple[Candidate, dict[str, Any]]],
+    entries: Mapping[str, LedgerEntry],
+    layout: Layout,
+    force: bool,
+) -> list[PlanItem]:
+    """A searched symbol's items, one per candidate, each run or skipped by its own ledger
+    entry (done today and verified: skipped, so a rerun resumes the search). They share the
+    symbol's seed (plan/search.py says why) and the search's inputs key."""
+    out = []
+    for candidate, merged in tried:
+        item_id = f"{item.symbol}/{candidate.name}"
+        previous = entries.get(item_id)
+        settled = needs_settling(previous)
+        if previous is not None and settled:
+            previous = settle(previous, layout)
+        action, why = decide(previous, layout, force)
+        if action is Action.RUN:
+            why = f"{why}; search candidate {candidate.name} {_overlay(candidate.params)}"
+        out.append(
+            replace(
+                item,
+                action=action,
+                why=why,
+                previous=previous,
+                settled=settled,
+                candidate=candidate.name,
+                params=merged,
+            )
+        )
+    return out
+
+
+def search_fingerprint(
+    params: Mapping[str, Any], tried: list[tuple[Candidate, dict[str, Any]]], settings: Settings
+) -> dict[str, Any]:
+    """What a search's winner was chosen from, for its inputs key: the same data, trainer,
+    candidates, metric and seed choose the same model (a fresh symbol need not search)."""
+    return {
+        "params": dict(params),
+        "search": {
+            "candidates": [{"name": c.name, "params": dict(c.params)} for c, _ in tried],
+            "metric": settings.search.metric,
+            "direction": settings.search.direction,
+        },
+    }
+
+
+def _overlay(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
 def scheduled(plan: Plan, run: RunSettings, history: History, now: datetime) -> Plan:
@@ -280,16 +358,17 @@ def data_format_of(settings: Settings) -> DataFormat:
 
 
 @dataclass(frozen=True)
-class _DataCheck:
+class DataCheck:
     path: Path
     costs: SymbolCosts | None
     problem: str | None  # the file and its first problem (row and time named), if bad
     data_sha256: str | None = None  # of the bars' values (freshness)
     last_bar: str | None = None
     stale: bool = False
+    timestamps: Any = None  # the bars' times (int64 ns, numpy): a backtest cuts its windows
 
 
-def _inputs_key(check: _DataCheck, trainer: str, params: dict[str, Any], seed: int) -> str | None:
+def _inputs_key(check: DataCheck, trainer: str, params: dict[str, Any], seed: int) -> str | None:
     if check.data_sha256 is None or check.costs is None:
         return None
     return inputs_key(
@@ -331,23 +410,23 @@ def fresh_reason(
     )
 
 
-def _check_data(
+def check_data(
     symbols: list[str], settings: Settings, data_format: DataFormat, now: datetime
-) -> dict[str, _DataCheck]:
+) -> dict[str, DataCheck]:
     """Load and validate every symbol's data before anything starts: its costs, or what
     is wrong with it."""
     data_dir = settings.data.path.resolve()
-    checked: dict[str, _DataCheck] = {}
+    checked: dict[str, DataCheck] = {}
     for symbol in symbols:
         path = find_data_file(data_dir, symbol)
         if path is None:  # gone since the symbols were chosen
             problem = f"{symbol}: no data file {data_dir}/{symbol}.parquet or .csv"
-            checked[symbol] = _DataCheck(data_dir / f"{symbol}.parquet", None, problem)
+            checked[symbol] = DataCheck(data_dir / f"{symbol}.parquet", None, problem)
             continue
         try:
             timestamps, values = read_ohlcv(path, settings.data.min_rows, data_format)
         except DataError as exc:
-            checked[symbol] = _DataCheck(path, None, str(exc))
+            checked[symbol] = DataCheck(path, None, str(exc))
             continue
         costs = resolve_costs_from_arrays(
             symbol, timestamps, values["high"], values["low"], settings.costs, close=values["close"]
@@ -355,13 +434,14 @@ def _check_data(
         last_ns = int(timestamps.max())
         stale_after = settings.data.stale_after_hours
         age_h = (now.timestamp() * 1e9 - last_ns) / 3.6e12
-        checked[symbol] = _DataCheck(
+        checked[symbol] = DataCheck(
             path,
             costs,
             None,
             data_values_sha256(timestamps, values),
             iso(datetime.fromtimestamp(last_ns / 1e9, tz=UTC)),
             stale_after is not None and age_h > stale_after,
+            timestamps,
         )
     return checked
 
@@ -383,3 +463,10 @@ def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[A
     if last is not None and last.reason and previous.state is not ItemState.PENDING:
         return Action.RUN, f"earlier run today ended {previous.state.value}: {last.reason}"
     return Action.RUN, f"earlier run today left it {previous.state.value}"
+
+
+def item_fields(item: PlanItem) -> dict[str, str]:
+    """How a log line names an item: its symbol, and its id when there are more per symbol."""
+    if item.item_id == item.symbol:
+        return {"symbol": item.symbol}
+    return {"symbol": item.symbol, "item": item.item_id}

@@ -32,11 +32,12 @@ from retrainer.registry.champion import (
 # The metrics a listing shows first; the rest stay in metrics.json and the pointer.
 HEADLINE_METRICS = ("test_log_loss", "accuracy_edge", "net_sharpe", "test_accuracy")
 METRICS_FILE = "metrics.json"
-_STAMP = re.compile(r"(\d{8}_\d{6}Z)(?:-\d+)?")
+# A candidate of a search or a backtest window carries its tag: 20261123_020000Z_c03.
+_STAMP = re.compile(r"(\d{8}_\d{6}Z)(?:_[a-z]\w*)?(?:-\d+)?")
 
 
 def stamp_time(name: str) -> datetime | None:
-    """The UTC time in an attempt folder's name (20261123_020000Z, -1 suffix allowed)."""
+    """The UTC time in an attempt folder's name (20261123_020000Z; _c03, -1 allowed)."""
     match = _STAMP.fullmatch(name)
     if match is None:
         return None

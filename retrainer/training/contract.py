@@ -24,6 +24,13 @@ through `ctx.save_partial`. With two stages on ([run] two_stage), an item's prep
 in an attempt of its own on a CPU slot, and its train stage is an attempt whose
 `ctx.reuse_dir` is the prepare attempt's folder: `train(ctx)` reuses what verifies
 (`ctx.reuse_partial`) and builds the rest. With one stage, `train(ctx)` does it all.
+
+In a backtest (`retrainer backtest`) `ctx.window` is one walk-forward window
+(training/forecasts.py): the trainer fits on the window's training bars only and writes its
+out-of-sample forecasts with `ctx.write_forecasts(frame)`. A trainer that can do this
+carries a `score_forecasts(frame, costs) -> metrics` attribute: the head scores a symbol's
+concatenated forecasts with it (the walk-forward metrics). In a nightly run `ctx.window` is
+None.
 """
 
 from __future__ import annotations
@@ -46,6 +53,12 @@ from retrainer.base.artifacts import (
 )
 from retrainer.base.costs import SymbolCosts
 from retrainer.base.errors import BadInputError
+from retrainer.training.forecasts import (
+    FORECASTS_FILE,
+    ForecastWindow,
+    checked_forecasts,
+    forecasts_to_parquet,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,6 +97,9 @@ class TrainContext:
     partial_key_source: Callable[[], str] = str
     reuse_dir: Path | None = None
     emit: EventSink = _no_events
+    # A backtest's walk-forward window (fit on its training bars, forecast the rest); None:
+    # a nightly item.
+    window: ForecastWindow | None = None
 
     @cached_property
     def data(self) -> pd.DataFrame:
@@ -93,6 +109,17 @@ class TrainContext:
     @cached_property
     def partial_key(self) -> str:
         return self.partial_key_source()
+
+    def write_forecasts(self, frame: pd.DataFrame) -> Path:
+        """Write the window's out-of-sample forecasts (forecasts.FORECAST_COLUMNS), checked:
+        every row inside the window's forecast span, every fit ending before its time."""
+        if self.window is None:
+            raise RuntimeError("write_forecasts needs a backtest window (ctx.window)")
+        rows = checked_forecasts(frame, self.window, self.symbol)
+        path = self.out_dir / FORECASTS_FILE
+        atomic_write_bytes(path, forecasts_to_parquet(rows), durable=False)
+        self.emit("forecasts_written", rows=len(rows), window=self.window.name)
+        return path
 
     def save_partial(self, name: str, data: bytes) -> Path:
         """Write a partial output atomically and record its sha256 for a later retry."""

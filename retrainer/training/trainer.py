@@ -11,13 +11,14 @@ Three hooks beside `train`: `train.evaluate(champion_dir, ctx)` scores an earlie
 the symbol on this attempt's test span (for the promotion gate),
 `train.load(model_dir)` gives a model ready to predict (LoadedModel), and
 `train.prepare(ctx)` builds the features and the split alone: the CPU stage of two
-([run] two_stage), whose partial outputs the train stage reuses.
+([run] two_stage), whose partial outputs the train stage reuses. In a backtest window
+(`ctx.window`) `train` fits on the window and forecasts out of sample (walkforward.py), and
+`train.score_forecasts` scores a symbol's concatenated forecasts.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,14 +27,12 @@ import numpy as np
 import pandas as pd
 
 from retrainer.base.artifacts import atomic_write_bytes, atomic_write_json
+from retrainer.base.costs import SymbolCosts
 from retrainer.base.data import data_values_sha256
 from retrainer.base.version import __version__
 from retrainer.training.contract import TrainContext
-from retrainer.training.evaluate import annualisation, evaluate_test_span
 from retrainer.training.features import (
-    FWD_RET_H,
     OHLCV_COLUMNS,
-    TARGET,
     TIMESTAMP,
     as_utc,
     build_features,
@@ -41,6 +40,17 @@ from retrainer.training.features import (
     features_from_parquet,
     features_to_parquet,
     has_direction,
+)
+from retrainer.training.fitting import (
+    CONFIG_FILE,
+    FEATURES_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    SPLIT_FILE,
+    fit_rows,
+    json_safe,
+    span_metrics,
+    strategy_rule,
 )
 from retrainer.training.loaded import LoadedModel
 from retrainer.training.params import TrainerParams
@@ -50,18 +60,15 @@ from retrainer.training.strategy import StrategyRule
 if TYPE_CHECKING:
     from retrainer.training.model import FitResult, Standardiser
 
-FEATURES_FILE = "features.parquet"
-SPLIT_FILE = "split_indices.json"
-TRAINING_LOG_FILE = "training_log.json"
-MODEL_FILE = "model.bin"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-
 
 def train(ctx: TrainContext) -> dict[str, Any]:
     """Build or reuse features and split, fit, evaluate, write every artifact; return metrics."""
     started = time.perf_counter()
     params = TrainerParams.model_validate(dict(ctx.params))
+    if ctx.window is not None:  # a backtest's window: fit on it, forecast out of sample
+        from retrainer.training.walkforward import train_window
+
+        return train_window(ctx, params)
     frame = features_step(ctx, params)
     split = split_step(ctx, frame, params)
     fitted, standardiser, names = fit_step(ctx, frame, split, params)
@@ -129,24 +136,9 @@ def _split_matches(split: WalkForwardSplit, frame: pd.DataFrame, params: Trainer
 def fit_step(
     ctx: TrainContext, frame: pd.DataFrame, split: WalkForwardSplit, params: TrainerParams
 ) -> tuple[FitResult, Standardiser, list[str]]:
-    from retrainer.training.model import Standardiser, fit
-
-    names = feature_names(frame)
     # A zero forward return is neither up nor down: no target to learn (features.py).
     train_rows, val_rows = _directional(frame, split.train), _directional(frame, split.val)
-    train_x = train_rows[names].to_numpy(np.float64)
-    standardiser = Standardiser.fit(train_x)  # on the training span only: no peeking ahead
-    fitted = fit(
-        standardiser.transform(train_x),
-        train_rows[TARGET].to_numpy(np.float32),
-        standardiser.transform(val_rows[names].to_numpy(np.float64)),
-        val_rows[TARGET].to_numpy(np.float32),
-        params,
-        seed=ctx.seed,
-        device=ctx.device,
-    )
-    ctx.save_partial(TRAINING_LOG_FILE, json_bytes(fitted.log_dict()))
-    return fitted, standardiser, names
+    return fit_rows(ctx, train_rows, val_rows, feature_names(frame), params)
 
 
 def evaluate_step(
@@ -178,21 +170,6 @@ def evaluate_step(
         **span_metrics(ctx, test, prob, rule),
     }
     return dict(json_safe(metrics))
-
-
-def strategy_rule(params: TrainerParams, train_rows: pd.DataFrame) -> StrategyRule:
-    """The test-span strategy, its return scale measured on the training span only."""
-    returns = train_rows[FWD_RET_H].to_numpy(np.float64)
-    mean_abs = float(np.mean(np.abs(returns))) if len(returns) else 0.0
-    return StrategyRule(params.strategy, params.horizon_bars, mean_abs, params.edge_cost_multiple)
-
-
-def span_metrics(
-    ctx: TrainContext, rows: pd.DataFrame, prob: np.ndarray, rule: StrategyRule
-) -> dict[str, Any]:
-    """metrics.json's test-span figures, annualised on the whole bar history given."""
-    annual = annualisation(as_utc(ctx.data[TIMESTAMP]), ctx.costs.bars_per_year)
-    return evaluate_test_span(rows, prob, rule, ctx.costs, annual)
 
 
 def write_final_artifacts(
@@ -336,16 +313,11 @@ def ohlcv_values_sha256(bars: pd.DataFrame) -> str:
     return data_values_sha256(timestamps, {c: bars[c].to_numpy(np.float64) for c in OHLCV_COLUMNS})
 
 
-def json_safe(obj: Any) -> Any:
-    """JSON has no NaN or infinity: undefined numbers become null, recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
+def score_forecasts(frame: pd.DataFrame, costs: SymbolCosts) -> dict[str, Any]:
+    """A symbol's backtest forecasts, all windows, scored (walkforward.score_forecasts)."""
+    from retrainer.training.walkforward import score_forecasts as score
+
+    return score(frame, costs)
 
 
-def json_bytes(obj: Any) -> bytes:
-    return (json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+train.score_forecasts = score_forecasts  # type: ignore[attr-defined]

@@ -98,12 +98,16 @@ def plain_line(view: RunView) -> str:
     if len(view.running) > MAX_RUNNING_IN_LINE:
         running += f", +{len(view.running) - MAX_RUNNING_IN_LINE} more"
     line = f"progress: {counts_text(view)}; elapsed {hms(view.elapsed_s)}, ETA {hms(view.eta_s)}"
-    return line + (f"; running {running}" if running else "")
+    searches = "; ".join(s.text for s in view.searches)
+    return (
+        line + (f"; {searches}" if searches else "") + (f"; running {running}" if running else "")
+    )
 
 
 def render_view(view: RunView) -> RenderableType:
     """The headline, a row per running symbol, a row per failure with its reason."""
     parts: list[RenderableType] = [Text(headline(view))]
+    parts += [Text(search.text) for search in view.searches]  # one line per searched symbol
     if view.running:
         table = Table(title="running", title_justify="left")
         for name in ("symbol", "attempt", "elapsed", "device", "slot"):

@@ -59,6 +59,56 @@ STAGE_WORDS = {
 
 
 @dataclass(frozen=True)
+class SearchLine:
+    """A searched symbol in one line: its candidates done / total, the best so far."""
+
+    symbol: str
+    total: int
+    done: int
+    failed: int
+    metric: str
+    best: float | None
+    best_candidate: str | None
+
+    @property
+    def text(self) -> str:
+        line = f"{self.symbol} search {self.done}/{self.total} done, {self.failed} failed"
+        if self.best is not None:
+            line += f", best {self.metric} {self.best:.4f} ({self.best_candidate})"
+        return line
+
+
+def search_lines(run: Mapping[str, Any], entries: Mapping[str, LedgerEntry]) -> list[SearchLine]:
+    """The run record's searched symbols (its `search`), counted from the day's entries."""
+    search = run.get("search")
+    if not isinstance(search, Mapping):
+        return []
+    metric, sign = str(search.get("metric")), 1 if search.get("direction") == "min" else -1
+    out = []
+    for symbol, total in dict(search.get("candidates") or {}).items():
+        mine = {k: e for k, e in entries.items() if k.partition("/")[0] == symbol and "/" in k}
+        done = {k: e for k, e in mine.items() if e.state is ItemState.SUCCESS}
+        scored = []
+        for item_id, entry in done.items():
+            value = (entry.metrics or {}).get(metric)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+                scored.append((sign * float(value), item_id.partition("/")[2]))
+        best = min(scored) if scored else None
+        out.append(
+            SearchLine(
+                symbol,
+                int(total),
+                len(done),
+                sum(1 for e in mine.values() if e.state in FAILED_STATES),
+                metric,
+                sign * best[0] if best else None,
+                best[1] if best else None,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
 class RunningItem:
     symbol: str
     attempt: int
@@ -101,6 +151,7 @@ class RunView:
     reason: str | None = None  # why a run ended without its night, or could not record it
     stage: str | None = None  # how far a run that did not start got
     previous: RunView | None = None  # did not start: the day's latest run that did
+    searches: tuple[SearchLine, ...] = ()  # a parameter search: one line per symbol
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
@@ -267,6 +318,7 @@ def build_view(
         else None,
         not_started=unstarted - queued,
         reason=run.get("reason"),
+        searches=tuple(search_lines(run, entries)),
     )
 
 

@@ -32,9 +32,16 @@ BASE_PRELOAD = ("retrainer.engine.worker",)
 
 
 class LocalDriver:
-    def __init__(self, preload: Sequence[str] = (), threads: int = 1) -> None:
-        """threads: the items' likely thread budget, for the libraries it preloads."""
+    def __init__(
+        self,
+        preload: Sequence[str] = (),
+        threads: int = 1,
+        bars: Sequence[tuple[str, int, dict[str, object]]] = (),
+    ) -> None:
+        """threads: the items' likely thread budget, for the libraries it preloads; bars:
+        data files the zygote reads once for all its attempts (a backtest's symbols)."""
         self._threads = threads
+        self._bars = list(bars)
         self._preload = list(dict.fromkeys([*BASE_PRELOAD, *preload]))
         self._zygote = Zygote()
         self._lifeline_w: int | None = None
@@ -50,7 +57,10 @@ class LocalDriver:
         try:
             # Started now: its imports (torch's take seconds) overlap the plan's work.
             self._zygote.start(
-                self._preload, dict.fromkeys(THREAD_ENV_VARS, str(self._threads)), lifeline_r
+                self._preload,
+                dict.fromkeys(THREAD_ENV_VARS, str(self._threads)),
+                lifeline_r,
+                self._bars,
             )
         finally:
             os.close(lifeline_r)  # the zygote and its children hold it now

@@ -8,14 +8,20 @@ from retrainer.base.config import Settings
 from retrainer.engine.drivers.protocol import Driver
 
 
-def make_driver(settings: Settings, preload: Sequence[str], threads: int = 1) -> Driver:
+def make_driver(
+    settings: Settings,
+    preload: Sequence[str],
+    threads: int = 1,
+    bars: Sequence[tuple[str, int, dict[str, object]]] = (),
+) -> Driver:
     """preload: what the trainer needs imported in the zygote; threads: the items' likely
-    thread budget (the local driver sizes the zygote's libraries to it)."""
+    thread budget (the local driver sizes the zygote's libraries to it); bars: data files
+    the local zygote reads once for all its attempts (remote nodes read their own)."""
     name = settings.run.driver
     if name == "local":
         from retrainer.engine.drivers.local import LocalDriver
 
-        return LocalDriver(preload, threads)
+        return LocalDriver(preload, threads, bars)
     if name == "ray":
         from retrainer.engine.drivers.ray_driver import RayDriver
 

@@ -56,8 +56,15 @@ class Zygote:
         self._statuses: Statuses | None = None
         self._lock = threading.Lock()  # one request and its reply at a time
 
-    def start(self, preload: Sequence[str], env: Mapping[str, str], lifeline_fd: int) -> None:
-        """Start it; its imports (torch's take seconds) overlap the caller's work."""
+    def start(
+        self,
+        preload: Sequence[str],
+        env: Mapping[str, str],
+        lifeline_fd: int,
+        bars: Sequence[tuple[str, int, dict[str, object]]] = (),
+    ) -> None:
+        """Start it; its imports (torch's take seconds) overlap the caller's work. bars:
+        data files (path, min_rows, format) it reads once for every attempt it forks."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         status_r, status_w = os.pipe()
         setup = {
@@ -67,6 +74,7 @@ class Zygote:
             "lifeline": lifeline_fd,
             "sys_path": sys.path,
             "preload": list(preload),
+            "bars": [list(b) for b in bars],
         }
         try:
             self._popen = subprocess.Popen(
@@ -261,6 +269,12 @@ def serve() -> None:
     from retrainer.engine.preload import preload
 
     preload(setup["preload"])
+    if setup.get("bars"):
+        from pathlib import Path
+
+        from retrainer.engine.worker import preload_bars
+
+        preload_bars([(Path(p), int(n), dict(f)) for p, n, f in setup["bars"]])
     # From here the control socket's end says the scheduler is gone. The death signal is
     # tied to the thread that started us (a Dask worker's may end), so it goes.
     _die_with_parent(0)
