@@ -33,7 +33,7 @@ from retrainer.job.batch.submit import submit_night
 from retrainer.job.batch.watch import Seen, poll_delay_s, watch_night
 from retrainer.ledger.journal import read_ledger
 from retrainer.notify.credentials import WEBHOOK_URL_ENV
-from tests.conftest import REPO, cli_env, read_json, write_config
+from tests.conftest import REPO, TINY_TRAINER, cli_env, read_json, write_config
 from tests.support.http_server import RecordingServer
 from tests.support.storage_fixtures import new_bucket, raw_s3
 
@@ -813,6 +813,56 @@ def test_batch_status_tells_the_webhook_the_nights_start_and_finish_exactly_once
         assert finished["run_id"] == submission.plan.run_id
     finally:
         hooks.stop()
+
+
+def test_a_search_on_batch_gives_each_candidate_its_params_folder_and_record(
+    tmp_path: Path,
+    small_data: Path,
+    seaweed: SeaweedServer,
+    batch_api: None,
+    aws_env: dict[str, str],
+) -> None:
+    """Item ids with a "/" ("BTCUSDT/c01"): the plan, the records, the attempt folders and
+    the ledger keep them apart, and each child trains with its own candidate's params."""
+    bucket = new_bucket(seaweed)
+    extra = {
+        "trainer": {"plugin": "retrainer.training.trainer:train", "params": TINY_TRAINER},
+        "search": {"enabled": True, "space": {"learning_rate": [0.001, 0.01]}, "budget": 2},
+    }
+    settings = _settings(
+        night_config(tmp_path, small_data, seaweed, bucket, ["BTCUSDT"], extra=extra)
+    )
+    submission = submit_night(settings, force=False, dry_run=False)
+    plan = submission.plan
+    assert plan is not None
+
+    play_batch(plan, aws_env, 1, set(), str(submission.job_id), BatchSays())
+    code = watch_night(settings, plan.day, watch=False, reporter=_Quiet(), show=lambda _s: None)
+
+    assert code == 0
+    assert [(i.item_id, (i.params or {}).get("learning_rate")) for i in plan.items] == [
+        ("BTCUSDT/c00", 0.001),
+        ("BTCUSDT/c01", 0.01),
+    ]
+    keys = {
+        o["Key"]
+        for o in raw_s3(seaweed).list_objects_v2(Bucket=bucket, Prefix="nightly/")["Contents"]
+    }
+    for item in plan.items:
+        assert f"nightly/{plan.record_key(item.item_id, 1)}" in keys
+        assert f"nightly/{plan.tar_key(item.item_id, 1)}" in keys
+    layout, day = Layout(tmp_path / "root"), plan.day
+    entries = read_ledger(layout.status_path(day), layout.journal_path(day)).entries
+    for item in plan.items:
+        entry = entries[item.item_id]
+        assert entry.state == "success", entry
+        assert entry.artifact_dir is not None
+        assert entry.artifact_dir.startswith("models/BTCUSDT/")
+        assert entry.artifact_dir.endswith(item.item_id.partition("/")[2])
+        trained = read_json(layout.root / entry.artifact_dir / "config.json")
+        assert trained["params"]["learning_rate"] == (item.params or {})["learning_rate"]
+    summary = read_json(layout.summary_path(day))
+    assert summary["searches"]["BTCUSDT"]["done"] == 2
 
 
 class _Quiet:

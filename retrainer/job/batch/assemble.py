@@ -44,7 +44,7 @@ from retrainer.ledger.entries import (
     UploadState,
 )
 from retrainer.mirror.storage.protocol import StorageClient, UploadError
-from retrainer.plan.planner import Action, Plan, PlanItem, build_plan
+from retrainer.plan.planner import Action, Plan, PlanItem, build_plan, item_fields
 from retrainer.training.contract import load_trainer
 
 # "…; see /tmp/<the child's scratch>/logs/attempt-2.log": the log is under the root now.
@@ -169,7 +169,7 @@ class BatchNight(Night):
     ) -> None:
         layout = self.plan.layout
         tally.attempts[item.item_id] = tally.attempts.get(item.item_id, 0) + 1
-        out_dir = layout.new_attempt_dir(item.symbol, datetime.fromisoformat(record.started_at))
+        out_dir = layout.new_attempt_dir(item.item_id, datetime.fromisoformat(record.started_at))
         outcome = self._unpacked(item, record, out_dir)
         attempt = Attempt(
             number=record.attempt,
@@ -199,7 +199,7 @@ class BatchNight(Night):
             )
             self.log.info(
                 COIN_SUCCEEDED,
-                symbol=item.symbol,
+                **item_fields(item),
                 attempt=record.attempt,
                 minutes=round(record.seconds / 60.0, 4),
                 artifact_dir=attempt.artifact_dir,
@@ -215,7 +215,7 @@ class BatchNight(Night):
             tally.retries += 1
         self.log.warning(
             COIN_FAILED,
-            symbol=item.symbol,
+            **item_fields(item),
             attempt=record.attempt,
             state=outcome.state.value,
             reason=outcome.reason,
@@ -237,7 +237,7 @@ class BatchNight(Night):
             return outcome
         layout, day = self.plan.layout, self.plan.day
         folders = AttemptFolders(
-            out_dir, layout.symbol_log_dir(day, item.symbol), layout.engine_log(day)
+            out_dir, layout.symbol_log_dir(day, item.item_id), layout.engine_log(day)
         )
         try:
             with tempfile.TemporaryDirectory(prefix="retrainer-attempt-") as scratch:
@@ -291,7 +291,7 @@ class BatchNight(Night):
         self.ledger.record(entry.with_attempt(attempt, updated_at=ended_at, run_id=self.run_id))
         structlog.get_logger().warning(
             COIN_FAILED,
-            symbol=item.symbol,
+            **item_fields(item),
             attempt=told.number,
             state=outcome.state.value,
             reason=outcome.reason,

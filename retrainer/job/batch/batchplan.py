@@ -64,6 +64,9 @@ class BatchItem:
     champion_key: str | None = None
     champion_sha256: str | None = None
     champion_dir: str | None = None  # its folder under the root, as the pointer names it
+    # A search candidate's own trainer parameters (None: the plan's); a backtest window.
+    params: dict[str, Any] | None = None
+    window: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BatchItem:

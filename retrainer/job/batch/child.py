@@ -169,7 +169,7 @@ class _Child:
             log_dir=scratch / "unused",
             engine_log=scratch / "unused",
             trainer=plan.trainer,
-            params=plan.params,
+            params=item.params if item.params is not None else plan.params,
             seed=item.seed,
             device=plan.device,
             threads=plan.threads,
@@ -177,6 +177,7 @@ class _Child:
             item_id=item.item_id,
             data_format=plan.data_format,
             keep_features=plan.keep_features,
+            window=item.window,
         )
         request = NodeAttempt(
             spec=spec,
@@ -244,10 +245,13 @@ def _attempt_number(
     given = environ.get(ATTEMPT_ENV, "")
     if given.isdigit() and int(given) > 0:
         return int(given)
+    folder = plan.record_folder(item.item_id)
     try:
-        numbers = [attempt_of(k) for k in storage.list_keys(plan.record_folder(item.item_id))]
+        keys = storage.list_keys(folder)
     except UploadError:
-        numbers = []
+        keys = []
+    # Only this item's: "BTC"'s folder holds "BTC/c03"'s records too, one level down.
+    numbers = [attempt_of(k) for k in keys if k.rpartition("/")[0] == folder]
     return max([n for n in numbers if n is not None], default=0) + 1
 
 

@@ -41,7 +41,7 @@ from retrainer.job.batch.batchplan import (
 )
 from retrainer.job.batch.client import BatchClient
 from retrainer.job.batch.request import submit_request
-from retrainer.job.nightly import DEFAULT_PRELOAD
+from retrainer.job.nightly import DEFAULT_PRELOAD, check_search_before_anything
 from retrainer.mirror.storage.protocol import StorageClient, UploadError
 from retrainer.mirror.storage.registry import make_storage
 from retrainer.plan.planner import Plan, build_plan
@@ -87,6 +87,7 @@ def submit_night(
     client_factory: ClientFactory = BatchClient,
 ) -> Submission:
     check_settings(settings, need_submit=not dry_run)
+    check_search_before_anything(settings)  # as `run`: bad input before anything is written
     now = now or now_utc()
     trainer = load_trainer(settings.trainer.plugin, settings.trainer.paths)
     night = build_plan(settings, trainer, batch_resources(settings.batch), now, force)
@@ -201,6 +202,8 @@ def batch_plan(
                 why=item.why,
                 champion_key=champion_key(night.day, champion_sha) if champion_sha else None,
                 champion_sha256=champion_sha,
+                params=dict(item.params) if item.params is not None else None,
+                window=item.window.to_dict() if item.window is not None else None,
                 champion_dir=item.champion.artifact_dir if champion_sha and item.champion else None,
             )
         )
