@@ -905,3 +905,26 @@ def test_submit_refuses_a_night_without_s3_storage() -> None:
 
     with pytest.raises(BadInputError, match='kind = "s3"'):
         check_settings(Settings())
+
+
+def test_a_child_run_by_hand_numbers_its_attempt_after_its_own_items_records_only() -> None:
+    """The folder of BTCUSDT's records holds BTCUSDT/c03's one level down: not its own."""
+    from types import SimpleNamespace
+
+    from retrainer.job.batch.child import _attempt_number
+
+    folder = "runs/d/batch/job/sub"
+    plan = SimpleNamespace(record_folder=lambda item_id: f"{folder}/records/{item_id}")
+    keys = [
+        f"{folder}/records/BTCUSDT/attempt-1.json",
+        f"{folder}/records/BTCUSDT/c03/attempt-1.json",
+        f"{folder}/records/BTCUSDT/c03/attempt-2.json",
+        f"{folder}/records/BTCUSDT/c03/attempt-3.json",
+    ]
+    storage = SimpleNamespace(list_keys=lambda prefix: [k for k in keys if k.startswith(prefix)])
+
+    def number(item_id: str) -> int:
+        item = SimpleNamespace(item_id=item_id)
+        return _attempt_number({}, storage, plan, item)  # type: ignore[arg-type]
+
+    assert (number("BTCUSDT"), number("BTCUSDT/c03"), number("ETHUSDT")) == (2, 4, 1)
