@@ -274,6 +274,43 @@ class DaskSettings(_ClusterSettings):
     threads_per_item: int = Field(default=1, gt=0)
 
 
+class BatchSettings(_Section):
+    """`retrainer batch`: the night as one AWS Batch array job (docs/aws-batch.md)."""
+
+    job_queue: str | None = Field(default=None, min_length=1)
+    # A name, name:revision or ARN; `retrainer batch definition` registers one from below.
+    job_definition: str | None = Field(default=None, min_length=1)
+    # The image the job definition runs (docs/aws-batch.md builds it), e.g. an ECR URI.
+    image: str | None = Field(default=None, min_length=1)
+    platform: Literal["FARGATE", "EC2"] = "FARGATE"
+    vcpus: float = Field(default=2.0, gt=0)
+    memory_mb: int = Field(default=4096, ge=512)
+    gpus: int = Field(default=0, ge=0)
+    # The role the container runs as (it reads and writes the bucket); ECS's execution
+    # role pulls the image on Fargate.
+    job_role_arn: str | None = Field(default=None, pattern=r"^arn:")
+    execution_role_arn: str | None = Field(default=None, pattern=r"^arn:")
+    # Plain environment for every child (never secrets: they would show in the console).
+    environment: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    region: str | None = None
+    # Another Batch API (LocalStack, a loopback fake in tests); None: AWS's own.
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    # How often `batch status --watch` asks Batch (jittered; throttling backs off further).
+    poll_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("environment")
+    @classmethod
+    def _environment_holds_no_secret(cls, environment: dict[str, str]) -> dict[str, str]:
+        secret = sorted(k for k in environment if is_secret_key(k))
+        if secret:
+            raise ValueError(
+                f"{', '.join(secret)}: secrets do not go in the job's environment (the "
+                "Batch console shows it); give the job role the access instead"
+            )
+        return environment
+
+
 class PromotionRule(_Section):
     """A comparison the challenger must pass, in the style of MLflow's MetricThreshold."""
 
@@ -472,6 +509,7 @@ class Settings(_Section):
     dask: DaskSettings = DaskSettings()
     promote: PromoteSettings = PromoteSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    batch: BatchSettings = BatchSettings()
     backtest: BacktestSettings = BacktestSettings()
     search: SearchSettings = SearchSettings()
 

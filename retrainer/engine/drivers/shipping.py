@@ -151,12 +151,17 @@ def champion_payload(spec: AttemptSpec, shared_root: bool) -> bytes | None:
     cannot see them (its features stay: a trainer's evaluate hook rebuilds what it needs)."""
     if shared_root or spec.champion_dir is None or not spec.champion_dir.is_dir():
         return None
+    return pack_champion(spec.champion_dir)
+
+
+def pack_champion(folder: Path) -> bytes:
+    """A champion folder's model files, packed (its features stay)."""
     names = [
         p.name
-        for p in sorted(spec.champion_dir.iterdir())
+        for p in sorted(folder.iterdir())
         if p.is_file() and p.name != FEATURES_FILE and not p.name.startswith(".")
     ]
-    return pack_partials(spec.champion_dir, names)
+    return pack_partials(folder, names)
 
 
 def reuse_payload(spec: AttemptSpec, shared_root: bool) -> bytes | None:
