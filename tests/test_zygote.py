@@ -153,3 +153,50 @@ def test_a_subreaper_scheduler_reaps_the_children_of_a_dead_zygote_with_their_st
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=cli_env()
     )
     assert done.stdout.strip() == str(-signal.SIGTERM), done.stderr
+
+
+def test_a_trainers_warm_up_hook_runs_once_in_the_zygote_and_one_that_raises_is_ignored(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "warmable.py").write_text(
+        "import os, pathlib\n"
+        "def warm():\n"
+        "    marks = pathlib.Path(os.environ['WARM_MARKS'])\n"
+        "    marks.mkdir(exist_ok=True)\n"
+        "    (marks / str(os.getpid())).write_text('warm')\n"
+        "def broken():\n"
+        "    raise RuntimeError('no warm-up today')\n"
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from retrainer.engine.preload import preload\n"
+        "preload(['warmable', 'warmable:broken', 'warmable:warm'])\n"
+        "print('preloaded')\n"
+    )
+    marks = tmp_path / "marks"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=cli_env({"WARM_MARKS": str(marks)}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "preloaded"
+    assert len(list(marks.iterdir())) == 1  # called once, after the imports
+
+
+def test_the_built_in_trainers_warm_up_on_synthetic_bars_without_touching_global_state() -> None:
+    import numpy as np
+    import torch
+
+    from retrainer.training import quantile, trainer
+
+    np.random.seed(123)
+    torch.manual_seed(123)
+    trainer.warm_up()
+    quantile.warm_up()
+    after = (float(np.random.random()), float(torch.rand(1).item()))
+    np.random.seed(123)
+    torch.manual_seed(123)
+    assert after == (float(np.random.random()), float(torch.rand(1).item()))

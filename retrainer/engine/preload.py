@@ -20,12 +20,20 @@ CONSOLE_ONLY = ("rich",)
 
 
 def preload(modules: list[str]) -> None:
+    """modules: names to import; "package.module:function" entries are called once the
+    imports are done (a trainer's `warm_up` hook: a tiny fit, so that every attempt starts
+    with its libraries' first-call work done)."""
     with _hidden(CONSOLE_ONLY):
         import structlog  # noqa: F401
+    hooks = [name for name in modules if ":" in name]
     for name in modules:
         with contextlib.suppress(Exception):
-            importlib.import_module(name)
-    with contextlib.suppress(Exception):  # a speed-up only: never the zygote's end
+            importlib.import_module(name.partition(":")[0])
+    for hook in hooks:
+        with contextlib.suppress(Exception):  # a speed-up only: never the zygote's end
+            module, _, function = hook.partition(":")
+            getattr(importlib.import_module(module), function)()
+    with contextlib.suppress(Exception):
         from retrainer.engine.warmup import warm_up
 
         warm_up()

@@ -261,12 +261,15 @@ DEFAULT_PRELOAD = ("torch", "pandas", "pyarrow.parquet")
 
 def _preload(settings: Settings, trainer: Trainer) -> list[str]:
     """The trainer's module and the heavy modules it declares, imported once in the
-    zygote; torch too if importing the trainer pulled it in."""
+    zygote; torch too if importing the trainer pulled it in; and its `warm_up` hook, if it
+    has one, called there once (engine/preload.py)."""
     module = settings.trainer.plugin.partition(":")[0]
     heavy = list(getattr(trainer, "preload_modules", DEFAULT_PRELOAD))
     if "torch" in sys.modules:
         heavy.append("torch")
-    return [module, *heavy]
+    warm = getattr(trainer, "warm_up", None)
+    hook = [f"{warm.__module__}:{warm.__name__}"] if callable(warm) else []
+    return [module, *heavy, *hook]
 
 
 class Night:

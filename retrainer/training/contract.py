@@ -16,7 +16,10 @@ scheduler then hashes every artifact into sha256.txt.
 A trainer may carry a `params_model` attribute (a pydantic model class): the scheduler then
 validates `[trainer.params]` against it before anything starts. It may carry
 `preload_modules`, the heavy modules it needs (e.g. ("torch",)): they are imported once in
-the zygote that forks every attempt. Without it, torch, pandas and pyarrow are.
+the zygote that forks every attempt. Without it, torch, pandas and pyarrow are. It may
+carry `warm_up`, a function the zygote calls once after those imports (a tiny fit on
+synthetic bars, training/warm.py), so that every attempt starts with its libraries'
+first-call work done: what a backtest's many short windows would each pay again.
 
 A trainer may split its work in two stages with a `prepare` attribute,
 `prepare(ctx) -> None`: it builds what needs only the CPU (features, splits) and saves it

@@ -566,3 +566,13 @@ train.promotion_guards = (  # type: ignore[attr-defined]
 )
 # Imported once in the zygote, so an attempt does not pay for torch.nn on each start.
 train.preload_modules = ("torch", "retrainer.training.quantile_model")  # type: ignore[attr-defined]
+
+
+def warm_up() -> None:
+    """In the zygote, once: a tiny fit, nightly and on a window (training/warm.py)."""
+    from retrainer.training.warm import warm_trainer
+
+    warm_trainer(train, {"hidden_sizes": [4], "max_epochs": 2, "patience_epochs": 1})
+
+
+train.warm_up = warm_up  # type: ignore[attr-defined]

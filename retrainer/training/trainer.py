@@ -321,3 +321,13 @@ def score_forecasts(frame: pd.DataFrame, costs: SymbolCosts) -> dict[str, Any]:
 
 
 train.score_forecasts = score_forecasts  # type: ignore[attr-defined]
+
+
+def warm_up() -> None:
+    """In the zygote, once: a tiny fit, nightly and on a window (training/warm.py)."""
+    from retrainer.training.warm import warm_trainer
+
+    warm_trainer(train, {"hidden_sizes": [4], "max_epochs": 2, "patience_epochs": 1})
+
+
+train.warm_up = warm_up  # type: ignore[attr-defined]
