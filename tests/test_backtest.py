@@ -342,3 +342,15 @@ def test_a_symbol_whose_bars_changed_has_its_windows_run_again_and_the_others_ar
     after = {k: e["artifact_dir"] for k, e in _ledger(tmp_path).items()}
     for item_id, folder in before.items():
         assert (after[item_id] != folder) == item_id.startswith("BTCUSDT/")
+
+
+def test_before_any_window_is_done_the_estimate_scales_each_symbols_nightly_time(
+    tmp_path: Path, small_data: Path, run_cli: RunCli
+) -> None:
+    config = _config(tmp_path, small_data)
+    assert run_cli("run", "--config", str(config)).returncode == 0  # the nights' history
+    planned = run_cli("backtest", "--config", str(config), "--dry_run")
+    assert planned.returncode == 0, planned.stderr
+    assert "windows' history); before a window is done: each symbol's nightly time" in (
+        planned.stdout
+    )

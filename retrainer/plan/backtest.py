@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from retrainer.base.artifacts import BacktestLayout, read_json_object
+from retrainer.base.artifacts import BacktestLayout, Layout, read_json_object
 from retrainer.base.clock import iso, run_day
 from retrainer.base.config import BacktestSettings, Settings
 from retrainer.base.errors import BadInputError
@@ -34,7 +34,7 @@ from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
 from retrainer.ledger.recovery import needs_settling, settle
 from retrainer.plan.forecast import make_forecast
-from retrainer.plan.history import History
+from retrainer.plan.history import History, read_history
 from retrainer.plan.planner import (
     Action,
     DataCheck,
@@ -189,7 +189,9 @@ def build_backtest_plan(
             f"{settings.backtest.embargo_bars}, step_bars = {settings.backtest.step_bars}):\n  "
             + reasons
         )
-    items = _expected(items, ledger.entries)
+    nights = read_history(Layout(settings.run.root.resolve()), run_day(now))
+    rows = {s: len(c.timestamps) for s, c in checked.items() if c.timestamps is not None}
+    items = _expected(items, ledger.entries, nights, rows)
     runnable = sum(1 for i in items if i.action is Action.RUN)
     # Two stages are a night's: a window's prepare would cut the nightly split.
     policy = resolve_policy(settings, resources, runnable, memory_needs(items), False)
@@ -267,9 +269,15 @@ def _symbol_item(symbol: str, check: DataCheck, action: Action, why: str) -> Pla
     return PlanItem(symbol, action, why, check.path, check.costs, 0, None)
 
 
-def _expected(items: list[PlanItem], entries: dict[str, LedgerEntry]) -> list[PlanItem]:
+def _expected(
+    items: list[PlanItem],
+    entries: dict[str, LedgerEntry],
+    nights: History,
+    rows: dict[str, int],
+) -> list[PlanItem]:
     """Each window's expected seconds: the median of the symbol's windows done so far (a
-    resumed backtest's estimate), else of all symbols' (None before any is done)."""
+    resumed backtest's), else of all symbols' windows; before any is done, the symbol's
+    nightly duration (past ledgers) scaled by the window's share of its bars; else None."""
     done: dict[str, list[float]] = {}
     for item_id, entry in entries.items():
         last = entry.last_attempt
@@ -279,9 +287,15 @@ def _expected(items: list[PlanItem], entries: dict[str, LedgerEntry]) -> list[Pl
     overall = statistics.median(every) if every else None
     out = []
     for item in items:
+        if item.window is None:
+            out.append(item)
+            continue
         values = done.get(item.symbol)
         expected = statistics.median(values) if values else overall
-        out.append(replace(item, expected_s=expected) if item.window is not None else item)
+        nightly = nights.of(item.symbol).seconds
+        if expected is None and nightly is not None and rows.get(item.symbol):
+            expected = nightly * item.window.train_bars / rows[item.symbol]
+        out.append(replace(item, expected_s=expected))
     return out
 
 

@@ -182,9 +182,9 @@ def duration_text(seconds: float) -> str:
     return f"{secs}s"
 
 
-def forecast_line(forecast: Forecast) -> str:
+def forecast_line(forecast: Forecast, items: str = "symbols") -> str:
     """forecast: finishes at 03:12 local (makespan 1h10m, from 58 symbols' history; 2 new)"""
-    where = f"from {forecast.known} symbols' history" if forecast.known else "no history yet"
+    where = f"from {forecast.known} {items}' history" if forecast.known else "no history yet"
     new = f"; {forecast.new} new" if forecast.new and forecast.known else ""
     return (
         f"forecast: finishes at {local_clock(forecast.finish_at)} local "

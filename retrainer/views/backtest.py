@@ -58,10 +58,11 @@ def print_backtest_plan(plan: Plan, console: Console, dry_run: bool, verbose: bo
         counts += f", {len(skipped)} symbol(s) without a window"
     console.print(counts, markup=False, highlight=False)
     if plan.forecast is not None and plan.forecast.items:
-        unknown = plan.forecast.new
-        line = forecast_line(plan.forecast)
-        if unknown:
-            line += f" ({unknown} windows without a measured duration yet: estimated)"
+        line = forecast_line(plan.forecast, "windows")
+        if _done(plan.items) == 0 and plan.forecast.known:
+            line += "; before a window is done: each symbol's nightly time, scaled to its window"
+        if plan.forecast.new:
+            line += f" ({plan.forecast.new} windows without any measure: a typical item's time)"
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
