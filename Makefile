@@ -78,6 +78,7 @@ bench: $(STAMP)
 	$(PY) -m bench.admission
 	$(PY) -m bench.two_stage
 	$(PY) -m bench.search_speedup
+	$(PY) -m bench.backtest_throughput
 	$(PY) -m bench.s3_throughput
 	RAY_USAGE_STATS_ENABLED=0 unshare $$(test "$$(id -u)" = 0 || echo -r) -n -p -f --mount-proc \
 	  sh -c 'ip link set lo up && exec $(PY) -m bench.distributed'
