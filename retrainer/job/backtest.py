@@ -75,7 +75,8 @@ def backtest_work(settings: Settings) -> Work:
 def _keep_fingerprint(plan: Plan, settings: Settings) -> None:
     layout = plan.layout
     assert isinstance(layout, BacktestLayout)
-    atomic_write_json(layout.home / FINGERPRINT_FILE, fingerprint_of(plan, settings))
+    kept = fingerprint_of(plan.trainer, plan.trainer_params, settings)
+    atomic_write_json(layout.home / FINGERPRINT_FILE, kept.to_dict())
 
 
 def assemble(plan: Plan, trainer: Trainer) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,6 @@ from retrainer.base.resources import Resources
 from retrainer.base.symbols import select_symbols
 from retrainer.ledger.entries import ItemState, LedgerEntry
 from retrainer.ledger.journal import read_ledger
-from retrainer.ledger.recovery import needs_settling, settle
 from retrainer.plan.forecast import make_forecast
 from retrainer.plan.history import History, read_history
 from retrainer.plan.planner import (
@@ -44,6 +44,7 @@ from retrainer.plan.planner import (
     data_format_of,
     decide,
     memory_needs,
+    settled_entry,
     symbol_seed,
 )
 from retrainer.plan.policy import resolve_policy
@@ -152,9 +153,7 @@ def build_backtest_plan(
         raise BadInputError(
             'bad data, nothing was started ([data] on_bad = "fail"):\n  ' + "\n  ".join(problems)
         )
-    fingerprint = Fingerprint(
-        settings.trainer.plugin, params, json.loads(settings.backtest.model_dump_json())
-    )
+    fingerprint = fingerprint_of(settings.trainer.plugin, params, settings)
     earlier = read_fingerprint(layout)
     if earlier is not None and not force and earlier != fingerprint:
         raise BadInputError(
@@ -215,10 +214,10 @@ def build_backtest_plan(
     return replace(plan, order=order, history=History(), forecast=forecast)
 
 
-def fingerprint_of(plan: Plan, settings: Settings) -> dict[str, Any]:
-    """What to keep beside the backtest's ledger when it starts (read_fingerprint)."""
+def fingerprint_of(trainer: str, params: Mapping[str, Any], settings: Settings) -> Fingerprint:
+    """What a backtest's windows are computed from, as kept beside its ledger."""
     backtest = json.loads(settings.backtest.model_dump_json())
-    return Fingerprint(plan.trainer, dict(plan.trainer_params), backtest).to_dict()
+    return Fingerprint(trainer, dict(params), backtest)
 
 
 def _window_item(
@@ -231,10 +230,7 @@ def _window_item(
     settings: Settings,
 ) -> PlanItem:
     item_id = f"{symbol}/{window.name}"
-    previous = entries.get(item_id)
-    settled = needs_settling(previous)
-    if previous is not None and settled:
-        previous = settle(previous, layout)
+    previous, settled = settled_entry(entries, item_id, layout)
     action, why = decide(previous, layout, force)
     if action is Action.SKIP and not _ran(window, layout, previous):
         action, why = Action.RUN, "its bounds or its symbol's data changed since it was done"

@@ -198,10 +198,9 @@ def build_plan(
     for symbol in selection.symbols:
         check = checked[symbol]
         # A nightly item's id is its symbol; a search's are its candidates' (below).
-        previous = ledger.entries.get(symbol) if search is None else None
-        settled = needs_settling(previous)
-        if previous is not None and settled:
-            previous = settle(previous, layout)
+        previous, settled = (
+            settled_entry(ledger.entries, symbol, layout) if search is None else (None, False)
+        )
         action, why = decide(previous, layout, force)
         if check.problem is not None and action is Action.RUN:
             action, why = Action.FAIL, f"bad data: {check.problem}"
@@ -282,10 +281,7 @@ def candidate_items(
     out = []
     for candidate, merged in tried:
         item_id = f"{item.symbol}/{candidate.name}"
-        previous = entries.get(item_id)
-        settled = needs_settling(previous)
-        if previous is not None and settled:
-            previous = settle(previous, layout)
+        previous, settled = settled_entry(entries, item_id, layout)
         action, why = decide(previous, layout, force)
         if action is Action.RUN:
             why = f"{why}; search candidate {candidate.name} {_overlay(candidate.params)}"
@@ -444,6 +440,18 @@ def check_data(
             timestamps,
         )
     return checked
+
+
+def settled_entry(
+    entries: Mapping[str, LedgerEntry], item_id: str, layout: Layout
+) -> tuple[LedgerEntry | None, bool]:
+    """Today's entry of the item, as it really ended if a scheduler that died left it
+    running; and whether it was so (the night records the settled entry)."""
+    previous = entries.get(item_id)
+    settled = needs_settling(previous)
+    if previous is not None and settled:
+        previous = settle(previous, layout)
+    return previous, settled
 
 
 def decide(previous: LedgerEntry | None, layout: Layout, force: bool) -> tuple[Action, str]:
