@@ -4,38 +4,29 @@ progress, and the walk-forward result."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from retrainer.ledger.journal import Ledger
 from retrainer.plan.forecast import forecast_line
 from retrainer.plan.planner import Action, Plan, PlanItem
-from retrainer.views.display import plain_table, print_result
-from retrainer.views.progress import live_progress
+from retrainer.views.display import plain_table
+from retrainer.views.night_console import NightConsole
 
 Row = tuple[str, ...]
 
 
-class BacktestConsole:
-    """The NightReporter of `retrainer backtest` (retrainer.job.nightly)."""
+class BacktestConsole(NightConsole):
+    """The NightReporter of `retrainer backtest`: the night's progress and result, and
+    the plan as windows per symbol (retrainer.job.nightly)."""
 
     def __init__(self, console: Console, verbose: bool = False) -> None:
-        self.console = console
+        super().__init__(console)
         self.verbose = verbose  # every window on its own line, not one line per symbol
 
     def plan(self, plan: Plan, dry_run: bool) -> None:
         print_backtest_plan(plan, self.console, dry_run, self.verbose)
-
-    def progress(
-        self, ledger: Ledger, run: Mapping[str, Any], day: str, engine_log: Path, log_level: str
-    ) -> AbstractContextManager[None]:
-        return live_progress(ledger, run, day, self.console, engine_log, log_level)
-
-    def result(self, summary: dict[str, Any], summary_path: Path) -> None:
-        print_result(summary, summary_path, self.console)
 
 
 def print_backtest_plan(plan: Plan, console: Console, dry_run: bool, verbose: bool) -> None:
