@@ -89,7 +89,7 @@ def run_once(workdir: Path, universe: Universe, kind: str, k: int, tree: Path = 
     command_s = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"retrainer run exited {done.returncode}:\n{done.stderr[-3000:]}")
-    ledger = _only_status(root)
+    ledger = only_status(root)
     return RunTiming(command_s, batch_seconds(ledger), _count_success(ledger), done.returncode)
 
 
@@ -111,7 +111,7 @@ def dry_run_once(workdir: Path, universe: Universe, tree: Path = REPO) -> float:
     return elapsed
 
 
-def _only_status(root: Path) -> dict[str, Any]:
+def only_status(root: Path) -> dict[str, Any]:
     (status,) = root.glob("runs/*/status.json")
     loaded: dict[str, Any] = json.loads(status.read_text())
     return loaded

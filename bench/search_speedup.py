@@ -25,12 +25,11 @@ import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, print_table, write_results
-from bench.retrainer_run import bench_env, retrainer_command
+from bench.retrainer_run import batch_seconds, bench_env, only_status, retrainer_command
 from retrainer.base.artifacts import Layout
 from retrainer.base.demo_data import write_demo_universe
 from retrainer.ledger.journal import read_ledger
@@ -69,10 +68,6 @@ def write_config(path: Path, data_dir: Path, symbol: str, root: Path, args: Any)
     return path
 
 
-def _at(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
 def run_night(work: Path, data_dir: Path, symbol: str, args: Any, spec: Any) -> Night:
     name, k, flags = spec
     root = work / f"root-k{k}"
@@ -89,19 +84,15 @@ def run_night(work: Path, data_dir: Path, symbol: str, args: Any, spec: Any) -> 
     wall_s = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"{name}: retrainer run exited {done.returncode}:\n{done.stderr}")
-    layout = Layout(root)
-    day = sorted(p.parent.name for p in root.glob("runs/*/status.json"))[-1]
-    state = read_ledger(layout.status_path(day), layout.journal_path(day))
-    attempts = [a for e in state.entries.values() for a in e.attempts if a.ended_at]
-    first = min(_at(a.started_at) for a in attempts)
-    last = max(_at(str(a.ended_at)) for a in attempts)
-    record = json.loads((layout.run_dir(day) / "search" / f"{symbol}.json").read_text())
+    ledger = only_status(root)
+    (record_path,) = root.glob(f"runs/*/search/{symbol}.json")
+    record = json.loads(record_path.read_text())
     night = Night(
         name,
         k,
         round(wall_s, 2),
-        round((last - first).total_seconds(), 2),
-        len(state.entries),
+        round(batch_seconds(ledger), 2),
+        len(ledger["symbols"]),
         record["chosen"],
         record["best_metric"],
     )
