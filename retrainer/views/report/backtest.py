@@ -19,8 +19,8 @@ from retrainer.base.costs import SymbolCosts
 from retrainer.base.errors import BadInputError
 from retrainer.training.walkforward import equity_curve
 from retrainer.views.backtest import headline
-from retrainer.views.report.charts import _figure, _png
-from retrainer.views.report.page import CSS, _img, _table
+from retrainer.views.report.charts import new_figure, png_bytes
+from retrainer.views.report.page import CSS, html_table, img_tag
 
 MAX_CURVES = 20  # more lines than this on one chart is noise; the table has them all
 # The per-window figure drawn: the first of these the windows report.
@@ -64,11 +64,11 @@ def render_backtest_page(
         + ("" if summary.get("complete") else " (incomplete: see Missing)")
         + "</p>",
         "<h2>Walk-forward, out of sample</h2>",
-        _table(("symbol", "windows", "complete", "headline"), rows, {"windows"}),
+        html_table(("symbol", "windows", "complete", "headline"), rows, {"windows"}),
         "<h2>Equity curve, net of costs</h2>",
-        _img(charts["equity"], "cumulative net log return per symbol", "equity"),
+        img_tag(charts["equity"], "cumulative net log return per symbol", "equity"),
         f"<h2>{escape(figure or 'figure')} per window</h2>",
-        _img(charts["windows"], f"{figure} of each window", "windows"),
+        img_tag(charts["windows"], f"{figure} of each window", "windows"),
     ]
     missing = [m for record in symbols.values() for m in record.get("missing", [])]
     skipped = summary.get("skipped", {})
@@ -116,7 +116,7 @@ def _per_window(summary: Mapping[str, Any]) -> tuple[str, dict[str, list[float]]
 
 
 def _equity_png(curves: Mapping[str, pd.DataFrame]) -> bytes:
-    fig = _figure(7.5, 3.6)
+    fig = new_figure(7.5, 3.6)
     ax = fig.add_subplot()
     for symbol, curve in curves.items():
         ax.plot(curve["time"], curve["equity"], linewidth=0.9, label=symbol)
@@ -128,11 +128,11 @@ def _equity_png(curves: Mapping[str, pd.DataFrame]) -> bytes:
             0.5, 0.5, "no positions (not a direction model)", transform=ax.transAxes, ha="center"
         )
     ax.set_ylabel("cumulative net log return")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _windows_png(figure: str, values: Mapping[str, Sequence[float]]) -> bytes:
-    fig = _figure(7.5, 3.2)
+    fig = new_figure(7.5, 3.2)
     ax = fig.add_subplot()
     for symbol, series in values.items():
         ax.plot(range(len(series)), series, marker=".", linewidth=0.8, label=symbol)
@@ -141,4 +141,4 @@ def _windows_png(figure: str, values: Mapping[str, Sequence[float]]) -> bytes:
         ax.legend(fontsize=6, ncol=4)
     ax.set_xlabel("window")
     ax.set_ylabel(figure or "-")
-    return _png(fig)
+    return png_bytes(fig)

@@ -31,7 +31,7 @@ MAX_SHARPE_BARS = 60  # beyond this, the best and the worst half of it each
 DPI = 100
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - the dev install has it
@@ -41,7 +41,7 @@ def _figure(width_in: float, height_in: float) -> Figure:
     return Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
@@ -55,7 +55,7 @@ def gantt_png(bars: Sequence[Bar]) -> bytes:
     origin = min((b.start for b in bars), default=None)
     span_s = max(((b.end - origin).total_seconds() for b in bars if origin), default=0.0)
     unit, unit_s = ("hours", 3600.0) if span_s > 3 * 3600 else ("minutes", 60.0)
-    fig = _figure(11.0, 1.6 + 0.45 * len(lanes))
+    fig = new_figure(11.0, 1.6 + 0.45 * len(lanes))
     ax = fig.add_subplot()
     # One collection per slot and outcome: a night of 10,000 attempts draws quickly.
     spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
@@ -103,12 +103,12 @@ def gantt_png(bars: Sequence[Bar]) -> bytes:
     ax.grid(axis="x", alpha=0.3)
     if not bars:
         ax.text(0.5, 0.5, "no attempts recorded", transform=ax.transAxes, ha="center")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def minutes_png(minutes: Sequence[tuple[float, str]]) -> bytes:
     """How long attempts took, stacked by how they ended."""
-    fig = _figure(5.6, 3.6)
+    fig = new_figure(5.6, 3.6)
     ax = fig.add_subplot()
     states = [s for s in STATE_COLOURS if any(state == s for _, state in minutes)]
     if minutes:
@@ -125,7 +125,7 @@ def minutes_png(minutes: Sequence[tuple[float, str]]) -> bytes:
     ax.set_xlabel("minutes per attempt")
     ax.set_ylabel("attempts")
     ax.set_title("Training minutes")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def sharpe_png(sharpes: Sequence[tuple[str, float]]) -> bytes:
@@ -136,7 +136,7 @@ def sharpe_png(sharpes: Sequence[tuple[str, float]]) -> bytes:
         half = MAX_SHARPE_BARS // 2
         title += f": best and worst {half} of {len(ranked)}"
         ranked = ranked[:half] + ranked[-half:]
-    fig = _figure(5.6, max(3.6, 0.9 + 0.2 * len(ranked)))
+    fig = new_figure(5.6, max(3.6, 0.9 + 0.2 * len(ranked)))
     ax = fig.add_subplot()
     if ranked:
         names = [s for s, _ in ranked]
@@ -149,4 +149,4 @@ def sharpe_png(sharpes: Sequence[tuple[str, float]]) -> bytes:
         ax.text(0.5, 0.5, "no net Sharpe recorded", transform=ax.transAxes, ha="center")
     ax.set_xlabel("net Sharpe (annualised)")
     ax.set_title(title, fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)

@@ -63,11 +63,11 @@ def render_page(data: ReportData, charts: Mapping[str, bytes]) -> str:
         "<h2>Runs</h2>",
         _runs_table(data.runs),
         "<h2>Timeline</h2>",
-        _img(charts["gantt"], "timeline of attempts per worker slot", "gantt"),
+        img_tag(charts["gantt"], "timeline of attempts per worker slot", "gantt"),
         '<div class="charts"><div><h2>Training minutes</h2>',
-        _img(charts["minutes"], "histogram of minutes per attempt", "minutes"),
+        img_tag(charts["minutes"], "histogram of minutes per attempt", "minutes"),
         "</div><div><h2>Net-of-cost Sharpe</h2>",
-        _img(charts["sharpe"], "net Sharpe per symbol", "sharpe"),
+        img_tag(charts["sharpe"], "net Sharpe per symbol", "sharpe"),
         "</div></div>",
     ]
     if failures:
@@ -82,7 +82,7 @@ def render_page(data: ReportData, charts: Mapping[str, bytes]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _img(png: bytes, alt: str, name: str) -> str:
+def img_tag(png: bytes, alt: str, name: str) -> str:
     return f'<img class="chart" id="chart-{name}" alt="{escape(alt)}" src="{data_uri(png)}">'
 
 
@@ -91,7 +91,7 @@ def _state(state: str) -> str:
     return f'<span class="state" style="background:{colour}">{escape(state)}</span>'
 
 
-def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: set[str]) -> str:
+def html_table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: set[str]) -> str:
     headers = list(headers)
 
     def cell(tag: str, header: str, content: str) -> str:
@@ -120,7 +120,7 @@ def _runs_table(runs: list[dict[str, Any]]) -> str:
         ]
         for r in runs
     ]
-    return _table(
+    return html_table(
         ["run", "mode", "at a time", "started", "finished", "to run", "skipped", "exit"],
         rows,
         {"at a time", "to run", "skipped", "exit"},
@@ -168,7 +168,7 @@ def _symbols_table(rows: list[SymbolRow]) -> str:
         ]
         for r in rows
     ]
-    return _table(
+    return html_table(
         [name for name, _ in SYMBOL_COLUMNS],
         cells,
         {name for name, numeric in SYMBOL_COLUMNS if numeric},
